@@ -1,0 +1,1 @@
+"""Compiled contract artifacts exported from the forge build by scripts/export-abi."""

@@ -1,0 +1,1 @@
+"""Pure protocol core: no I/O, no clock, no environment. The service and the auditor share it."""
