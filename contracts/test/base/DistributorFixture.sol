@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {Test} from "./Test.sol";
+import {Merkle} from "./Merkle.sol";
+import {W2EToken} from "../../src/W2EToken.sol";
+import {RewardDistributor} from "../../src/RewardDistributor.sol";
+import {IRewardDistributor} from "../../src/interfaces/IRewardDistributor.sol";
+
+/// @notice A production-shaped deployment: poster and guardian are separate keys and the admin
+/// renounced both, plus helpers to build trees and post roots.
+abstract contract DistributorFixture is Test {
+    uint64 internal constant PERIOD = 1 days;
+    uint256 internal constant START = 1_767_225_600;
+
+    W2EToken internal token;
+    RewardDistributor internal rd;
+
+    address internal admin;
+    address internal poster;
+    address internal guardian;
+    address internal funder;
+    address internal relayer;
+    address internal alice;
+    address internal bob;
+    address internal carol;
+    address internal mallory;
+
+    struct Tree {
+        address[] accounts;
+        uint256[] amounts;
+        bytes32[] leaves;
+        bytes32 root;
+        uint256 total;
+    }
+
+    function setUp() public virtual {
+        vm.warp(START);
+        admin = makeAddr("admin");
+        poster = makeAddr("poster");
+        guardian = makeAddr("guardian");
+        funder = makeAddr("funder");
+        relayer = makeAddr("relayer");
+        alice = makeAddr("alice");
+        bob = makeAddr("bob");
+        carol = makeAddr("carol");
+        mallory = makeAddr("mallory");
+
+        token = new W2EToken(admin);
+        rd = new RewardDistributor(token, PERIOD, admin);
+
+        vm.startPrank(admin);
+        token.grantRole(token.MINTER_ROLE(), address(this));
+        rd.grantRole(rd.POSTER_ROLE(), poster);
+        rd.grantRole(rd.GUARDIAN_ROLE(), guardian);
+        rd.renounceRole(rd.POSTER_ROLE(), admin);
+        rd.renounceRole(rd.GUARDIAN_ROLE(), admin);
+        vm.stopPrank();
+    }
+
+    // ------------------------------------------------------------ trees
+
+    function _tree(address[] memory accounts, uint256[] memory amounts)
+        internal
+        pure
+        returns (Tree memory t)
+    {
+        t.accounts = accounts;
+        t.amounts = amounts;
+        t.leaves = Merkle.leaves(accounts, amounts);
+        t.root = Merkle.root(t.leaves);
+        for (uint256 i; i < amounts.length; ++i) {
+            t.total += amounts[i];
+        }
+    }
+
+    function _tree3(uint256 a, uint256 b, uint256 c) internal view returns (Tree memory) {
+        address[] memory accounts = new address[](3);
+        (accounts[0], accounts[1], accounts[2]) = (alice, bob, carol);
+        uint256[] memory amounts = new uint256[](3);
+        (amounts[0], amounts[1], amounts[2]) = (a, b, c);
+        return _tree(accounts, amounts);
+    }
+
+    function _proof(Tree memory t, uint256 i) internal pure returns (bytes32[] memory) {
+        return Merkle.proof(t.leaves, i);
+    }
+
+    // ------------------------------------------------------------ actions
+
+    function _fund(uint256 amount) internal {
+        token.mint(funder, amount);
+        vm.startPrank(funder);
+        token.approve(address(rd), amount);
+        rd.fund(amount);
+        vm.stopPrank();
+    }
+
+    function _propose(uint64 epoch, Tree memory t) internal {
+        vm.prank(poster);
+        rd.proposeRoot(epoch, t.root, t.total, keccak256(abi.encode("manifest", epoch)), "ipfs://dataset");
+    }
+
+    function _acceptWhenValid() internal {
+        (,,,, uint64 validAt) = rd.pendingRoot();
+        // forge-lint: disable-next-line(block-timestamp)
+        if (block.timestamp < validAt) vm.warp(validAt);
+        vm.prank(relayer);
+        rd.acceptRoot();
+    }
+
+    /// @dev Funds what the tree needs beyond the current funding, proposes and accepts it.
+    function _post(uint64 epoch, Tree memory t) internal {
+        if (t.total > rd.totalFunded()) _fund(t.total - rd.totalFunded());
+        _propose(epoch, t);
+        _acceptWhenValid();
+    }
+
+    function _claim(Tree memory t, uint256 i) internal {
+        bytes32[] memory proof = _proof(t, i);
+        vm.prank(relayer);
+        rd.claim(t.accounts[i], t.amounts[i], proof);
+    }
+
+    function _pause() internal {
+        vm.prank(guardian);
+        rd.pause();
+    }
+
+    function _unpause() internal {
+        vm.prank(guardian);
+        rd.unpause();
+    }
+
+    function _unauthorized(address account, bytes32 role) internal pure returns (bytes memory) {
+        return abi.encodeWithSignature("AccessControlUnauthorizedAccount(address,bytes32)", account, role);
+    }
+}
