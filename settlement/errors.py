@@ -19,3 +19,138 @@ class InputError(SettlementError):
 
     exit_code = 2
     http_status = 422
+
+
+class MalformedReceipt(InputError):
+    """A wire receipt breaks PROTOCOL section 2's format; `field` names where, the message says what.
+
+    Parsing raises it; `verify` and the batch paths turn it into a MALFORMED verdict, so
+    one bad receipt in a file never stops the others.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def __reduce__(self):  # keep (field, message) across process-pool pickling
+        return (type(self), (self.field, self.message))
+
+
+# http api: refusals of a whole request (a bad receipt inside a batch is a verdict, not these)
+
+
+class PayloadTooLarge(InputError):
+    """The request body or batch is above the server's limit; send smaller batches."""
+
+    http_status = 413
+
+
+class Unauthorized(SettlementError):
+    """An admin endpoint was called without the right bearer token, or with admin disabled."""
+
+    exit_code = 2
+    http_status = 401
+
+
+class Busy(SettlementError):
+    """The server refuses work for now; `retry_after` says how many seconds to wait."""
+
+    http_status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(Busy):
+    """This client sent more batches per second than the server's rate limit allows."""
+
+    http_status = 429
+
+
+class StoreError(SettlementError):
+    """The database cannot be opened, migrated or written; the message says which and why."""
+
+    exit_code = 3
+    http_status = 503
+
+
+class SchemaOutdated(StoreError):
+    """The database schema is not at the code's Alembic head: run `alembic upgrade head`."""
+
+
+class RegistryError(InputError):
+    """A registry change was refused: an address or id is invalid, forbidden or unknown."""
+
+
+class NotFound(RegistryError):
+    """A registry entry or registration request named by the caller does not exist."""
+
+    http_status = 404
+
+
+class InvalidRegistration(RegistryError):
+    """A signed node registration request is malformed, expired or not signed by its node."""
+
+
+# chain: every message says what to do next
+
+
+class ChainError(SettlementError):
+    """A chain operation failed: RPC, transaction or contract state; the message says what to do."""
+
+    exit_code = 3
+    http_status = 502
+
+
+class RpcUnavailable(ChainError):
+    """The JSON-RPC endpoint does not answer; start the node or fix W2E_RPC_URL."""
+
+    http_status = 503
+
+
+class KeyUnavailable(ConfigError):
+    """A signing key is not configured or cannot be decrypted; the message names the setting."""
+
+
+class ArtifactMissing(ConfigError):
+    """A compiled contract artifact is missing; run `forge build` and `scripts/export-abi`."""
+
+
+class DeploymentMissing(ConfigError):
+    """No deployment record at the configured path; run `settlement deploy` first."""
+
+
+class ContractRevert(ChainError):
+    """The contract refused a call; `error` is its custom error name (PROTOCOL section 7)."""
+
+    def __init__(self, message: str, error: str | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class InsolventProposal(ContractRevert):
+    """A root's cumulative total is above what the distributor holds; fund it by `shortfall`."""
+
+    def __init__(self, message: str, shortfall: int) -> None:
+        super().__init__(message, "Insolvent")
+        self.shortfall = shortfall
+
+
+class DistributorPaused(ContractRevert):
+    """The distributor is paused: claims and ordinary proposals wait for the guardian's unpause."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "EnforcedPause")
+
+
+class NothingToClaim(ChainError):
+    """The account's cumulative amount is already claimed; wait for the next root."""
+
+    exit_code = 1
+    http_status = 409
+
+
+class TransactionFailed(ChainError):
+    """A transaction was mined but reverted, or was dropped; the message has its hash."""

@@ -1,0 +1,1 @@
+"""Route modules: receipts ingest, registry admin, node registration requests, health."""

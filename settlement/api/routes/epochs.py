@@ -1,0 +1,173 @@
+"""Read API of closed epochs: manifests, trees, allocations and what an account has earned.
+
+Store calls block, so these routes are plain `def` (FastAPI's threadpool). The chain-facing
+fields of an account (claimable against the accepted on-chain root, what a pending root
+adds and when) need a configured chain: until the chain issue wires them, they are null.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from settlement import epochs_service
+from settlement.api.deps import SettingsDep, StoreDep
+from settlement.api.schemas import ErrorOut
+from settlement.errors import InputError, NotFound
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["epochs"],
+    responses={404: {"model": ErrorOut, "description": "epoch not closed (or no tree)"}},
+)
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+class EpochOut(BaseModel):
+    epoch: int
+    root: str = Field(description="Merkle root of cumulative balances; 0x00..00 when none")
+    dataHash: str = Field(description="keccak256 of the manifest bytes")
+    cumulativeTotal: str = Field(description="sum of all leaves, base units (decimal string)")
+    proposes: bool = Field(description="false: no balance changed, nothing to propose")
+
+
+class AllocationOut(BaseModel):
+    account: str
+    cls: Literal["node", "viewer", "creator"] = Field(alias="class")
+    amount: str = Field(description="base units (decimal string)")
+
+    model_config = {"populate_by_name": True}
+
+
+class EarnedOut(BaseModel):
+    node: str
+    viewer: str
+    creator: str
+    total: str
+
+
+class PendingOut(BaseModel):
+    epoch: int
+    root: str
+    adds: str = Field(description="what the pending root adds for this account, base units")
+    claimableAt: int = Field(description="unix seconds: the root's validAt")
+
+
+class AccountOut(BaseModel):
+    account: str
+    epoch: int = Field(description="latest closed epoch (0: none yet)")
+    earned: EarnedOut = Field(description="cumulative, by class, after that epoch")
+    root: str | None = Field(description="root of the latest closed epoch")
+    proof: list[str] | None = Field(
+        description="proof of (account, earned.total) against `root`; null without a leaf"
+    )
+    claimed: str | None = Field(
+        default=None, description="claimed on-chain so far; null until a chain is configured"
+    )
+    claimableNow: str | None = Field(
+        default=None,
+        description="claimable against the accepted on-chain root; null until a chain is configured",
+    )
+    acceptedRoot: str | None = Field(
+        default=None,
+        description="the distributor's accepted root; null until a chain is configured",
+    )
+    acceptedProof: list[str] | None = Field(
+        default=None,
+        description="proof against the accepted root; null until a chain is configured",
+    )
+    pending: PendingOut | None = Field(
+        default=None, description="the pending root's effect; null until a chain is configured"
+    )
+
+
+def _epoch_out(c: epochs_service.ClosedEpoch) -> EpochOut:
+    return EpochOut(
+        epoch=c.epoch,
+        root=c.root,
+        dataHash=c.data_hash,
+        cumulativeTotal=str(c.cumulative_total),
+        proposes=c.proposes,
+    )
+
+
+EpochPath = Annotated[int, Path(ge=1, description="epoch number (from 1)")]
+
+
+@router.get("/epochs", summary="Closed epochs, newest first")
+def list_epochs(
+    store: StoreDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1, description="only epochs below this one")] = None,
+) -> list[EpochOut]:
+    return [_epoch_out(c) for c in epochs_service.list_epochs(store, settings, limit, before)]
+
+
+@router.get(
+    "/epochs/{epoch}",
+    summary="The epoch's manifest.json, byte for byte as published",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}}},
+)
+def get_manifest(epoch: EpochPath, store: StoreDep, settings: SettingsDep) -> Response:
+    closed = epochs_service.get_epoch(store, settings, epoch)
+    return Response(closed.manifest, media_type="application/json")
+
+
+@router.get(
+    "/epochs/{epoch}/tree",
+    summary="The epoch's standard-v1 tree dump (OpenZeppelin StandardMerkleTree.load accepts it)",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}}},
+)
+def get_tree(epoch: EpochPath, store: StoreDep, settings: SettingsDep) -> Response:
+    dump = epochs_service.tree_dump(store, settings, epoch)
+    if dump is None:
+        raise NotFound(f"epoch {epoch} has no tree: no account has a positive balance")
+    return Response(dump, media_type="application/json")
+
+
+@router.get("/epochs/{epoch}/allocations", summary="What each account got in the epoch, by class")
+def get_allocations(
+    epoch: EpochPath, store: StoreDep, settings: SettingsDep
+) -> list[AllocationOut]:
+    return [
+        AllocationOut(account="0x" + a.hex(), cls=cls, amount=str(v))  # type: ignore[arg-type]
+        for a, cls, v in epochs_service.allocations(store, settings, epoch)
+    ]
+
+
+@router.get(
+    "/accounts/{address}",
+    summary="Cumulative earnings by class and the proof against the latest closed tree",
+    responses={422: {"model": ErrorOut, "description": "not a 20-byte 0x address"}},
+)
+def get_account(
+    address: str, request: Request, store: StoreDep, settings: SettingsDep
+) -> AccountOut:
+    if not _ADDRESS.match(address):
+        raise InputError(f"{address!r} is not an address: give 0x and 40 hex digits")
+    account = bytes.fromhex(address[2:])
+    view = epochs_service.account(store, settings, account)
+    # Imported here: the chain side (web3) is only loaded by services that have a chain.
+    from settlement.api.routes.claims import account_chain_fields
+
+    chain_fields = account_chain_fields(request.app.state, store, settings, account)
+    return AccountOut(
+        **chain_fields,
+        account="0x" + view.account.hex(),
+        epoch=view.epoch,
+        earned=EarnedOut(
+            node=str(view.node),
+            viewer=str(view.viewer),
+            creator=str(view.creator),
+            total=str(view.total),
+        ),
+        root=view.root,
+        proof=view.proof,
+    )

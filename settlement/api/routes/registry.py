@@ -1,0 +1,168 @@
+"""Registries over HTTP: admin endpoints (bearer token) and the nodes' own registration requests.
+
+Store calls block, so these routes are plain `def`: FastAPI runs them in its threadpool.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from fastapi import APIRouter
+
+from settlement import service
+from settlement.adapters.db import Registration
+from settlement.api.deps import AdminDep, ClientKeyDep, SettingsDep, StateDep, StoreDep
+from settlement.api.schemas import (
+    ERROR_RESPONSES,
+    ContentIn,
+    ContentOut,
+    NodeIn,
+    NodeOut,
+    RegistrationIn,
+    RegistrationOut,
+    RegistriesIn,
+    ViewerIn,
+)
+
+admin = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    responses={401: ERROR_RESPONSES[401], 422: ERROR_RESPONSES[422]},
+)
+public = APIRouter(tags=["nodes"])
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def _registration(reg: Registration) -> RegistrationOut:
+    return RegistrationOut(
+        id=reg.id,
+        node=_hex(reg.node),
+        label=reg.label,
+        issuedAt=reg.issued_at,
+        status=reg.status,  # type: ignore[arg-type]
+        requestedAt=reg.requested_at,
+        decidedAt=reg.decided_at,
+    )
+
+
+# --- nodes ----------------------------------------------------------------------------------
+
+
+@admin.get("/nodes", summary="List registered nodes")
+def list_nodes(_: AdminDep, store: StoreDep) -> list[NodeOut]:
+    return [NodeOut(address=_hex(a), label=label, active=on) for a, label, on in store.nodes()]
+
+
+@admin.post("/nodes", summary="Register or update a node")
+def put_node(_: AdminDep, store: StoreDep, settings: SettingsDep, body: NodeIn) -> NodeOut:
+    node = service.register_node(store, body.address, body.label, body.active, settings=settings)
+    return NodeOut(address=_hex(node), label=body.label, active=body.active)
+
+
+@admin.post(
+    "/nodes/{address}/{action}",
+    summary="Activate or deactivate a node",
+    responses={404: {"description": "node not registered"}},
+)
+def node_active(
+    _: AdminDep, store: StoreDep, address: str, action: Literal["activate", "deactivate"]
+) -> dict[str, str | bool]:
+    service.set_node_active(store, address, action == "activate")
+    return {"address": address.lower(), "active": action == "activate"}
+
+
+# --- content and viewers --------------------------------------------------------------------
+
+
+@admin.get("/content", summary="List registered content and creators")
+def list_content(_: AdminDep, store: StoreDep) -> list[ContentOut]:
+    snap = store.registry_snapshot()
+    return [ContentOut(contentId=_hex(c), creator=_hex(k)) for c, k in sorted(snap.content.items())]
+
+
+@admin.post("/content", summary="Register content (content id -> creator)")
+def put_content(_: AdminDep, store: StoreDep, settings: SettingsDep, body: ContentIn) -> ContentOut:
+    cid = service.add_content(store, body.contentId, body.creator, settings=settings)
+    return ContentOut(contentId=_hex(cid), creator=body.creator.lower())
+
+
+@admin.delete("/content/{content_id}", summary="Remove content", status_code=204)
+def delete_content(_: AdminDep, store: StoreDep, content_id: str) -> None:
+    service.remove_content(store, content_id)
+
+
+@admin.get("/viewers", summary="List the viewer allowlist")
+def list_viewers(_: AdminDep, store: StoreDep) -> list[str]:
+    return sorted(_hex(v) for v in store.registry_snapshot().viewers)
+
+
+@admin.post("/viewers", summary="Add a viewer to the allowlist")
+def put_viewer(_: AdminDep, store: StoreDep, settings: SettingsDep, body: ViewerIn) -> ViewerIn:
+    return ViewerIn(address=_hex(service.add_viewer(store, body.address, settings=settings)))
+
+
+@admin.delete("/viewers/{address}", summary="Remove a viewer from the allowlist", status_code=204)
+def delete_viewer(_: AdminDep, store: StoreDep, address: str) -> None:
+    service.remove_viewer(store, address)
+
+
+@admin.post("/registries", summary="Import a registries document in one transaction")
+def import_registries(
+    _: AdminDep, store: StoreDep, settings: SettingsDep, body: RegistriesIn
+) -> dict[str, int]:
+    return service.load_registries(store, body.model_dump(), settings=settings)
+
+
+# --- node registration requests ------------------------------------------------------------
+
+
+@admin.get("/registrations", summary="List node registration requests")
+def list_registrations(
+    _: AdminDep, store: StoreDep, status: Literal["pending", "approved", "rejected"] | None = None
+) -> list[RegistrationOut]:
+    return [_registration(r) for r in store.registrations(status)]
+
+
+@admin.post(
+    "/registrations/{request_id}/{decision}",
+    summary="Approve or reject a pending node registration request",
+    responses={404: {"description": "no such request"}},
+)
+def decide_registration(
+    _: AdminDep, store: StoreDep, request_id: int, decision: Literal["approve", "reject"]
+) -> RegistrationOut:
+    decide = (
+        service.approve_node_registration
+        if decision == "approve"
+        else service.reject_node_registration
+    )
+    return _registration(decide(store, request_id, int(time.time())))
+
+
+@public.post(
+    "/v1/nodes/registrations",
+    status_code=201,
+    summary="Request registration of a node (signed by the node key)",
+    responses={k: ERROR_RESPONSES[k] for k in (422, 429)},
+)
+def request_registration(
+    state: StateDep, client: ClientKeyDep, body: RegistrationIn
+) -> RegistrationOut:
+    """Sign `NodeRegistration(address node,string label,uint64 issuedAt)` under the receipts'
+    EIP-712 domain with the node's key. In open mode (W2E_REGISTRY_MODE=open) the node is
+    registered at once; otherwise the request waits for an admin's approval.
+    """
+    state.limiter.take(client)
+    reg = service.request_node_registration(
+        state.store, state.settings, body.model_dump(), int(time.time())
+    )
+    return _registration(reg)
+
+
+router = APIRouter()
+router.include_router(admin)
+router.include_router(public)

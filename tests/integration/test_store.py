@@ -1,0 +1,584 @@
+"""Stateful verdicts, registries, the rejection log and retention, on SQLite and PostgreSQL.
+
+Every test runs against both stores through the same service functions (PROTOCOL 3-4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
+from storekit import (
+    BACKENDS,
+    EPOCH,
+    GENESIS,
+    GRACE,
+    NOW,
+    World,
+    key,
+    opened,
+    reset,
+    settings,
+    verdicts,
+    wire,
+)
+
+from settlement import service
+from settlement.adapters.db import U64_OFFSET
+from settlement.domain.receipts import (
+    DeliveryReceipt,
+    Domain,
+    ViewReceipt,
+    address_of,
+    parse_wire,
+    recover_signer,
+    sign,
+    to_wire,
+)
+from settlement.errors import MalformedReceipt, NotFound, RegistryError
+
+UINT64_MAX = 2**64 - 1
+B1 = GENESIS + 100  # issuedAt in bucket 1
+B2 = GENESIS + EPOCH + GRACE + 100  # issuedAt in bucket 2
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """One migrated store per backend for the module; each test starts from empty tables."""
+    with contextlib.ExitStack() as stack:
+        opened_stores = {}
+
+        def get(backend):
+            if backend not in opened_stores:
+                path = tmp_path_factory.mktemp(backend)
+                opened_stores[backend] = stack.enter_context(opened(backend, path))
+            return opened_stores[backend]
+
+        yield get
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, stores):
+    s = stores(request.param)
+    reset(s)
+    return s
+
+
+@pytest.fixture
+def world(store):
+    w = World()
+    w.register(store)
+    return w
+
+
+def ingest(store, items, now=NOW, **overrides):
+    return service.Ingestor(store, settings(**overrides)).ingest(items, now)
+
+
+def best(store):
+    return {(type(x.receipt).__name__, x.bucket): x.receipt for x in store.best_receipts()}
+
+
+def test_bucket_of_follows_cutoffs():
+    b = lambda t: service.bucket_of(t, GENESIS, EPOCH, GRACE)  # noqa: E731
+    assert b(GENESIS) == 1
+    assert b(GENESIS + EPOCH + GRACE - 1) == 1
+    assert b(GENESIS + EPOCH + GRACE) == 2
+    assert b(GENESIS + 2 * EPOCH + GRACE) == 3
+    assert service.cutoff(0, GENESIS, EPOCH, GRACE) == GENESIS
+    assert service.cutoff(2, GENESIS, EPOCH, GRACE) == GENESIS + 2 * EPOCH + GRACE
+
+
+def test_accepted_duplicate_stale_and_summary(store, world):
+    sid = key("s1")
+    r1 = world.delivery(sid, 1000, 2, B1)
+    r2 = world.delivery(sid, 2000, 3, B1 + 10)
+    r0 = world.delivery(sid, 500, 1, B1 + 20)
+    first = ingest(store, wire(r1))
+    assert verdicts(first) == ["accepted"]
+    result = ingest(store, [*wire(r2, r1, r0, r2), "not a receipt"])
+    assert verdicts(result) == ["accepted", "stale", "stale", "duplicate", "MALFORMED"]
+    assert result.summary == {
+        "accepted": 1,
+        "duplicate": 1,
+        "stale": 2,
+        "rejected": 1,
+        "MALFORMED": 1,
+    }
+    assert [i.index for i in result.items] == list(range(5))
+    assert best(store) == {("DeliveryReceipt", 1): r2}
+
+
+def test_same_key_twice_in_one_batch_sees_the_first(store, world):
+    sid = key("twice")
+    low = world.delivery(sid, 1000, 2, B1)
+    high = world.delivery(sid, 3000, 4, B1 + 5)
+    view = world.view(sid, 8, B1)
+    result = ingest(store, wire(low, low, high, low, view, view))
+    assert verdicts(result) == [
+        "accepted",
+        "duplicate",
+        "accepted",
+        "stale",
+        "accepted",
+        "duplicate",
+    ]
+    assert best(store) == {("DeliveryReceipt", 1): high, ("ViewReceipt", 1): view}
+    session = store.session(world.viewer, sid)
+    assert session["content_id"] == world.content and session["quarantined_at"] is None
+
+
+@pytest.mark.parametrize("order", ["late_first", "early_first"])
+def test_ties_keep_earliest_issued_then_lowest_signature(store, world, order):
+    sid = key("tie")
+    early = world.delivery(sid, 1000, 2, B1)
+    late = world.delivery(sid, 1000, 2, B1 + 30)
+    batch = [late, early] if order == "late_first" else [early, late]
+    result = ingest(store, wire(*batch))
+    assert verdicts(result) == ["accepted", "duplicate"]
+    assert best(store) == {("DeliveryReceipt", 1): early}
+
+
+def test_tie_on_issued_at_keeps_lowest_signature():
+    from settlement.adapters.db import BatchState, SessionState
+
+    w = World()
+    sid = key("sigtie")
+    base = w.delivery(sid, 1000, 2, B1)
+    # RFC 6979 gives one signature per message, so a tie on issuedAt needs a second
+    # signature made up here: the rules compare bytes only (verification came before).
+    other = replace(base, signature=b"\x00" * 65)
+    for order in ([base, other], [other, base]):
+        state = BatchState(
+            {(w.viewer, sid): SessionState(w.content, GENESIS + 10, 1, None, True)},
+            {},
+            {},
+            set(),
+            set(),
+            [],
+        )
+        out = service.decide_batch([(i, r, 1) for i, r in enumerate(order)], state, NOW)
+        assert [v for v, _, _ in out] == ["accepted", "duplicate"]
+        assert state.delivery[(w.viewer, sid, w.node)][1][3] == b"\x00" * 65
+
+
+def test_multi_bucket_session_keeps_best_per_bucket_and_detects_crossing(store, world):
+    sid = key("long")
+    a1 = world.delivery(sid, 1000, 2, B1)
+    a2 = world.delivery(sid, 5000, 9, B2)
+    low2 = world.delivery(sid, 2000, 4, B2 + 1)  # below bucket 2's best: stale
+    late1 = world.delivery(sid, 1500, 3, B1 + 50)  # above bucket 1's best, below bucket 2's
+    assert verdicts(ingest(store, wire(a1, a2, low2, late1))) == [
+        "accepted",
+        "accepted",
+        "stale",
+        "accepted",
+    ]
+    assert best(store) == {("DeliveryReceipt", 1): late1, ("DeliveryReceipt", 2): a2}
+    assert store.session(world.viewer, sid)["last_bucket"] == 2
+    # Crossing the best of ANOTHER bucket (bucket 2: 5000/9) is a conflict.
+    cross = world.delivery(sid, 6000, 8, B2 + 2)
+    assert verdicts(ingest(store, wire(cross))) == ["CONFLICT"]
+
+
+def test_conflict_other_content_quarantines_the_whole_session(store, world):
+    sid = key("equiv")
+    d = world.delivery(sid, 1000, 2, B1)
+    other = world.view(sid, 4, B1 + 1, content=world.content2)
+    later_ok = world.delivery(sid, 2000, 3, B1 + 2, node=world.node2)
+    other_session = world.delivery(key("fine"), 1000, 2, B1)
+    result = ingest(store, wire(d, other, later_ok, other_session), now=NOW)
+    assert verdicts(result) == ["accepted", "CONFLICT", "CONFLICT", "accepted"]
+    assert "contentId" in result.items[1].detail
+    # A later batch still meets the quarantine, whatever key of the session it names.
+    again = world.view(sid, 5, B1 + 3)
+    assert verdicts(ingest(store, wire(again), now=NOW + 5)) == ["CONFLICT"]
+    [q] = store.quarantined()
+    assert (q.viewer, q.session_id, q.stored_at) == (world.viewer, sid, NOW)
+    assert parse_wire(q.evidence_stored) == d
+    assert parse_wire(q.evidence_received) == other
+    for evidence in (q.evidence_stored, q.evidence_received):
+        assert recover_signer(parse_wire(evidence), world.domain) == world.viewer
+    assert store.session(world.viewer, sid)["quarantined_at"] == NOW
+    assert store.quarantined(stored_before=NOW) == []
+    # Credit already stored stands: the accepted receipt is still the bucket's best.
+    assert ("DeliveryReceipt", 1) in best(store)
+
+
+def test_conflict_other_started_at_and_crossing_counters(store, world):
+    sid, sid2 = key("st"), key("cross")
+    a = world.delivery(sid, 1000, 2, B1)
+    b = world.delivery(sid, 1000, 2, B1 + 1, started=GENESIS + 11)
+    c = world.delivery(sid2, 1000, 5, B1)
+    d = world.delivery(sid2, 2000, 4, B1 + 1)
+    result = ingest(store, wire(a, b, c, d))
+    assert verdicts(result) == ["accepted", "CONFLICT", "accepted", "CONFLICT"]
+    assert "startedAt" in result.items[1].detail
+    assert "cross" in result.items[3].detail
+    evidence = {q.session_id: q for q in store.quarantined()}
+    assert parse_wire(evidence[sid2].evidence_stored) == c
+    assert parse_wire(evidence[sid2].evidence_received) == d
+
+
+def test_registry_gate(store, world):
+    sid = key("gate")
+    unknown_node = world.delivery(sid, 10, 1, B1, node=key("nobody")[:20])
+    unknown_content = world.view(key("gate2"), 4, B1, content=key("nothing"))
+    creator_watching = world.view(key("gate3"), 4, B1, viewer_key=world.creator_key)
+    ok = world.view(key("gate4"), 4, B1)
+    result = ingest(store, wire(unknown_node, unknown_content, creator_watching, ok))
+    assert verdicts(result) == ["UNKNOWN_NODE", "UNKNOWN_CONTENT", "SELF_DEALING", "accepted"]
+    # Registry checks come before the signature: a forged receipt for an unknown node is
+    # UNKNOWN_NODE, not SIGNER_MISMATCH.
+    forged = replace(unknown_node, signature=world.delivery(sid, 11, 1, B1).signature)
+    assert verdicts(ingest(store, wire(forged))) == ["UNKNOWN_NODE"]
+    # Inactive node, then active again: the ingestor notices each registry change.
+    ingestor = service.Ingestor(store, settings())
+    service.set_node_active(store, world.node2, False)
+    r = world.delivery(key("gate5"), 10, 1, B1, node=world.node2)
+    [v] = ingestor.ingest(wire(r), NOW).items
+    assert (v.reason, "inactive" in v.detail) == ("UNKNOWN_NODE", True)
+    service.set_node_active(store, world.node2, True)
+    assert verdicts(ingestor.ingest(wire(r), NOW)) == ["accepted"]
+
+
+def test_viewer_allowlist(store, world):
+    r = world.view(key("allow"), 4, B1)
+    assert verdicts(ingest(store, wire(r), viewer_allowlist=True)) == ["UNKNOWN_VIEWER"]
+    service.add_viewer(store, world.viewer)
+    assert verdicts(ingest(store, wire(r), viewer_allowlist=True)) == ["accepted"]
+    service.remove_viewer(store, world.viewer)
+    r2 = world.view(key("allow2"), 4, B1)
+    assert verdicts(ingest(store, wire(r2), viewer_allowlist=True)) == ["UNKNOWN_VIEWER"]
+    assert verdicts(ingest(store, wire(r2), viewer_allowlist=False)) == ["accepted"]
+
+
+def test_registries_refuse_unpayable_addresses_and_unknown_entries(store):
+    s = settings()
+    with pytest.raises(RegistryError, match="zero address"):
+        service.register_node(store, bytes(20), "zero")
+    with pytest.raises(RegistryError, match="RewardDistributor"):
+        service.add_content(store, key("c"), s.distributor, settings=s)
+    with pytest.raises(RegistryError, match="label"):
+        service.register_node(store, key("n")[:20], " padded ")
+    with pytest.raises(NotFound):
+        service.set_node_active(store, key("n")[:20], False)
+    with pytest.raises(NotFound):
+        service.remove_content(store, key("c"))
+    node = service.register_node(store, "0x" + key("n")[:20].hex(), "n")
+    assert store.nodes() == [(node, "n", True)]
+
+
+def test_max_uint64_round_trips(store, world):
+    top = UINT64_MAX
+    sid = b"\xff" * 32
+    r = world.delivery(sid, top, 2**32 - 1, top, started=top - 1000)
+    v = world.view(sid, 1004, top, started=top - 1000)  # watchSeconds <= elapsed
+    s = {"max_bitrate": 8 * 2**64, "genesis": GENESIS}
+    result = ingest(store, wire(r, v), now=top, **s)
+    assert verdicts(result) == ["accepted", "accepted"]
+    stored = {type(x.receipt).__name__: x.receipt for x in store.best_receipts()}
+    assert stored == {"DeliveryReceipt": r, "ViewReceipt": v}
+    # Conflict evidence and quarantine times at the top of the range round-trip too.
+    below = world.delivery(sid, top - 1, 2**32 - 1, top, started=top - 1000)
+    assert verdicts(ingest(store, wire(below, r), now=top, **s)) == ["stale", "duplicate"]
+    other = world.delivery(sid, top, 0, top, started=top - 999)
+    assert verdicts(ingest(store, wire(other), now=top, **s)) == ["CONFLICT"]
+    [q] = store.quarantined()
+    assert q.stored_at == top and parse_wire(q.evidence_stored) == r
+    assert store.session(world.viewer, sid)["started_at"] == top - 1000
+    # And zero, the bottom of the range.
+    z = world.view(bytes(32), 0, B1, started=GENESIS)
+    assert verdicts(ingest(store, wire(z))) == ["accepted"]
+    assert store.session(world.viewer, bytes(32))["started_at"] == GENESIS
+    assert U64_OFFSET == 2**63
+
+
+def test_rejection_log_counts_everything_and_samples_within_caps(store, world):
+    cap, per_batch, max_bytes = 5, 3, 100
+    opts = {
+        "rejection_sample_cap": cap,
+        "rejection_sample_per_batch": per_batch,
+        "rejection_sample_bytes": max_bytes,
+    }
+    garbage = [{"kind": "delivery", "junk": "x" * 500}] * 20
+    for _ in range(4):
+        ingest(store, garbage, **opts)
+    unknown = world.delivery(key("u"), 10, 1, B1, node=key("nobody")[:20])
+    ingest(store, wire(unknown, unknown), **opts)
+    counts = store.rejection_counts()
+    assert counts[("MALFORMED", b"", 0)] == 80
+    assert counts[("UNKNOWN_NODE", unknown.node, 1)] == 2
+    samples = store.rejection_samples()
+    by_reason = Counter(s.reason for s in samples)
+    assert by_reason == {"MALFORMED": cap, "UNKNOWN_NODE": 2}
+    assert all(len(s.raw.encode()) <= max_bytes for s in samples)
+    assert sorted(s.slot for s in samples if s.reason == "MALFORMED") == list(range(cap))
+    # Stateful outcomes are counted too (by node and bucket), so an operator sees why.
+    sid = key("logged")
+    r = world.delivery(sid, 10, 1, B1)
+    ingest(store, wire(r, r, world.delivery(sid, 5, 1, B1 + 1)), **opts)
+    counts = store.rejection_counts()
+    assert counts[("duplicate", world.node, 1)] == 1
+    assert counts[("stale", world.node, 1)] == 1
+
+
+def test_retention_prunes_only_sessions_no_receipt_can_reach(store, world):
+    s = settings()
+    old, recent, quarantined = key("old"), key("recent"), key("q")
+    ingest(store, wire(world.delivery(old, 10, 1, B1)))
+    ingest(store, wire(world.delivery(recent, 10, 1, B2, started=B2 - 10)))
+    ingest(store, wire(world.delivery(quarantined, 10, 1, B1)))
+    conflict_at = NOW
+    result = ingest(store, wire(world.view(quarantined, 4, B1 + 1, content=world.content2)))
+    assert verdicts(result) == ["CONFLICT"]
+    expiry = GENESIS + 10 + s.max_session_age + s.max_age  # startedAt + both ages
+    # Not yet expired: nothing goes, whatever is closed.
+    assert service.prune_sessions(store, s, expiry, last_closed_epoch=100) == 0
+    # Expired, but bucket 1 not closed: nothing goes.
+    assert service.prune_sessions(store, s, expiry + 1, last_closed_epoch=0) == 0
+    # Bucket 1 closed, but the conflict was stored after cutoff(1): the quarantined
+    # session stays until a close after it has published the evidence.
+    assert conflict_at >= service.cutoff(1, GENESIS, EPOCH, GRACE)
+    assert service.prune_sessions(store, s, expiry + 1, last_closed_epoch=1) == 1
+    assert store.session(world.viewer, old) is None
+    assert store.session(world.viewer, quarantined) is not None
+    assert store.session(world.viewer, recent) is not None  # touched bucket 2
+    late = 1 + (conflict_at - GENESIS) // EPOCH
+    assert service.prune_sessions(store, s, expiry + 2 * EPOCH, last_closed_epoch=late) == 2
+    assert store.quarantined() == []
+    assert store.best_receipts() == []
+
+
+def test_node_registration_requests(store):
+    from settlement.domain.registration import (
+        NodeRegistrationRequest,
+        sign_registration,
+    )
+    from settlement.domain.registration import (
+        to_wire as reg_wire,
+    )
+    from settlement.errors import InvalidRegistration
+
+    s = settings()
+    domain = Domain.from_hex(s.chain_id, s.distributor)
+    node_key = key("operator")
+    node = address_of(node_key)
+    req = sign_registration(NodeRegistrationRequest(node, "edge-1", NOW), domain, node_key)
+    reg = service.request_node_registration(store, s, reg_wire(req), NOW)
+    assert reg.status == "pending" and store.nodes() == []
+    reg = service.approve_node_registration(store, reg.id, NOW + 1)
+    assert (reg.status, reg.decided_at) == ("approved", NOW + 1)
+    assert store.nodes() == [(node, "edge-1", True)]
+    with pytest.raises(RegistryError, match="already approved"):
+        service.reject_node_registration(store, reg.id, NOW + 2)
+    # A replayed request cannot come back (e.g. to re-activate a deactivated node).
+    with pytest.raises(InvalidRegistration, match="later issuedAt"):
+        service.request_node_registration(store, s, reg_wire(req), NOW + 5)
+    # Open mode approves at once; a request signed by another key is refused.
+    req2 = sign_registration(NodeRegistrationRequest(node, "edge-1b", NOW + 10), domain, node_key)
+    reg2 = service.request_node_registration(store, settings(registry_mode="open"), req2, NOW + 10)
+    assert reg2.status == "approved" and store.nodes() == [(node, "edge-1b", True)]
+    forged = sign_registration(NodeRegistrationRequest(node, "x", NOW + 20), domain, key("other"))
+    with pytest.raises(InvalidRegistration, match="not by the node"):
+        service.request_node_registration(store, s, forged, NOW + 20)
+    stale = sign_registration(NodeRegistrationRequest(node, "x", NOW - 10**6), domain, node_key)
+    with pytest.raises(InvalidRegistration, match="older"):
+        service.request_node_registration(store, s, stale, NOW)
+    with pytest.raises(NotFound):
+        service.approve_node_registration(store, 999, NOW)
+    assert [r.status for r in store.registrations()] == ["approved", "approved"]
+
+
+def test_bulk_load_best_writes_rows(store, world):
+    rs = [world.delivery(key(f"bulk{i}"), 10 + i, 1, B1) for i in range(20)]
+    rs.append(world.view(key("bulk0"), 3, B1))
+    buckets = [service.bucket_of(r.issued_at, GENESIS, EPOCH, GRACE) for r in rs]
+    assert store.bulk_load_best(rs, buckets) == 21
+    assert len(store.best_receipts()) == 21
+
+
+def test_simulated_traffic_gets_the_verdicts_its_labels_promise(store, tmp_path):
+    """The simulator's stateful bad actors (replays, equivocation, creator self-dealing,
+    unknown node and content) get their verdicts through the store, in file order."""
+    from settlement.simulate import BAD_KINDS, HONEST, SimConfig, generate, read_lines
+
+    cfg = SimConfig(
+        seed=5,
+        receipts=2000,
+        nodes=10,
+        viewers=200,
+        creators=20,
+        contents=100,
+        distributor=bytes.fromhex(settings().distributor[2:]),
+        bad=dict.fromkeys(BAD_KINDS, 0.01),
+        workers=1,
+    )
+    sim = generate(cfg, tmp_path / "sim")
+    service.load_registries(store, sim.out_dir / "registries.json")
+    ingestor = service.Ingestor(store, settings(genesis=cfg.params.genesis))
+    got: list[str] = []
+    for batch in read_lines(sim.receipts_path, batch=500):
+        got.extend(verdicts(ingestor.ingest(batch, sim.truth["now"])))
+    labels = (sim.out_dir / "labels.txt").read_text().split()
+    want = ["accepted" if lab == HONEST else BAD_KINDS[lab].reason for lab in labels]
+    wrong = [(i, w, g) for i, (w, g) in enumerate(zip(want, got, strict=True)) if w != g]
+    assert wrong == []
+    assert dict(sorted(Counter(got).items())) == sim.truth["expected"]["ingest"]
+
+
+def test_malformed_items_of_any_type_get_a_verdict(store):
+    items = [None, 7, [], "{", {"kind": "view"}, b"\xff", {"kind": 1.5}]
+    result = ingest(store, items)
+    assert verdicts(result) == ["MALFORMED"] * len(items)
+    assert store.rejection_counts()[("MALFORMED", b"", 0)] == len(items)
+    with pytest.raises(MalformedReceipt):
+        parse_wire(None)
+
+
+def test_other_domain_is_signer_mismatch(store, world):
+    foreign = Domain.from_hex(1, "0x" + "11" * 20)
+    r = ViewReceipt(key("dom"), world.viewer, world.content, GENESIS + 10, 4, B1)
+    signed = sign(r, foreign, world.viewer_key)
+    assert verdicts(ingest(store, [to_wire(signed)])) == ["SIGNER_MISMATCH"]
+
+
+def test_random_batches_keep_store_consistent_with_a_model(store, world):
+    """Shuffled cumulative receipts of several keys in random batches: the best receipt
+    per key and bucket equals the maximum of what was sent."""
+    rng = random.Random(7)
+    receipts = []
+    for s in range(6):
+        sid = key(f"model{s}")
+        for step in range(1, 6):
+            issued = B1 + 400 * step * (s + 1)
+            receipts.append(world.delivery(sid, 100 * step, step, issued))
+            receipts.append(world.view(sid, 3 * step, issued))
+    sent = receipts * 2
+    rng.shuffle(sent)
+    i = 0
+    while i < len(sent):
+        n = rng.randint(1, 15)
+        ingest(store, wire(*sent[i : i + n]))
+        i += n
+    stored = {
+        (type(x.receipt).__name__, x.receipt.session_id, x.bucket): x.receipt
+        for x in store.best_receipts()
+    }
+    assert stored == service_model(receipts)
+
+
+def service_model(receipts):
+    """Best receipt per (kind, session, bucket) of an equivocation-free single-node set."""
+    out = {}
+    for r in receipts:
+        k = (type(r).__name__, r.session_id, service.bucket_of(r.issued_at, GENESIS, EPOCH, GRACE))
+        counters = (
+            (r.bytes_served, r.segments_served)
+            if type(r) is DeliveryReceipt
+            else (r.watch_seconds,)
+        )
+        cur = out.get(k)
+        if cur is None:
+            out[k] = r
+            continue
+        cur_c = (
+            (cur.bytes_served, cur.segments_served)
+            if type(cur) is DeliveryReceipt
+            else (cur.watch_seconds,)
+        )
+        if counters > cur_c or (
+            counters == cur_c and (r.issued_at, r.signature) < (cur.issued_at, cur.signature)
+        ):
+            out[k] = r
+    return out
+
+
+_example = iter(range(10**9))
+
+
+@st.composite
+def chains(draw):
+    """Equivocation-free receipts: per key a chain of non-decreasing counters (ties too)."""
+    n = next(_example)
+    out = []
+    for k in range(draw(st.integers(1, 3))):
+        sid = key(f"prop{n}/{k}")
+        b = s = w = 0
+        for _ in range(draw(st.integers(1, 5))):
+            b += draw(st.sampled_from([0, 0, 1, 500]))
+            s += draw(st.sampled_from([0, 1]))
+            w += draw(st.sampled_from([0, 2]))
+            issued = draw(st.sampled_from([B1, B1 + 7, B1 + 300, B2, B2 + 9]))
+            node = draw(st.sampled_from([0, 1]))
+            out.append(("d", sid, b, s, issued, node))
+            if draw(st.booleans()):
+                out.append(("v", sid, min(w, 90), 0, issued, 0))
+    return out
+
+
+@settings_(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(spec=chains(), data=st.data())
+def test_any_order_and_repetition_ends_in_the_same_best_receipts(store, spec, data):
+    w = _world
+    nodes = (w.node, w.node2)
+    receipts = [
+        w.delivery(sid, c1, c2, issued, node=nodes[node])
+        if kind == "d"
+        else w.view(sid, c1, issued)
+        for kind, sid, c1, c2, issued, node in spec
+    ]
+    sent = data.draw(st.permutations(receipts + data.draw(st.lists(st.sampled_from(receipts)))))
+    ingestor = service.Ingestor(store, settings())
+    if not store.nodes():
+        _world.register(store)
+    i = 0
+    while i < len(sent):
+        n = data.draw(st.integers(1, 6))
+        result = ingestor.ingest(wire(*sent[i : i + n]), NOW)
+        assert "CONFLICT" not in verdicts(result)
+        i += n
+    sessions = {r.session_id for r in receipts}
+    stored = {
+        (
+            type(x.receipt).__name__,
+            x.receipt.session_id,
+            getattr(x.receipt, "node", None),
+            x.bucket,
+        ): x.receipt
+        for x in store.best_receipts()
+        if x.receipt.session_id in sessions
+    }
+    assert stored == keyed_model(receipts)
+
+
+_world = World()
+
+
+def keyed_model(receipts):
+    """Best receipt per key and bucket: highest counters, then earliest issuedAt, then
+    lowest signature (counters of one key never cross here, so "highest" is total)."""
+    out = {}
+    for r in receipts:
+        node = getattr(r, "node", None)
+        k = (
+            type(r).__name__,
+            r.session_id,
+            node,
+            service.bucket_of(r.issued_at, GENESIS, EPOCH, GRACE),
+        )
+        counters = (r.bytes_served, r.segments_served) if node else (r.watch_seconds,)
+        rank = (counters, -r.issued_at, [-x for x in r.signature])
+        if k not in out or rank > out[k][0]:
+            out[k] = (rank, r)
+    return {k: r for k, (_, r) in out.items()}
