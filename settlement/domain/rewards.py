@@ -1,14 +1,18 @@
 """Reward rules of PROTOCOL sections 4 and 5: watermarks, deltas, caps, pools, allocation.
 
-Pure and exact: integers in, integers out, no clock and no I/O. The epoch close and the
-auditor both call `settle_epoch`; nothing else computes rewards.
+Pure and exact: integers in, integers out, no clock and no I/O. What the close and the
+auditor both run: per-key credit of PROTOCOL 4 set-based in SQL (adapters.epoch_db.SetClose,
+the same statements on PostgreSQL and on SQLite), then `settle_weights` here for the caps,
+pools and allocation. `credit_row` / `settle_rows` state the same per-key rules one session
+at a time: the readable reference that tests hold the SQL to (same allocations, pools,
+watermarks and root).
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 BPS = 10_000
 CLASSES = ("node", "viewer", "creator")
@@ -101,6 +105,14 @@ def emitted_pools(params: RewardParams) -> ClassAmounts:
     return ClassAmounts(node=node, viewer=viewer, creator=params.emission - node - viewer)
 
 
+# One delivery key of a session as the close sees it:
+# (node, candidate bytes, candidate segments, watermark bytes, watermark segments).
+DeliveryKeyRow = tuple[bytes, int, int, int, int]
+# One non-quarantined session, columnar and cheap to build for a million sessions:
+# (viewer, sessionId, contentId, delivery keys, view candidate or None, view watermark).
+SessionRow = tuple[bytes, bytes, bytes, list[DeliveryKeyRow], "int | None", int]
+
+
 @dataclass(frozen=True, slots=True)
 class SessionInput:
     """One non-quarantined session as the close sees it.
@@ -119,10 +131,31 @@ class SessionInput:
     view_watermark: int = 0
     view_candidate: int | None = None
 
+    def as_row(self) -> SessionRow:
+        """The columnar form `settle_rows` takes (a watermark without a candidate counts
+        for the delivered segments, with a candidate equal to it: not included)."""
+        keys: list[DeliveryKeyRow] = []
+        for node, (cb, cs) in self.delivery_candidates.items():
+            wb, ws = self.delivery_watermarks.get(node, (0, 0))
+            keys.append((node, cb, cs, wb, ws))
+        for node, (wb, ws) in self.delivery_watermarks.items():
+            if node not in self.delivery_candidates:
+                keys.append((node, wb, ws, wb, ws))
+        return (
+            self.viewer,
+            self.session_id,
+            self.content_id,
+            keys,
+            self.view_candidate,
+            self.view_watermark,
+        )
 
-@dataclass(frozen=True, slots=True)
-class SessionCredit:
-    """What one credited session got this epoch (published, and fed to the next close)."""
+
+class SessionCredit(NamedTuple):
+    """What one credited session got this epoch (published, and fed to the next close).
+
+    A tuple: the close builds one per credited session, a million per epoch at scale.
+    """
 
     viewer: bytes
     session_id: bytes
@@ -134,6 +167,9 @@ class SessionCredit:
     view_included: bool
     view_watermark: int  # after this close (the clipped watch time)
     watch_credit: int  # seconds before the per-viewer cap
+    # Every delivery key of the session with its previous watermark (published).
+    previous_delivery: tuple[tuple[bytes, int, int], ...] = ()
+    previous_view_watermark: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +184,12 @@ class PoolReport:
 class EpochRewards:
     """The reward side of a close; the close adds receipts, tree and files around it."""
 
-    sessions: list[SessionCredit]
+    sessions: list[SessionCredit]  # empty when the accumulator was told not to keep them
     node_weights: dict[bytes, int]
     viewer_weights: dict[bytes, int]
     creator_weights: dict[bytes, int]
-    # credited watch seconds per session after the viewer cap: (viewer, sessionId) -> s
+    # credited watch seconds per session after the viewer cap: (viewer, sessionId) -> s,
+    # for the viewers that went through the cap rule (all of them via EpochAccumulator)
     session_watch: dict[tuple[bytes, bytes], int]
     allocations: dict[str, dict[bytes, int]]  # class -> account -> base units
     pools: PoolReport
@@ -162,47 +199,45 @@ class EpochRewards:
         return self.pools.allocated.total() > 0
 
 
-def _above(candidate: tuple[int, int], mark: tuple[int, int]) -> bool:
-    return (
-        candidate[0] >= mark[0]
-        and candidate[1] >= mark[1]
-        and (candidate[0] > mark[0] or candidate[1] > mark[1])
+def credit_row(row: SessionRow, segment_seconds: int) -> SessionCredit | None:
+    """Deltas and new watermarks of one session (PROTOCOL 4), or None if no key is included.
+
+    A delivery key is included iff its candidate is above its watermark (both counters >=,
+    one >); its watermark then moves to the candidate componentwise (never down).
+    """
+    viewer, session_id, content_id, keys, view_candidate, view_mark = row
+    deltas: dict[bytes, tuple[int, int]] = {}
+    marks: dict[bytes, tuple[int, int]] = {}
+    segments_cum = 0
+    for node, cb, cs, wb, ws in keys:
+        if cb >= wb and cs >= ws and (cb > wb or cs > ws):
+            deltas[node] = (cb - wb, cs - ws)
+            marks[node] = (cb, cs)
+            segments_cum += cs
+        else:
+            segments_cum += ws
+    view_included = view_candidate is not None and view_candidate > view_mark
+    if not deltas and not view_included:
+        return None
+    watch_cum = view_mark if view_candidate is None else view_candidate
+    clipped = min(watch_cum, segment_seconds * segments_cum)
+    return SessionCredit(
+        viewer,
+        session_id,
+        content_id,
+        deltas,
+        marks,
+        view_included,
+        view_mark if view_mark > clipped else clipped,
+        clipped - view_mark if clipped > view_mark else 0,
+        tuple((k[0], k[3], k[4]) for k in keys),
+        view_mark,
     )
 
 
 def credit_session(session: SessionInput, segment_seconds: int) -> SessionCredit | None:
-    """Deltas and new watermarks of one session (PROTOCOL 4), or None if no key is included."""
-    deltas: dict[bytes, tuple[int, int]] = {}
-    marks: dict[bytes, tuple[int, int]] = {}
-    for node, cand in session.delivery_candidates.items():
-        mark = session.delivery_watermarks.get(node, (0, 0))
-        if _above(cand, mark):
-            new = (max(cand[0], mark[0]), max(cand[1], mark[1]))
-            deltas[node] = (new[0] - mark[0], new[1] - mark[1])
-            marks[node] = new
-    view_mark = session.view_watermark
-    view_included = session.view_candidate is not None and session.view_candidate > view_mark
-    if not deltas and not view_included:
-        return None
-    segments_cum = 0
-    for node, mark in session.delivery_watermarks.items():
-        if node not in marks:
-            segments_cum += mark[1]
-    for mark in marks.values():
-        segments_cum += mark[1]
-    watch_cum = session.view_candidate if session.view_candidate is not None else view_mark
-    clipped = min(watch_cum, segment_seconds * segments_cum)
-    credit = max(0, clipped - view_mark)
-    return SessionCredit(
-        viewer=session.viewer,
-        session_id=session.session_id,
-        content_id=session.content_id,
-        delivery_deltas=deltas,
-        delivery_watermarks=marks,
-        view_included=view_included,
-        view_watermark=max(view_mark, clipped),
-        watch_credit=credit,
-    )
+    """`credit_row` of one `SessionInput`."""
+    return credit_row(session.as_row(), segment_seconds)
 
 
 def settle_epoch(
@@ -212,44 +247,137 @@ def settle_epoch(
     carried_in: ClassAmounts,
     params: RewardParams,
 ) -> EpochRewards:
+    """`settle_rows` over `SessionInput` objects (small epochs, tests, the auditor's REPL)."""
+    return settle_rows(
+        (s.as_row() for s in sessions), creators, previous_balances, carried_in, params
+    )
+
+
+def settle_rows(
+    rows: Iterable[SessionRow],
+    creators: Mapping[bytes, bytes],
+    previous_balances: Mapping[bytes, int],
+    carried_in: ClassAmounts,
+    params: RewardParams,
+) -> EpochRewards:
     """Rewards of one epoch from its inputs, exactly as PROTOCOL 4-5 word them.
 
-    `sessions`: every non-quarantined session with a candidate (quarantined ones are left
-    out by the caller: they earn nothing). `creators`: the registry snapshot, content id
-    -> creator address. The result does not depend on the order of `sessions`.
+    `rows`: every non-quarantined session with a candidate (quarantined ones are left out
+    by the caller: they earn nothing), each session once. `creators`: the registry
+    snapshot, content id -> creator address. The result does not depend on the order of
+    `rows`. The close streams its sessions through `EpochAccumulator` instead (the same
+    code, without keeping every `SessionCredit`).
     """
-    credits: list[SessionCredit] = []
-    # viewer -> node -> credited bytes (before the per-viewer cap)
-    bytes_by_viewer: dict[bytes, dict[bytes, int]] = {}
-    # viewer -> (contentId, sessionId) -> credited seconds (before the cap)
-    watch_by_viewer: dict[bytes, dict[tuple[bytes, bytes], int]] = {}
-    for s in sessions:
-        c = credit_session(s, params.segment_seconds)
+    acc = EpochAccumulator(params.segment_seconds, keep_sessions=True)
+    for row in rows:
+        acc.add(row)
+    return acc.finish(creators, previous_balances, carried_in, params)
+
+
+class EpochAccumulator:
+    """Credits sessions one at a time (PROTOCOL 4), then caps, pools and allocates (5).
+
+    `add` returns each session's credit, so a caller streaming a million sessions can write
+    its watermarks and published rows as it goes and keep only the per-viewer sums here.
+    """
+
+    __slots__ = ("_bytes_by_viewer", "_watch_by_viewer", "credits", "keep", "segment_seconds")
+
+    def __init__(self, segment_seconds: int, *, keep_sessions: bool = False) -> None:
+        self.segment_seconds = segment_seconds
+        self.keep = keep_sessions
+        self.credits: list[SessionCredit] = []
+        # viewer -> node -> credited bytes (before the per-viewer cap)
+        self._bytes_by_viewer: dict[bytes, dict[bytes, int]] = {}
+        # viewer -> (contentId, sessionId) -> credited seconds (before the cap)
+        self._watch_by_viewer: dict[bytes, dict[tuple[bytes, bytes], int]] = {}
+
+    def add(self, row: SessionRow) -> SessionCredit | None:
+        c = credit_row(row, self.segment_seconds)
         if c is None:
-            continue
-        credits.append(c)
+            return None
+        if self.keep:
+            self.credits.append(c)
+        viewer = c.viewer
         if c.delivery_deltas:
-            per_node = bytes_by_viewer.setdefault(c.viewer, {})
+            per_node = self._bytes_by_viewer.get(viewer)
+            if per_node is None:
+                per_node = self._bytes_by_viewer[viewer] = {}
             for node, (db, _ds) in c.delivery_deltas.items():
                 if db:
                     per_node[node] = per_node.get(node, 0) + db
         if c.watch_credit:
-            watch_by_viewer.setdefault(c.viewer, {})[(c.content_id, c.session_id)] = c.watch_credit
+            per_session = self._watch_by_viewer.get(viewer)
+            if per_session is None:
+                per_session = self._watch_by_viewer[viewer] = {}
+            key = (c.content_id, c.session_id)
+            if key in per_session:
+                raise ValueError(f"session 0x{c.session_id.hex()} of 0x{viewer.hex()} given twice")
+            per_session[key] = c.watch_credit
+        return c
 
-    node_weights: dict[bytes, int] = {}
-    for per_node in bytes_by_viewer.values():
-        if sum(per_node.values()) > params.max_bytes_per_viewer:
-            per_node = allocate(params.max_bytes_per_viewer, per_node)
+    def finish(
+        self,
+        creators: Mapping[bytes, bytes],
+        previous_balances: Mapping[bytes, int],
+        carried_in: ClassAmounts,
+        params: RewardParams,
+    ) -> EpochRewards:
+        # Every viewer goes through the cap rule (it leaves viewers under the caps as they are).
+        return settle_weights(
+            EpochWeights(capped_bytes=self._bytes_by_viewer, capped_watch=self._watch_by_viewer),
+            creators,
+            previous_balances,
+            carried_in,
+            params,
+            sessions=self.credits,
+        )
+
+
+@dataclass(slots=True)
+class EpochWeights:
+    """An epoch's credit, summed: what the pools are split by (PROTOCOL 5).
+
+    `node`, `viewer`, `creator`: weights of viewers known to be within both caps, final.
+    `capped_bytes` (viewer -> node -> bytes) and `capped_watch` (viewer -> (contentId,
+    sessionId) -> seconds): viewers that may be above a cap, in full; `settle_weights` caps
+    them and adds them in. A set-based close sums the many viewers under the caps in SQL
+    and hands over only the few above them; `EpochAccumulator` hands over every viewer.
+    """
+
+    node: dict[bytes, int] = field(default_factory=dict)
+    viewer: dict[bytes, int] = field(default_factory=dict)
+    creator: dict[bytes, int] = field(default_factory=dict)
+    capped_bytes: dict[bytes, dict[bytes, int]] = field(default_factory=dict)
+    capped_watch: dict[bytes, dict[tuple[bytes, bytes], int]] = field(default_factory=dict)
+
+
+def settle_weights(
+    weights: EpochWeights,
+    creators: Mapping[bytes, bytes],
+    previous_balances: Mapping[bytes, int],
+    carried_in: ClassAmounts,
+    params: RewardParams,
+    *,
+    sessions: list[SessionCredit] | None = None,
+) -> EpochRewards:
+    """Per-viewer caps, creator shares, pools, allocation and balances (PROTOCOL 5)."""
+    node_weights = dict(weights.node)
+    cap_bytes = params.max_bytes_per_viewer
+    for per_node in weights.capped_bytes.values():
+        if sum(per_node.values()) > cap_bytes:
+            per_node = allocate(cap_bytes, per_node)
         for node, b in per_node.items():
             if b:
                 node_weights[node] = node_weights.get(node, 0) + b
 
-    viewer_weights: dict[bytes, int] = {}
-    creator_weights: dict[bytes, int] = {}
+    viewer_weights = dict(weights.viewer)
+    creator_weights = dict(weights.creator)
     session_watch: dict[tuple[bytes, bytes], int] = {}
-    for viewer, per_session in watch_by_viewer.items():
-        if sum(per_session.values()) > params.max_watch_seconds_per_epoch:
-            per_session = allocate(params.max_watch_seconds_per_epoch, per_session)
+    cap_watch = params.max_watch_seconds_per_epoch
+    for viewer, per_session in weights.capped_watch.items():
+        if sum(per_session.values()) > cap_watch:
+            per_session = allocate(cap_watch, per_session)
         total = 0
         for (content_id, session_id), seconds in per_session.items():
             if not seconds:
@@ -260,16 +388,16 @@ def settle_epoch(
             if creator is not None and creator != viewer:
                 creator_weights[creator] = creator_weights.get(creator, 0) + seconds
         if total:
-            viewer_weights[viewer] = total
+            viewer_weights[viewer] = viewer_weights.get(viewer, 0) + total
 
     emitted = emitted_pools(params)
-    weights = {"node": node_weights, "viewer": viewer_weights, "creator": creator_weights}
+    by_class = {"node": node_weights, "viewer": viewer_weights, "creator": creator_weights}
     allocations: dict[str, dict[bytes, int]] = {}
     allocated: dict[str, int] = {}
     carried_out: dict[str, int] = {}
     for cls in CLASSES:
         pool = emitted.get(cls) + carried_in.get(cls)
-        w = weights[cls]
+        w = {a: x for a, x in by_class[cls].items() if x}
         if w:
             shares = allocate(pool, w)
             allocations[cls] = {a: v for a, v in shares.items() if v}
@@ -286,7 +414,7 @@ def settle_epoch(
             balances[account] = balances.get(account, 0) + amount
 
     return EpochRewards(
-        sessions=credits,
+        sessions=sessions if sessions is not None else [],
         node_weights=node_weights,
         viewer_weights=viewer_weights,
         creator_weights=creator_weights,

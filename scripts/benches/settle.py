@@ -1,0 +1,221 @@
+"""Epoch close at network scale: one epoch of simulator-shaped sessions, loaded into the store,
+then closed (rewards, tree, dataset files, database writes) in a fresh process.
+
+Usage: scripts/bench settle [--quick] [--store postgres|sqlite] [--sessions N]
+
+The world (36,000 nodes, 200,000 viewers, creators and content) is the simulator's
+`build_world`; sessions follow its shape (1-3 nodes, ABR-ladder bytes per segment, watch
+time from the segments). Only each key's best receipt is generated and written straight
+into the store's tables by its bulk path (`Store.bulk_load_best`), not through HTTP: the
+close reads best receipts only, and signing the millions of receipts behind them would
+take minutes, so the rows carry well-formed random 65-byte signatures (the close does not
+verify signatures; ingest did). The close runs in a child process so that its peak RSS is
+its own. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+PG_SCHEMA = "w2e_bench_settle"
+GENESIS = 1_767_225_600
+EPOCH = 3600
+GRACE = 300
+SEG = 4
+LADDER = (400_000, 800_000, 1_500_000, 3_000_000, 6_000_000, 12_000_000)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def bench_settings(url: str, data_dir: str):
+    from settlement.config import Settings
+
+    return Settings(
+        _env_file=None,
+        database_url=url,
+        genesis=GENESIS,
+        epoch_seconds=EPOCH,
+        grace_seconds=GRACE,
+        segment_seconds=SEG,
+        emission=1000 * 10**18,
+        max_watch_seconds_per_epoch=EPOCH,
+        data_dir=data_dir,
+    )
+
+
+def pg_url(fresh: bool) -> str:
+    import psycopg
+
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        if fresh:
+            conn.execute(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
+            conn.execute(f"CREATE SCHEMA {PG_SCHEMA}")
+    return f"{PG_BASE}?options=-csearch_path%3D{PG_SCHEMA}"
+
+
+def drop_pg() -> None:
+    import psycopg
+
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
+
+
+def load(store, sessions: int, seed: int) -> dict[str, int]:
+    """Registries and the best receipts of `sessions` sessions, all in bucket 1."""
+    from settlement.adapters.db import U64_OFFSET  # noqa: F401 - the store encodes itself
+    from settlement.domain.receipts import DeliveryReceipt, ViewReceipt
+    from settlement.simulate import SimConfig, build_world
+
+    cfg = SimConfig(
+        seed=seed, sessions=sessions, nodes=36_000, viewers=200_000, creators=2_000, contents=20_000
+    )
+    t = time.perf_counter()
+    with multiprocessing.Pool() as pool:
+        world = build_world(cfg, pool)
+    log(f"world: {len(world.nodes):,} nodes, {len(world.viewers):,} viewers, "
+        f"{len(world.contents):,} contents ({time.perf_counter() - t:.1f} s)")  # fmt: skip
+    store.load_registries(
+        [(a, f"node-{i}", True) for i, a in enumerate(world.nodes)],
+        [
+            (c, world.creators[k])
+            for c, k in zip(world.contents, world.content_creator, strict=True)
+        ],
+        [],
+    )
+    rng = random.Random(seed)
+    nodes, viewers, contents = world.nodes, world.viewers, world.contents
+    latest = GENESIS + EPOCH + GRACE - 1  # every receipt in bucket 1
+    counts = {"delivery": 0, "view": 0}
+    chunk = 50_000
+    t = time.perf_counter()
+    for first in range(0, sessions, chunk):
+        receipts = []
+        for _ in range(min(chunk, sessions - first)):
+            viewer = viewers[rng.randrange(len(viewers))]
+            content = contents[rng.randrange(len(contents))]
+            sid = rng.randbytes(32)
+            started = GENESIS + rng.randrange(EPOCH)
+            n_segments = max(1, min(int(rng.lognormvariate(4.0, 1.0)), (latest - started) // SEG))
+            seg_bytes = LADDER[rng.randrange(len(LADDER))] * SEG // 8
+            n_nodes = min(n_segments, rng.choices((1, 2, 3), cum_weights=(70, 92, 100))[0])
+            picked = rng.sample(range(len(nodes)), n_nodes)
+            cuts = sorted(rng.sample(range(1, n_segments), n_nodes - 1)) if n_nodes > 1 else []
+            bounds = [0, *cuts, n_segments]
+            issued = started + n_segments * SEG
+            for j, i in enumerate(picked):
+                segs = bounds[j + 1] - bounds[j]
+                b = segs * seg_bytes - rng.randrange(seg_bytes // 5 + 1)
+                receipts.append(DeliveryReceipt(
+                    sid, viewer, nodes[i], content, started, b, segs, issued, rng.randbytes(65)
+                ))  # fmt: skip
+            watch = n_segments * SEG - rng.randrange(SEG)
+            receipts.append(
+                ViewReceipt(sid, viewer, content, started, watch, issued, rng.randbytes(65))
+            )
+        for r in receipts:
+            counts["delivery" if type(r) is DeliveryReceipt else "view"] += 1
+        store.bulk_load_best(receipts, [1] * len(receipts))
+    log(f"loaded {sessions:,} sessions: {counts['delivery']:,} delivery + {counts['view']:,} "
+        f"view best rows ({time.perf_counter() - t:.1f} s, not part of the close)")  # fmt: skip
+    return counts
+
+
+def close_child(url: str, data_dir: str) -> None:
+    """Runs in the child: one close, its timings and peak RSS as JSON on stdout."""
+    from settlement.adapters.db import open_store
+    from settlement.epochs_service import close_epoch
+
+    store = open_store(url, create=False)
+    settings = bench_settings(url, data_dir)
+    t = time.perf_counter()
+    closed = close_epoch(store, settings, 1, now=GENESIS + EPOCH + GRACE)
+    close_s = time.perf_counter() - t
+    store.close()
+    m = json.loads(closed.manifest)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({
+        "close_s": close_s, "stage_s": closed.stage_s, "peak_rss_mb": rss, "root": closed.root,
+        "counts": m["counts"], "pools": m["pools"], "cumulative": m["cumulativeTotal"],
+        "bytes": sum(int(f["size"]) for f in m["files"]),
+    }))  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="100,000 sessions instead of 1,000,000")
+    ap.add_argument("--store", choices=("postgres", "sqlite"), default="postgres")
+    ap.add_argument("--sessions", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", action="store_true", help="keep the database and dataset")
+    ap.add_argument("--close-child", nargs=2, metavar=("URL", "DATA_DIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.close_child:
+        close_child(*args.close_child)
+        return
+    sessions = args.sessions or (100_000 if args.quick else 1_000_000)
+    from settlement.adapters.db import open_store
+
+    log(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    tmp = tempfile.mkdtemp(prefix="bench-settle-")
+    url = pg_url(fresh=True) if args.store == "postgres" else f"sqlite:///{tmp}/store.db"
+    store = open_store(url, sqlite_synchronous="NORMAL")
+    try:
+        counts = load(store, sessions, args.seed)
+        if args.store == "postgres":
+            with store.engine.connect() as conn:
+                conn.exec_driver_sql("ANALYZE")
+                conn.commit()
+    finally:
+        store.close()
+    data_dir = str(Path(tmp) / "epochs")
+    out = subprocess.run(
+        [sys.executable, __file__, "--close-child", url, data_dir],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if out.stderr:
+        log(out.stderr.rstrip())
+    if out.returncode:
+        raise SystemExit(f"the close failed (exit {out.returncode}); database kept: {url}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    emitted = sum(int(p["emitted"]) for p in r["pools"].values())
+    assert int(r["cumulative"]) == emitted, "conservation: a one-epoch close pays its emission"
+    log(f"rows: {counts['delivery']:,} delivery + {counts['view']:,} view best receipts")
+    log(f"published rows: {r['counts']}")
+    log(f"dataset: {r['bytes'] / 1e6:.0f} MB; root {r['root']}")
+    for name, s in r["stage_s"].items():
+        log(f"  {name:<28} {s:7.3f} s")
+    log(f"close: {r['close_s']:.3f} s, peak RSS of the closing process {r['peak_rss_mb']:.0f} MB")
+    log(f"load average at end: {os.getloadavg()[0]:.1f}")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        if args.store == "postgres":
+            drop_pg()
+    else:
+        log(f"kept: {url} and {data_dir}")
+    print(json.dumps({
+        "bench": "settle", "store": "postgresql" if args.store == "postgres" else "sqlite",
+        "sessions": sessions, "close_s": round(r["close_s"], 3),
+        "stage_s": {k: round(v, 3) for k, v in r["stage_s"].items()},
+        "peak_rss_mb": round(r["peak_rss_mb"]),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

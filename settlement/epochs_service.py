@@ -1,0 +1,468 @@
+"""Use cases of epochs: close an epoch (PROTOCOL 4-6) and read closed ones back.
+
+`close_epoch` runs in one transaction: it reads its inputs, credits every key set-based
+(`epoch_db.SetClose`, SQL that runs alike on SQLite for the auditor), splits the pools
+(`rewards.settle_weights`), builds the Merkle tree, writes the dataset files and the epoch's
+rows. Everything it publishes is a function of what it read: same inputs, same bytes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from settlement import publish
+from settlement.adapters.db import Store
+from settlement.adapters.epoch_db import CloseResult, EpochStore, SetClose, StoredEpoch
+from settlement.config import Settings
+from settlement.domain import merkle
+from settlement.domain.epochs import EpochClock
+from settlement.domain.rewards import (
+    CLASSES,
+    ClassAmounts,
+    EpochRewards,
+    EpochWeights,
+    RewardParams,
+    settle_weights,
+)
+from settlement.errors import ConfigError, InputError, NotFound, SettlementError
+
+
+class EpochNotDue(SettlementError):
+    """The epoch cannot close yet: its cutoff has not passed or the one before is open."""
+
+    exit_code = 1
+    http_status = 409
+
+
+def clock_of(settings: Settings) -> EpochClock:
+    return EpochClock(settings.genesis, settings.epoch_seconds, settings.grace_seconds)
+
+
+def params_of(settings: Settings) -> RewardParams:
+    try:
+        return RewardParams(
+            emission=settings.emission,
+            bps_node=settings.bps_node,
+            bps_viewer=settings.bps_viewer,
+            segment_seconds=settings.segment_seconds,
+            max_bytes_per_viewer=settings.max_bytes_per_viewer,
+            max_watch_seconds_per_epoch=settings.max_watch_seconds_per_epoch,
+        )
+    except ValueError as error:
+        raise ConfigError(f"invalid reward settings: {error}") from None
+
+
+def published_parameters(settings: Settings) -> dict[str, Any]:
+    """Every setting that affects rewards (PROTOCOL 6), as the manifest publishes them.
+
+    The receipt checks' settings are in: they decide which receipts were accepted.
+    """
+    return {
+        "chainId": settings.chain_id,
+        "distributor": settings.distributor.lower(),
+        "genesis": settings.genesis,
+        "epochSeconds": settings.epoch_seconds,
+        "graceSeconds": settings.grace_seconds,
+        "clockSkew": settings.clock_skew,
+        "maxAge": settings.max_age,
+        "maxSessionAge": settings.max_session_age,
+        "segmentSeconds": settings.segment_seconds,
+        "maxBitrate": settings.max_bitrate,
+        "emission": settings.emission,
+        "bpsNode": settings.bps_node,
+        "bpsViewer": settings.bps_viewer,
+        "maxBytesPerViewer": settings.max_bytes_per_viewer,
+        "maxWatchSecondsPerEpoch": settings.max_watch_seconds_per_epoch,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedEpoch:
+    epoch: int
+    root: str  # 0x hex; ZERO_ROOT when no balance is positive
+    data_hash: str  # keccak256 of the manifest bytes
+    manifest: bytes
+    proposes: bool  # False: no balance changed, nothing to propose
+    cumulative_total: int
+    directory: Path
+    already_closed: bool  # True: this call found it closed and returned the stored result
+    stage_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def manifest_obj(self) -> dict[str, Any]:
+        return orjson.loads(self.manifest)
+
+
+def _closed(
+    stored: StoredEpoch, data_dir: str, already: bool, stages: dict[str, float]
+) -> ClosedEpoch:
+    return ClosedEpoch(
+        epoch=stored.epoch,
+        root="0x" + stored.root.hex(),
+        data_hash="0x" + stored.data_hash.hex(),
+        manifest=stored.manifest,
+        proposes=stored.proposes,
+        cumulative_total=stored.cumulative_total,
+        directory=publish.epoch_dir(data_dir, stored.epoch),
+        already_closed=already,
+        stage_s=stages,
+    )
+
+
+def _ensure_manifest_file(closed: ClosedEpoch) -> None:
+    """A crash between commit and the manifest's rename leaves the file missing: put it back."""
+    path = closed.directory / publish.MANIFEST
+    if not path.exists() or path.read_bytes() != closed.manifest:
+        closed.directory.mkdir(parents=True, exist_ok=True)
+        publish.write_atomic(path, closed.manifest)
+
+
+def close_epoch(
+    store: Store,
+    settings: Settings,
+    epoch: int | None = None,
+    *,
+    now: int,
+    wait_for_lock: bool = True,
+) -> ClosedEpoch | None:
+    """Close `epoch` (default: the one after the last closed) as PROTOCOL 4-6 say.
+
+    Closing a closed epoch returns its stored result. Raises EpochNotDue before its cutoff
+    or while the epoch before is open. With wait_for_lock=False, returns None at once when
+    another instance holds the close lock (the scheduler's way).
+    """
+    clock = clock_of(settings)
+    params = params_of(settings)
+    epochs = EpochStore(store)
+    stages: dict[str, float] = {}
+    with (
+        epochs.connection(for_close=True) as conn,
+        epochs.close_lock(conn, wait=wait_for_lock) as got,
+    ):
+        if not got:
+            return None
+        t0 = time.perf_counter()
+        with epochs.transaction(conn, write=False) as cur:
+            last = epochs.last_closed(cur)
+            target = last + 1 if epoch is None else epoch
+            stored = epochs.get(target, cur) if target >= 1 else None
+        if target < 1:
+            raise InputError(f"epochs are numbered from 1, got {target}")
+        if stored is not None:
+            closed = _closed(stored, settings.data_dir, True, stages)
+            _ensure_manifest_file(closed)
+            return closed
+        if target > last + 1:
+            raise EpochNotDue(f"epoch {target} cannot close before epoch {last + 1} is closed")
+        cutoff = clock.cutoff(target)
+        if now < cutoff:
+            raise EpochNotDue(
+                f"epoch {target} closes at its cutoff {cutoff} (now {now}): {cutoff - now} s to go"
+            )
+        stages["lock_s"] = time.perf_counter() - t0
+
+        directory = publish.epoch_dir(settings.data_dir, target)
+        writer = publish.DatasetWriter(directory)
+        result: CloseResult | None = None
+        try:
+            # One transaction: the snapshot every input is read from, and every write. On
+            # SQLite it holds the write lock throughout (ingest waits); on PostgreSQL it is
+            # REPEATABLE READ and other instances wait on the advisory lock instead.
+            with epochs.transaction(conn, write=True, snapshot=True) as cur:
+                stored = epochs.get(target, cur)
+                if stored is None:
+                    if epochs.last_closed(cur) != target - 1:
+                        raise EpochNotDue(f"epoch {target - 1} is not closed any more")
+                    if epochs.dialect == "postgresql":
+                        # Set-based statements over whole tables: hash joins and in-memory
+                        # sorts. The planner misjudges joins on (viewer, sessionId) pairs and
+                        # would rescan per row in nested loops.
+                        cur.execute("SET LOCAL work_mem = '256MB'")
+                        cur.execute("SET LOCAL enable_nestloop = off")
+                        cur.execute("SET LOCAL jit = off")  # compiling costs more than it saves
+                    prev = epochs.get(target - 1, cur) if target > 1 else None
+                    result = _compute(
+                        epochs, cur, writer, settings, clock, params, target, prev, now, stages
+                    )
+                t = time.perf_counter()
+            if result is not None:
+                stages["commit_s"] = time.perf_counter() - t
+        except BaseException:
+            writer.abort()
+            raise
+        if result is None:
+            assert stored is not None
+            closed = _closed(stored, settings.data_dir, True, stages)
+        else:
+            closed = _closed(result.epoch, settings.data_dir, False, stages)
+        t = time.perf_counter()
+        _ensure_manifest_file(closed)  # last: the dataset is complete once it is there
+        stages["manifest_s"] = time.perf_counter() - t
+        return closed
+
+
+def _compute(
+    epochs: EpochStore,
+    cur: Any,
+    writer: publish.DatasetWriter,
+    settings: Settings,
+    clock: EpochClock,
+    params: RewardParams,
+    epoch: int,
+    prev: StoredEpoch | None,
+    now: int,
+    stages: dict[str, float],
+) -> CloseResult:
+    """Everything of one close inside its transaction: reads, rewards, files, writes."""
+    reader = epochs.reader(cur)
+    t = time.perf_counter()
+    nodes, content, viewers = reader.registry()
+    prev_by_class = reader.balances(epoch)
+    quarantined = reader.quarantine(now)
+    stages["snapshot_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sc = SetClose(epochs, cur, epoch, now, params.segment_seconds)
+    sc.build()
+    stages["credit_sql_s"] = time.perf_counter() - t
+    stages.update({f"credit_sql.{k}_s": v for k, v in sc.timings.items()})
+
+    t = time.perf_counter()
+    totals = sc.totals(params.max_bytes_per_viewer, params.max_watch_seconds_per_epoch)
+    carried_in = ClassAmounts(*prev.carried) if prev is not None else ClassAmounts()
+    previous_totals = {a: n + v + c for a, (n, v, c) in prev_by_class.items()}
+    rewards = settle_weights(
+        EpochWeights(
+            node=totals.node,
+            viewer=totals.viewer,
+            creator=totals.creator,
+            capped_bytes=totals.capped_bytes,
+            capped_watch=totals.capped_watch,
+        ),
+        dict(content),
+        previous_totals,
+        carried_in,
+        params,
+    )
+    allocations = sorted(
+        (a, cls, amount) for cls in CLASSES for a, amount in rewards.allocations[cls].items()
+    )
+    changed: dict[bytes, list[int]] = {}
+    for a, cls, amount in allocations:
+        row = changed.get(a)
+        if row is None:
+            row = changed[a] = list(prev_by_class.get(a, (0, 0, 0)))
+        row[CLASSES.index(cls)] += amount
+    balance_rows = sorted((a, n, v, c) for a, (n, v, c) in changed.items())
+    stages["allocate_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    tree = merkle.tree_for_balances(rewards.balances)
+    root = merkle.root_of(tree)
+    cumulative_total = sum(rewards.balances.values())
+    if tree is not None:
+        dump = writer.sink(publish.TREE, "json")
+        dump.write_raw(tree.dump_json(), len(tree))
+    stages["tree_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _big_files(sc, writer, epochs.dialect == "postgresql")
+    stages["export_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    _small_files(writer, nodes, content, viewers, quarantined, allocations)
+    files = writer.finish_all()
+    stages["files_s"] = time.perf_counter() - t
+
+    manifest = publish.manifest_bytes(
+        epoch=epoch,
+        start=clock.start(epoch),
+        end=clock.end(epoch),
+        cutoff=clock.cutoff(epoch),
+        parameters=published_parameters(settings),
+        pools=_pools(rewards),
+        root=root,
+        cumulative_total=cumulative_total,
+        prev_manifest_hash=(
+            "0x" + publish.data_hash(prev.manifest).hex() if prev is not None else publish.ZERO_HASH
+        ),
+        files=files,
+    )
+    carried = rewards.pools.carried_out
+    stored = StoredEpoch(
+        epoch=epoch,
+        close_started=now,
+        root=bytes.fromhex(root[2:]),
+        data_hash=publish.data_hash(manifest),
+        cumulative_total=cumulative_total,
+        proposes=rewards.changed_balances() and tree is not None,
+        carried=(carried.node, carried.viewer, carried.creator),
+        manifest=manifest,
+    )
+    result = CloseResult(stored, allocations, balance_rows)
+    t = time.perf_counter()
+    sc.write_watermarks()
+    stages["watermarks_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    epochs.write_close(cur, result)
+    sc.drop()
+    stages["db_write_s"] = time.perf_counter() - t
+    return result
+
+
+def _big_files(sc: SetClose, writer: publish.DatasetWriter, pg: bool) -> None:
+    """Included receipts and previous watermarks: formatted by PostgreSQL's COPY, or here."""
+    names = (
+        publish.DELIVERY_RECEIPTS,
+        publish.VIEW_RECEIPTS,
+        publish.DELIVERY_WATERMARKS,
+        publish.VIEW_WATERMARKS,
+    )
+    if pg:
+        for name in names:
+            sink = writer.sink(name)
+            for chunk in sc.copy_lines(name):
+                sink.write_raw(chunk, chunk.count(b"\n"))
+        return
+    fmt = {
+        publish.DELIVERY_RECEIPTS: publish.delivery_line,
+        publish.VIEW_RECEIPTS: publish.view_line,
+        publish.DELIVERY_WATERMARKS: publish.delivery_mark_line,
+        publish.VIEW_WATERMARKS: publish.view_mark_line,
+    }
+    for name in names:
+        line = fmt[name]
+        writer.sink(name).add_many(line(*row) for row in sc.publish_rows(name))
+
+
+def _pools(rewards: EpochRewards) -> dict[str, dict[str, int]]:
+    p = rewards.pools
+    return {
+        cls: {
+            "emitted": p.emitted.get(cls),
+            "carriedIn": p.carried_in.get(cls),
+            "allocated": p.allocated.get(cls),
+            "carriedOut": p.carried_out.get(cls),
+        }
+        for cls in CLASSES
+    }
+
+
+def _small_files(
+    writer: publish.DatasetWriter,
+    nodes: list[tuple[bytes, str, bool]],
+    content: list[tuple[bytes, bytes]],
+    viewers: list[bytes],
+    quarantined: list[tuple[Any, ...]],
+    allocations: list[tuple[bytes, str, int]],
+) -> None:
+    line = publish.canonical_line
+    writer.sink(publish.REGISTRY_NODES).add_many(
+        publish.node_line(a, label, active) for a, label, active in nodes
+    )
+    writer.sink(publish.REGISTRY_CONTENT).add_many(publish.content_line(c, k) for c, k in content)
+    writer.sink(publish.REGISTRY_VIEWERS).add_many(publish.viewer_line(a) for a in viewers)
+    writer.sink(publish.QUARANTINE).add_many(
+        line(
+            {
+                "viewer": v,
+                "sessionId": s,
+                "storedAt": at,
+                "detail": detail,
+                "evidenceStored": publish.wire_evidence(
+                    None if stored is None else orjson.loads(stored)
+                ),
+                "evidenceReceived": publish.wire_evidence(orjson.loads(received)),
+            }
+        )
+        for v, s, at, detail, stored, received in quarantined
+    )
+    writer.sink(publish.ALLOCATIONS).add_many(
+        publish.allocation_line(a, cls, amount) for a, cls, amount in allocations
+    )
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+
+def get_epoch(store: Store, settings: Settings, epoch: int) -> ClosedEpoch:
+    stored = EpochStore(store).get(epoch)
+    if stored is None:
+        raise NotFound(f"epoch {epoch} is not closed")
+    return _closed(stored, settings.data_dir, True, {})
+
+
+def list_epochs(
+    store: Store, settings: Settings, limit: int = 100, before: int | None = None
+) -> list[ClosedEpoch]:
+    return [_closed(s, settings.data_dir, True, {}) for s in EpochStore(store).list(limit, before)]
+
+
+def tree_dump(store: Store, settings: Settings, epoch: int) -> bytes | None:
+    """The epoch's standard-v1 dump bytes, None when no balance is positive."""
+    closed = get_epoch(store, settings, epoch)
+    for f in closed.manifest_obj["files"]:
+        if f["name"] == publish.TREE:
+            path = closed.directory / f"{f['sha256']}.json"
+            try:
+                return path.read_bytes()
+            except OSError as error:
+                raise NotFound(
+                    f"the tree dump of epoch {epoch} is missing at {path}: {error}"
+                ) from None
+    return None
+
+
+def allocations(store: Store, settings: Settings, epoch: int) -> list[tuple[bytes, str, int]]:
+    get_epoch(store, settings, epoch)
+    return EpochStore(store).allocations(epoch)
+
+
+_tree_cache: dict[tuple[str, str], merkle.MerkleTree | None] = {}
+_tree_lock = threading.Lock()
+
+
+def _tree(store: Store, settings: Settings, closed: ClosedEpoch) -> merkle.MerkleTree | None:
+    """The latest tree, loaded once per process (a million leaves take seconds to load)."""
+    key = (str(closed.directory), closed.data_hash)
+    with _tree_lock:
+        if key not in _tree_cache:
+            dump = tree_dump(store, settings, closed.epoch)
+            _tree_cache.clear()
+            _tree_cache[key] = None if dump is None else merkle.MerkleTree.load(dump)
+        return _tree_cache[key]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    account: bytes
+    epoch: int  # latest closed epoch (0: none)
+    node: int
+    viewer: int
+    creator: int
+    root: str | None  # of the latest closed epoch
+    proof: list[str] | None  # against that root; None when the account has no leaf
+
+    @property
+    def total(self) -> int:
+        return self.node + self.viewer + self.creator
+
+
+def account(store: Store, settings: Settings, address: bytes) -> AccountView:
+    epochs = EpochStore(store)
+    latest = epochs.last_closed()
+    _, n, v, c = epochs.balance(address)
+    if latest == 0:
+        return AccountView(address, 0, n, v, c, None, None)
+    closed = get_epoch(store, settings, latest)
+    proof = None
+    if n + v + c > 0:
+        tree = _tree(store, settings, closed)
+        if tree is not None:
+            proof = tree.proof_for(address)
+    return AccountView(address, latest, n, v, c, closed.root, proof)

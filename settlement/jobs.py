@@ -1,0 +1,146 @@
+"""APScheduler wiring: close every due epoch, in order, from a background scheduler.
+
+Several instances may run against one PostgreSQL: a close holds a PostgreSQL advisory lock,
+and an instance that finds it taken skips that tick (the holder closes the epoch, the next
+tick finds it closed). SQLite stores are for one process: its lock is in-process only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from settlement.adapters.db import Store
+from settlement.adapters.epoch_db import EpochStore
+from settlement.config import Settings
+from settlement.epochs_service import ClosedEpoch, clock_of, close_epoch
+
+log = logging.getLogger(__name__)
+
+
+def close_due(
+    store: Store, settings: Settings, now: int, *, wait_for_lock: bool = False
+) -> list[ClosedEpoch]:
+    """Close every epoch whose cutoff has passed at `now`, oldest first.
+
+    Returns the epochs this call closed (not those it found closed). Stops early, without
+    error, when another instance holds the close lock.
+    """
+    due = clock_of(settings).last_due(now)
+    epochs = EpochStore(store)
+    done: list[ClosedEpoch] = []
+    last = epochs.last_closed()
+    if last >= 1:
+        # Returns the stored result, and puts back its manifest.json if a crash came
+        # between the commit and the file's rename.
+        close_epoch(store, settings, last, now=now, wait_for_lock=wait_for_lock)
+    while True:
+        last = epochs.last_closed()
+        if last >= due:
+            return done
+        closed = close_epoch(store, settings, last + 1, now=now, wait_for_lock=wait_for_lock)
+        if closed is None:  # another instance is closing: its epoch, not ours
+            return done
+        if not closed.already_closed:
+            done.append(closed)
+
+
+class CloseScheduler:
+    """A BackgroundScheduler with one job: `close_due` every `settings.scheduler_interval` s.
+
+    `clock` gives unix seconds (a test passes a fake one); `on_close` sees each closed epoch.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_close: Callable[[ClosedEpoch], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.on_close = on_close
+        self.errors: list[BaseException] = []
+        self.ticks = 0
+        self._lock = threading.Lock()
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+        self._scheduler.add_job(
+            self.tick,
+            IntervalTrigger(seconds=settings.scheduler_interval),
+            id="close-due-epochs",
+            max_instances=1,  # a tick still running makes the next one wait, not overlap
+            coalesce=True,
+            next_run_time=None,
+        )
+
+    def tick(self) -> list[ClosedEpoch]:
+        with self._lock:
+            self.ticks += 1
+        try:
+            closed = close_due(self.store, self.settings, int(self.clock()))
+        except Exception as error:  # the job must survive: log, keep, retry next tick
+            log.exception("closing due epochs failed; retrying at the next tick")
+            with self._lock:
+                self.errors.append(error)
+            return []
+        for c in closed:
+            log.info("closed epoch %d root %s", c.epoch, c.root)
+            if self.on_close is not None:
+                self.on_close(c)
+        return closed
+
+    def start(self) -> None:
+        self._scheduler.start()
+        # First run now rather than one interval after start.
+        self._scheduler.modify_job("close-due-epochs", next_run_time=datetime.now(UTC))
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._scheduler.shutdown(wait=wait)
+
+
+class ChainScheduler:
+    """A BackgroundScheduler with one job every `interval` s: a submitter tick (reconcile,
+    accept what is due, propose the latest closed epoch) then the Claimed indexer.
+
+    One per store: two submitters on one poster key would race for its nonces.
+    """
+
+    def __init__(self, submitter: object, interval: float) -> None:
+        self.submitter = submitter
+        self.ticks = 0
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+        self._scheduler.add_job(
+            self.tick,
+            IntervalTrigger(seconds=interval),
+            id="submit-roots",
+            max_instances=1,  # a tick waiting on a transaction delays the next, never overlaps
+            coalesce=True,
+            next_run_time=None,
+        )
+
+    def tick(self) -> None:
+        from settlement.submitter import index_claims, run_step
+
+        self.ticks += 1
+        sub = self.submitter
+        run_step(sub)  # type: ignore[arg-type]
+        try:
+            index_claims(sub.store, sub.distributor, sub.deployment_block)  # type: ignore[attr-defined]
+        except Exception:  # the job must survive: log and retry next tick
+            log.exception("indexing Claimed events failed; retrying at the next tick")
+
+    def start(self) -> None:
+        self._scheduler.start()
+        self._scheduler.modify_job("submit-roots", next_run_time=datetime.now(UTC))
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._scheduler.shutdown(wait=wait)

@@ -1,0 +1,156 @@
+"""Dataset formats of PROTOCOL 6: canonical lines, hand-formatted lines equal to them, files
+named by their sha256, manifest fields and bytes, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from settlement import publish
+from settlement.domain.receipts import keccak
+
+addr = st.binary(min_size=20, max_size=20)
+b32 = st.binary(min_size=32, max_size=32)
+sig = st.binary(min_size=65, max_size=65)
+u64 = st.integers(0, 2**64 - 1)
+u32 = st.integers(0, 2**32 - 1)
+
+
+def test_canonical_sorts_keys_drops_spaces_and_stringifies_integers():
+    line = publish.canonical_bytes(
+        {"b": 2**200, "a": b"\xab\xcd", "c": [1, {"z": True, "y": None}], "d": "0xAB"}
+    )
+    assert (
+        line
+        == b'{"a":"0xabcd","b":"'
+        + str(2**200).encode()
+        + b'","c":["1",{"y":null,"z":true}],"d":"0xAB"}'
+    )
+
+
+@given(addr, b32, addr, b32, u64, u64, u32, u64, sig, st.integers(1, 10**6))
+def test_delivery_line_is_the_canonical_line(v, s, node, c, started, b, segs, issued, sg, bucket):
+    fast = publish.delivery_line(v, s, node, c, started, b, segs, issued, sg, bucket)
+    ref = publish.canonical_line(
+        {
+            "viewer": v,
+            "sessionId": s,
+            "node": node,
+            "contentId": c,
+            "startedAt": started,
+            "bytesServed": b,
+            "segmentsServed": segs,
+            "issuedAt": issued,
+            "signature": sg,
+            "bucket": bucket,
+        }
+    )
+    assert fast == ref
+
+
+@given(addr, b32, b32, u64, u32, u64, sig, st.integers(1, 10**6))
+def test_view_line_is_the_canonical_line(v, s, c, started, w, issued, sg, bucket):
+    fast = publish.view_line(v, s, c, started, w, issued, sg, bucket)
+    ref = publish.canonical_line(
+        {
+            "viewer": v,
+            "sessionId": s,
+            "contentId": c,
+            "startedAt": started,
+            "watchSeconds": w,
+            "issuedAt": issued,
+            "signature": sg,
+            "bucket": bucket,
+        }
+    )
+    assert fast == ref
+
+
+@given(addr, b32, addr, u64, u32, u32)
+def test_watermark_lines_are_canonical(v, s, node, b, segs, w):
+    assert publish.delivery_mark_line(v, s, node, b, segs) == publish.canonical_line(
+        {"viewer": v, "sessionId": s, "node": node, "bytesServed": b, "segmentsServed": segs}
+    )
+    assert publish.view_mark_line(v, s, w) == publish.canonical_line(
+        {"viewer": v, "sessionId": s, "watchSeconds": w}
+    )
+
+
+@given(addr, st.sampled_from(["node", "viewer", "creator"]), st.integers(0, 2**256 - 1))
+def test_allocation_and_registry_lines_are_canonical(a, cls, amount):
+    assert publish.allocation_line(a, cls, amount) == publish.canonical_line(
+        {"account": a, "class": cls, "amount": amount}
+    )
+    assert publish.node_line(a, 'n"\\ \u00e9', True) == publish.canonical_line(
+        {"address": a, "label": 'n"\\ \u00e9', "active": True}
+    )
+    assert publish.content_line(a + bytes(12), a) == publish.canonical_line(
+        {"contentId": a + bytes(12), "creator": a}
+    )
+
+
+def test_files_are_named_by_their_sha256_and_renamed_whole(tmp_path):
+    w = publish.DatasetWriter(tmp_path / "e1")
+    sink = w.sink("things")
+    for i in range(10_000):
+        sink.add(publish.canonical_line({"i": i}))
+    assert not list((tmp_path / "e1").glob("*.ndjson"))  # nothing visible before finish
+    (f,) = w.finish_all()
+    data = (tmp_path / "e1" / f.filename).read_bytes()
+    assert f.sha256 == hashlib.sha256(data).hexdigest() and f.filename == f.sha256 + ".ndjson"
+    assert (f.size, f.rows) == (len(data), 10_000)
+    assert not [p for p in os.listdir(tmp_path / "e1") if p.endswith(".tmp")]
+
+
+def test_an_aborted_writer_leaves_nothing(tmp_path):
+    w = publish.DatasetWriter(tmp_path)
+    w.sink("x").add("{}\n")
+    w.abort()
+    assert os.listdir(tmp_path) == []
+
+
+def test_manifest_has_exactly_the_protocol_fields_and_chains(tmp_path):
+    w = publish.DatasetWriter(tmp_path)
+    w.sink("b").add('{"k":"1"}\n')
+    w.sink("a")
+    files = w.finish_all()
+    kwargs = dict(
+        epoch=2,
+        start=10,
+        end=20,
+        cutoff=25,
+        parameters={"emission": 10**24},
+        pools={"node": {"emitted": 1}},
+        root="0x" + "11" * 32,
+        cumulative_total=2**255,
+        files=files,
+    )
+    m1 = publish.manifest_bytes(prev_manifest_hash=publish.ZERO_HASH, **kwargs)
+    obj = orjson.loads(m1)
+    assert tuple(sorted(obj)) == publish.MANIFEST_FIELDS
+    assert obj["epoch"] == "2" and obj["cumulativeTotal"] == str(2**255)
+    assert obj["protocolVersion"] == "1"
+    assert [f["name"] for f in obj["files"]] == ["a", "b"]
+    assert obj["files"][1]["rows"] == "1" and obj["counts"] == {"a": "0", "b": "1"}
+    assert b" " not in m1 and publish.canonical_bytes(obj) == m1
+    assert publish.data_hash(m1) == keccak(m1)
+    m2 = publish.manifest_bytes(prev_manifest_hash="0x" + keccak(m1).hex(), **kwargs)
+    assert orjson.loads(m2)["prevManifestHash"] == "0x" + publish.data_hash(m1).hex()
+
+
+def test_write_atomic_replaces_whole(tmp_path):
+    p = tmp_path / "manifest.json"
+    publish.write_atomic(p, b"one")
+    publish.write_atomic(p, b"two")
+    assert p.read_bytes() == b"two" and os.listdir(tmp_path) == ["manifest.json"]
+
+
+@pytest.mark.parametrize("stored", [None, {"kind": "view", "viewer": "0xABCDEF"}])
+def test_evidence_hex_is_lowercased(stored):
+    out = publish.wire_evidence(stored)
+    assert out is None if stored is None else out["viewer"] == "0xabcdef"
