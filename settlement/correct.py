@@ -1,0 +1,281 @@
+"""Corrections (PROTOCOL 6-7): replace a bad accepted root while the guardian holds the
+distributor paused, with each leaf at max(recomputed cumulative, claimed on-chain), so the
+correction stays solvent and nobody's claimed tokens are taken back.
+
+`run_correction` is re-runnable: each call moves the procedure one stage on (publish and
+propose, then accept once due) and says what the operator or the guardian does next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from settlement import publish
+from settlement.adapters import submitter_db as sdb
+from settlement.adapters.chain import Distributor, read_events, scan_claims
+from settlement.adapters.db import Store
+from settlement.adapters.epoch_db import CloseReader, EpochStore
+from settlement.config import Settings
+from settlement.domain import merkle
+from settlement.errors import ChainError, InputError, NotFound
+from settlement.submitter import Candidate, Submitter
+
+CLAIMED_FILE = "onchain_claimed"  # account, claimed on-chain when the correction was computed
+RECOMPUTED_FILE = "recomputed_balances"  # account, cumulative from the store's closes
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrectionPlan:
+    epoch: int
+    corrects: str  # dataHash of the root replaced
+    recomputed: dict[str, int]
+    claimed: dict[str, int]
+    leaves: dict[str, int]
+    tree: merkle.MerkleTree
+
+    @property
+    def raised(self) -> dict[str, int]:
+        """Accounts whose leaf is their on-chain claim, above what the store computes."""
+        return {a: v for a, v in self.leaves.items() if v > self.recomputed.get(a, 0)}
+
+
+def corrected_data_hash(distributor: Distributor, deployment_block: int) -> str:
+    """dataHash of the distributor's accepted root, from its RootProposed event."""
+    root = distributor.root()
+    if root == "0x" + "00" * 32:
+        raise ChainError("no root has been accepted: there is nothing to correct")
+    found = None
+    for e in read_events(distributor, deployment_block, names=("RootProposed",)):
+        if e.args["root"] == root:
+            found = e.args["dataHash"]
+    if found is None:
+        raise ChainError(
+            f"no RootProposed event for the accepted root {root} since block {deployment_block}"
+        )
+    return found
+
+
+def plan_correction(
+    store: Store, distributor: Distributor, deployment_block: int, epoch: int | None = None
+) -> CorrectionPlan:
+    epochs = EpochStore(store)
+    epoch = epochs.last_closed() if epoch is None else epoch
+    if epoch < 1 or epochs.get(epoch) is None:
+        raise NotFound(f"epoch {epoch} is not closed: close it before correcting against it")
+    by_class = epochs.run(lambda cur: CloseReader(epochs, cur).balances(epoch + 1))
+    recomputed = {"0x" + a.hex(): n + v + c for a, (n, v, c) in by_class.items()}
+    scan = scan_claims(distributor, deployment_block, confirmations=1)
+    # The contract's word is final: read each claimant's claimed() directly.
+    claimed = {a: distributor.claimed(a) for a in scan.claimed}
+    leaves = dict(recomputed)
+    for account, amount in claimed.items():
+        leaves[account] = max(leaves.get(account, 0), amount)
+    tree = merkle.tree_for_balances(leaves)
+    if tree is None:
+        raise InputError("the corrected tree would be empty: nothing to propose")
+    return CorrectionPlan(
+        epoch=epoch,
+        corrects=corrected_data_hash(distributor, deployment_block),
+        recomputed=recomputed,
+        claimed=claimed,
+        leaves=leaves,
+        tree=tree,
+    )
+
+
+def correction_dir(settings: Settings, plan: CorrectionPlan) -> Path:
+    return (
+        Path(settings.data_dir)
+        / "corrections"
+        / f"correction-{plan.epoch:08d}-{plan.corrects[2:14]}"
+    )
+
+
+def publish_correction(
+    store: Store, settings: Settings, plan: CorrectionPlan
+) -> tuple[Path, bytes, str]:
+    """Write the tree dump, the recomputed and claimed amounts, then the correcting manifest.
+    Returns (directory, manifest bytes, tree dump path)."""
+    stored = EpochStore(store).get(plan.epoch)
+    assert stored is not None
+    base = orjson.loads(stored.manifest)
+    directory = correction_dir(settings, plan)
+    writer = publish.DatasetWriter(directory)
+    try:
+        writer.sink(publish.TREE, "json").write_raw(plan.tree.dump_json(), len(plan.tree))
+        writer.sink(RECOMPUTED_FILE).add_many(
+            publish.canonical_line({"account": a, "amount": v})
+            for a, v in sorted(plan.recomputed.items())
+            if v > 0
+        )
+        writer.sink(CLAIMED_FILE).add_many(
+            publish.canonical_line({"account": a, "claimed": v})
+            for a, v in sorted(plan.claimed.items())
+        )
+        files = writer.finish_all()
+    except BaseException:
+        writer.abort()
+        raise
+    manifest = {
+        "protocolVersion": publish.PROTOCOL_VERSION,
+        "epoch": plan.epoch,
+        "start": int(base["start"]),
+        "end": int(base["end"]),
+        "cutoff": int(base["cutoff"]),
+        "parameters": base["parameters"],
+        "pools": base["pools"],
+        "counts": {f.name: f.rows for f in files},
+        "root": plan.tree.root,
+        "cumulativeTotal": plan.tree.cumulative_total,
+        # The recomputed balances are epoch `epoch`'s dataset: chain to its manifest.
+        "prevManifestHash": "0x" + stored.data_hash.hex(),
+        "files": [f.manifest_entry() for f in files],
+        "corrects": plan.corrects,
+    }
+    data = publish.canonical_bytes(manifest)
+    publish.write_atomic(directory / publish.MANIFEST, data)
+    dump = next(f for f in files if f.name == publish.TREE)
+    return directory, data, str(directory / dump.filename)
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrectionState:
+    stage: str  # pending | accepted | unchanged
+    row: sdb.Proposal | None
+    next_step: str
+
+
+def run_correction(
+    submitter: Submitter,
+    *,
+    epoch: int | None = None,
+    wait: bool = False,
+    timeout: float = 3600,
+    sleep: Callable[[float], None] = time.sleep,
+) -> CorrectionState:
+    """One stage on: refuse unless paused; publish and propose the correction; accept it once
+    due (with `wait`, sleep until then); tell the guardian to unpause once accepted."""
+    d = submitter.distributor
+    rows = submitter.rows
+    say = submitter.say
+    row = next((r for r in rows.open() if r.kind == sdb.CORRECTION), None)
+    if row is None:
+        if not d.paused():
+            raise ChainError(
+                "the distributor is not paused: the guardian calls pause() first (claims stop), "
+                "then run `settlement correct` again"
+            )
+        pending = d.pending_root()
+        if pending is not None:
+            raise ChainError(
+                f"root {pending.root} of epoch {pending.epoch} is pending: the guardian calls "
+                "revokeRoot() first if it is bad (a correction cannot be proposed over it)"
+            )
+        plan = plan_correction(submitter.store, d, submitter.deployment_block, epoch)
+        if plan.tree.root == d.root():
+            step = (
+                f"the accepted root {plan.tree.root} already is max(recomputed, claimed) for "
+                "every account: nothing to propose. Guardian: call unpause() when satisfied"
+            )
+            say(step)
+            return CorrectionState("unchanged", None, step)
+        directory, manifest, dump = publish_correction(submitter.store, submitter.settings, plan)
+        data_hash = "0x" + publish.data_hash(manifest).hex()
+        say(
+            f"correction of {plan.corrects} against epoch {plan.epoch}: root {plan.tree.root}, "
+            f"total {plan.tree.cumulative_total}, {len(plan.raised)} leaf(s) raised to their "
+            f"on-chain claim; published in {directory}"
+        )
+        uri = str((directory / publish.MANIFEST).resolve())
+        if submitter.settings.data_base_uri:
+            base = submitter.settings.data_base_uri.rstrip("/")
+            uri = f"{base}/corrections/{directory.name}/{publish.MANIFEST}"
+        candidate = Candidate(
+            epoch=plan.epoch,
+            first_epoch=plan.epoch,
+            root=plan.tree.root,
+            cumulative_total=plan.tree.cumulative_total,
+            data_hash=data_hash,
+            data_uri=uri,
+            dump_path=dump,
+            corrects=plan.corrects,
+        )
+        row = submitter.propose(candidate, correction=True)
+        if row is None:
+            raise ChainError("the correction was not proposed: see the messages above")
+    else:
+        row = submitter.advance(row)
+    deadline = time.monotonic() + timeout
+    while wait and row.status == sdb.MINED and time.monotonic() < deadline:
+        sleep(min(5.0, max(0.05, (row.valid_at or 0) - submitter._chain_time())))
+        row = submitter.advance(row)
+    return _state(submitter, row)
+
+
+def _state(submitter: Submitter, row: sdb.Proposal) -> CorrectionState:
+    if row.status == sdb.ACCEPTED:  # the submitter marked the corrected row superseded
+        step = (
+            f"correction accepted in block {row.block}: the bad root is no longer claimable. "
+            "Guardian: call unpause() on the distributor now; claims resume against the "
+            "corrected root"
+        )
+        submitter.say(step)
+        return CorrectionState("accepted", row, step)
+    if row.status == sdb.MINED:
+        step = (
+            f"correction pending until validAt {row.valid_at} (chain time now "
+            f"{submitter._chain_time()}): run `settlement correct` again after it, or use "
+            "--wait. Keep the distributor paused"
+        )
+        submitter.say(step)
+        return CorrectionState("pending", row, step)
+    raise ChainError(
+        f"correction proposal {row.id} ended {row.status}: {row.note or 'see the log'}"
+    )
+
+
+def cli_correct(
+    epoch: Annotated[
+        int | None,
+        typer.Option(min=1, help="recompute against this closed epoch (default: the latest)"),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="stay until the correction is accepted (validAt)")
+    ] = False,
+) -> None:
+    """Correct a bad accepted root (PROTOCOL 6-7), one stage per run.
+
+    1. The guardian pauses the distributor (and revokes any pending root).
+    2. `settlement correct` recomputes every leaf as max(cumulative from the store's closes,
+       claimed on-chain), publishes the tree and a manifest with `corrects` under
+       W2E_DATA_DIR/corrections/, and proposes it (a correction, since the contract is paused).
+    3. After the challenge period, `settlement correct` again (or --wait) accepts it.
+    4. It then tells the guardian to unpause. Exit 3 when the chain refuses a stage.
+    """
+    import logging
+
+    from pydantic import ValidationError
+
+    from settlement.config import load_settings
+    from settlement.errors import ConfigError, SettlementError
+    from settlement.submitter import open_submitter
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        try:
+            settings = load_settings()
+        except ValidationError as error:
+            raise ConfigError(f"invalid W2E_* settings: {error}") from None
+        with open_submitter(settings, say=typer.echo) as submitter:
+            state = run_correction(submitter, epoch=epoch, wait=wait)
+    except SettlementError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
+    typer.echo(f"stage: {state.stage}")

@@ -1,0 +1,594 @@
+"""The root submitter: closed epochs -> proposeRoot -> acceptRoot, a state machine persisted in
+the store (one `proposal` row per proposal, see adapters.submitter_db) and reconciled with
+the chain before anything is sent, so a crash at any point never proposes a root twice.
+
+Each signed transaction is written to its row before it is broadcast (fee bumps too), so a
+restarted process knows every hash that may be mined. While a root is pending, closed epochs
+accumulate; the next proposal carries the latest one (roots are cumulative: folding).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from prometheus_client import Gauge
+
+from settlement import publish
+from settlement.adapters import submitter_db as sdb
+from settlement.adapters.chain import (
+    Chain,
+    Distributor,
+    Mined,
+    PreparedTx,
+    read_events,
+    root_history,
+    scan_claims,
+)
+from settlement.adapters.db import Store
+from settlement.adapters.epoch_db import EpochStore
+from settlement.adapters.keys import Key
+from settlement.config import Settings
+from settlement.errors import (
+    ChainError,
+    ConfigError,
+    ContractRevert,
+    DistributorPaused,
+    InsolventProposal,
+    RpcUnavailable,
+    TransactionFailed,
+)
+
+log = logging.getLogger(__name__)
+
+# Alerts: a shortfall above 0 means a root is waiting for funds; revoked roots need a look.
+SHORTFALL = Gauge(
+    "w2e_submitter_shortfall_base_units",
+    "W2E base units the distributor lacks to cover the next root (0: solvent)",
+)
+REVOKED = Gauge("w2e_submitter_revoked_roots", "Roots of this service revoked by the guardian")
+PAUSED = Gauge("w2e_distributor_paused", "1 while the distributor is paused (no proposals)")
+PENDING_EPOCHS = Gauge(
+    "w2e_submitter_unproposed_epochs", "Closed epochs not yet carried by an accepted root"
+)
+
+CLAIMS_CURSOR = "claimed"
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """What a proposal carries: the latest closed epoch that changed balances (or a correction)."""
+
+    epoch: int
+    first_epoch: int
+    root: str
+    cumulative_total: int
+    data_hash: str
+    data_uri: str
+    dump_path: str | None = None
+    corrects: str | None = None
+
+
+def data_uri(settings: Settings, epoch: int) -> str:
+    directory = publish.epoch_dir(settings.data_dir, epoch)
+    if settings.data_base_uri:
+        return f"{settings.data_base_uri.rstrip('/')}/{directory.name}/{publish.MANIFEST}"
+    return str(Path(directory, publish.MANIFEST).resolve())
+
+
+def epoch_dump_path(settings: Settings, manifest: bytes) -> str | None:
+    """Path of the tree dump a manifest names (None: no tree)."""
+    import orjson
+
+    doc = orjson.loads(manifest)
+    for f in doc["files"]:
+        if f["name"] == publish.TREE:
+            return str(
+                publish.epoch_dir(settings.data_dir, int(doc["epoch"])) / f"{f['sha256']}.json"
+            )
+    return None
+
+
+class Submitter:
+    """Moves proposals forward one `step` at a time. Not thread-safe: one per process (the
+    job runs it with max_instances=1); two processes on one store must not both run it."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        chain: Chain,
+        distributor: Distributor,
+        key: Key,
+        *,
+        deployment_block: int = 0,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.chain = chain
+        self.distributor = distributor
+        self.key = key
+        self.deployment_block = deployment_block
+        self.rows = sdb.SubmitterStore(store)
+        self.epochs = EpochStore(store)
+        self.reconciled = False
+        self._say = say
+
+    def say(self, message: str) -> None:
+        log.info("%s", message)
+        if self._say is not None:
+            self._say(message)
+
+    # -- the tick ------------------------------------------------------------------------------
+
+    def step(self) -> list[sdb.Proposal]:
+        """Reconcile (first call), finish what is in flight, accept what is due, then propose
+        the latest closed epoch when nothing is pending. Returns the rows it touched."""
+        touched: dict[int, sdb.Proposal] = {}  # latest state of each row, first touch first
+        if not self.reconciled:
+            touched.update((r.id, r) for r in self.reconcile())
+            self.reconciled = True
+        for row in self.rows.open():
+            touched[row.id] = self.advance(row)
+        if not self.rows.open():
+            row = self.propose_next()
+            if row is not None:
+                touched[row.id] = row
+        self._gauges()
+        return list(touched.values())
+
+    def reconcile(self) -> list[sdb.Proposal]:
+        """Match every open row with the chain (receipts, the node's pool, events) before
+        anything is sent: a hash already mined is adopted, never proposed again."""
+        self.chain.nonces.resync(self.key.address)
+        out = []
+        for row in self.rows.open():
+            before = row.status
+            row = self._sync(row)
+            if row.status != before:
+                self.say(
+                    f"reconciled proposal {row.id} (epoch {row.epoch}): {before} -> {row.status}"
+                )
+            out.append(row)
+        return out
+
+    # -- one row -------------------------------------------------------------------------------
+
+    def _sync(self, row: sdb.Proposal) -> sdb.Proposal:
+        """Status from the chain alone, sending nothing."""
+        if row.status in (sdb.PREPARED, sdb.SENT):
+            mined = self._mined(row.txs)
+            if mined is not None:
+                return self._on_mined(row, mined)
+            if any(self.chain.is_pending(t.tx_hash) for t in row.txs):
+                return self.rows.update(row.id, status=sdb.SENT) if row.status != sdb.SENT else row
+            latest = row.txs[-1]
+            if self.chain.nonces.mined_count(latest.sender) > latest.nonce:
+                # Our nonce went to another transaction: did someone else propose the root?
+                return self._from_events(
+                    row, note=f"nonce {latest.nonce} used by another transaction"
+                )
+            return row  # never reached the node (or the node forgot it): advance re-sends it
+        if row.status == sdb.MINED:
+            return self._from_events(row)
+        return row
+
+    def _from_events(self, row: sdb.Proposal, note: str | None = None) -> sdb.Proposal:
+        history = root_history(self.distributor, row.root, row.from_block)
+        status = history.status
+        if status == "absent":
+            if row.status == sdb.MINED:  # a reorg dropped it: wait for the versions again
+                return self.rows.update(row.id, status=sdb.SENT, block=None)
+            return self.rows.update(row.id, status=sdb.FAILED, note=note or "not on chain")
+        last = history.events[-1]
+        if status == "accepted":
+            if row.kind == sdb.CORRECTION and row.status != sdb.ACCEPTED:
+                for old in self.rows.all():
+                    if old.status == sdb.ACCEPTED and old.data_hash == row.corrects:
+                        self.rows.update(
+                            old.id, status=sdb.SUPERSEDED, note=f"corrected by proposal {row.id}"
+                        )
+            return self.rows.update(row.id, status=sdb.ACCEPTED, block=last.block_number)
+        if status == "revoked":
+            return self._revoked(row)
+        proposed = history.proposals[-1]
+        return self.rows.update(
+            row.id,
+            status=sdb.MINED,
+            block=proposed.block_number,
+            tx_hash=proposed.tx_hash,
+            valid_at=proposed.args["validAt"],
+        )
+
+    def _revoked(self, row: sdb.Proposal) -> sdb.Proposal:
+        log.error(
+            "ALERT: root %s of epoch %d was revoked by the guardian; it will not be proposed "
+            "again as it was: the next proposal comes from a new close or a correction",
+            row.root,
+            row.epoch,
+        )
+        self.say(f"ALERT: root {row.root} of epoch {row.epoch} was revoked by the guardian")
+        return self.rows.update(row.id, status=sdb.REVOKED, note="revoked by the guardian")
+
+    def _mined(self, versions: tuple[PreparedTx, ...]) -> Mined | None:
+        for tx in reversed(versions):
+            mined = self.chain.lookup(tx.tx_hash)
+            if mined is not None:
+                return mined
+        return None
+
+    def _on_mined(self, row: sdb.Proposal, mined: Mined) -> sdb.Proposal:
+        if mined.status != 1:
+            return self.rows.update(
+                row.id,
+                status=sdb.FAILED,
+                tx_hash=mined.tx_hash,
+                block=mined.block_number,
+                note=f"proposeRoot {mined.tx_hash} reverted in block {mined.block_number}",
+            )
+        row = self.rows.update(
+            row.id, status=sdb.MINED, tx_hash=mined.tx_hash, block=mined.block_number
+        )
+        return self._from_events(row)
+
+    def advance(self, row: sdb.Proposal) -> sdb.Proposal:
+        """Drive one open row: (re)send and wait for its transaction, then accept when due."""
+        if row.status in (sdb.PREPARED, sdb.SENT):
+            row = self._sync(row)
+        if row.status in (sdb.PREPARED, sdb.SENT):
+            row = self._send_and_wait(row)
+        if row.status == sdb.MINED:
+            row = self._accept_if_due(row)
+        return row
+
+    def _send_and_wait(self, row: sdb.Proposal) -> sdb.Proposal:
+        versions = list(row.txs)
+        row_id = row.id
+
+        def persist(new: PreparedTx) -> None:
+            versions.append(new)
+            self.rows.update(row_id, txs=versions, tx_hash=new.tx_hash)
+            self.say(f"proposal {row_id}: fees bumped, replacement {new.tx_hash}")
+
+        self.chain.send(versions[-1])  # idempotent: a node that has it says so
+        if row.status != sdb.SENT:
+            row = self.rows.update(row_id, status=sdb.SENT)
+            self.say(f"proposal {row_id} (epoch {row.epoch}) sent: {versions[-1].tx_hash}")
+        try:
+            mined = self.chain.wait(versions, key=self.key, before_send=persist, check=False)
+        except TransactionFailed as error:
+            if "was used by another transaction" in str(error):
+                return self._from_events(self.rows.get(row_id) or row, note=str(error))
+            raise
+        return self._on_mined(self.rows.get(row_id) or row, mined)
+
+    def _accept_if_due(self, row: sdb.Proposal) -> sdb.Proposal:
+        pending = self.distributor.pending_root()
+        if pending is None or pending.root != row.root:
+            return self._from_events(row)  # accepted or revoked meanwhile
+        if row.valid_at != pending.valid_at:
+            row = self.rows.update(row.id, valid_at=pending.valid_at)
+        if not self.settings.submitter_accept:
+            return row
+        if row.kind != sdb.CORRECTION and self.distributor.paused():
+            return row  # ordinary acceptance waits for the unpause
+        if self._chain_time() + 1 < pending.valid_at:  # the next block is at least 1 s later
+            return row
+        versions = list(row.accept_txs)
+        open_accept = (
+            versions and self.chain.nonces.mined_count(versions[-1].sender) <= versions[-1].nonce
+        )
+        if not open_accept:
+            try:
+                prepared = self.chain.build(self.key, self.distributor.accept_root())
+            except ContractRevert as error:  # TooEarly by a block, or paused: next tick
+                self.say(f"acceptRoot of epoch {row.epoch} not yet: {error}")
+                self.chain.nonces.resync(self.key.address)
+                return row
+            versions.append(prepared)
+            row = self.rows.update(row.id, accept_txs=versions)
+        row_id = row.id
+
+        def persist(new: PreparedTx) -> None:
+            versions.append(new)
+            self.rows.update(row_id, accept_txs=versions)
+
+        self.chain.send(versions[-1])
+        try:
+            self.chain.wait(versions, key=self.key, before_send=persist, check=False)
+        except TransactionFailed as error:
+            if "was used by another transaction" not in str(error):
+                raise
+        row = self._from_events(self.rows.get(row_id) or row)
+        if row.status == sdb.ACCEPTED:
+            self.say(f"root of epoch {row.epoch} accepted: {row.root}")
+        return row
+
+    def _chain_time(self) -> int:
+        return int(self.chain.w3.eth.get_block("latest")["timestamp"])
+
+    # -- choosing what to propose -------------------------------------------------------------
+
+    def candidate(self) -> Candidate | None:
+        """The latest closed epoch that changed balances, if it is after the chain's epoch."""
+        last = self.epochs.last_closed()
+        current = self.distributor.current_epoch()
+        PENDING_EPOCHS.set(max(0, last - current))
+        epoch = last
+        while epoch > current:
+            stored = self.epochs.get(epoch)
+            if stored is not None and stored.proposes:
+                return Candidate(
+                    epoch=epoch,
+                    first_epoch=current + 1,
+                    root="0x" + stored.root.hex(),
+                    cumulative_total=stored.cumulative_total,
+                    data_hash="0x" + stored.data_hash.hex(),
+                    data_uri=data_uri(self.settings, epoch),
+                    dump_path=epoch_dump_path(self.settings, stored.manifest),
+                )
+            epoch -= 1
+        return None
+
+    def propose_next(self) -> sdb.Proposal | None:
+        candidate = self.candidate()
+        if candidate is None:
+            return None
+        for row in self.rows.by_root(candidate.root):
+            if row.status == sdb.REVOKED and row.data_hash == candidate.data_hash:
+                self.say(
+                    f"not proposing epoch {candidate.epoch}: its root {candidate.root} was revoked; "
+                    "waiting for a new close or a correction"
+                )
+                return None
+        if candidate.root == self.distributor.root():
+            return None
+        return self.propose(candidate)
+
+    def propose(self, candidate: Candidate, *, correction: bool = False) -> sdb.Proposal | None:
+        """Check (paused, pending, solvency), persist the signed proposeRoot, send, wait."""
+        paused = self.distributor.paused()
+        PAUSED.set(1 if paused else 0)
+        if paused and not correction:
+            self.say("the distributor is paused: no proposal until the guardian unpauses")
+            return None
+        try:
+            self.distributor.check_proposal(candidate.cumulative_total, correction=correction)
+        except InsolventProposal as error:
+            SHORTFALL.set(error.shortfall)
+            log.error("ALERT: %s", error)
+            self.say(f"ALERT: {error}")
+            return None
+        except DistributorPaused:
+            return None
+        except ContractRevert as error:  # a root someone else proposed is pending
+            self.say(f"not proposing epoch {candidate.epoch}: {error}")
+            return None
+        SHORTFALL.set(0)
+        call = self.distributor.propose_root(
+            candidate.epoch,
+            candidate.root,
+            candidate.cumulative_total,
+            candidate.data_hash,
+            candidate.data_uri,
+        )
+        from_block = self.chain.block_number()
+        self.chain.nonces.resync(self.key.address)
+        try:
+            prepared = self.chain.build(self.key, call)  # a revert surfaces here, unsent
+        except ContractRevert as error:
+            # e.g. TotalDecreased after a correction raised leaves above the store's balances:
+            # nothing is sent; the next close (more emission) or an operator decides.
+            self.chain.nonces.resync(self.key.address)
+            log.error("ALERT: proposal of epoch %d refused: %s", candidate.epoch, error)
+            self.say(f"ALERT: proposal of epoch {candidate.epoch} refused: {error}")
+            return None
+        row = self.rows.insert(
+            kind=sdb.CORRECTION if correction else sdb.ROOT,
+            epoch=candidate.epoch,
+            first_epoch=candidate.first_epoch,
+            root=candidate.root,
+            cumulative_total=candidate.cumulative_total,
+            data_hash=candidate.data_hash,
+            data_uri=candidate.data_uri,
+            from_block=from_block,
+            prepared=prepared,
+            dump_path=candidate.dump_path,
+            corrects=candidate.corrects,
+        )
+        what = "correction" if correction else "root"
+        folded = (
+            f"epochs {candidate.first_epoch}-{candidate.epoch}"
+            if candidate.first_epoch < candidate.epoch
+            else f"epoch {candidate.epoch}"
+        )
+        self.say(f"proposing {what} {candidate.root} for {folded} (proposal {row.id})")
+        return self.advance(row)
+
+    def release_revoked(self, root: str) -> int:
+        """An operator's decision: a revoked `root` may be proposed again (e.g. revoked by
+        mistake). Returns how many revoked rows were released."""
+        released = 0
+        for row in self.rows.by_root(root.lower()):
+            if row.status == sdb.REVOKED:
+                self.rows.update(
+                    row.id, status=sdb.FAILED, note="revoked; released by the operator"
+                )
+                released += 1
+        self._gauges()
+        return released
+
+    def _gauges(self) -> None:
+        REVOKED.set(self.rows.count(sdb.REVOKED))
+        PAUSED.set(1 if self.distributor.paused() else 0)
+
+
+# -- the Claimed indexer ------------------------------------------------------------------------
+
+
+def index_claims(store: Store, distributor: Distributor, deployment_block: int) -> int:
+    """Read Claimed events since the last run into the store; returns how many were read."""
+    rows = sdb.SubmitterStore(store)
+    start = rows.cursor(CLAIMS_CURSOR)
+    if start is None:
+        start = deployment_block
+    scan = scan_claims(distributor, start)
+    if scan.next_block > start:
+        rows.record_claims(CLAIMS_CURSOR, scan.claimed, scan.next_block - 1, scan.next_block)
+    return len(scan.events)
+
+
+def proposals_on_chain(distributor: Distributor, from_block: int) -> dict[str, int]:
+    """root -> how many times it was proposed since `from_block` (for audits and tests)."""
+    counts: dict[str, int] = {}
+    for e in read_events(distributor, from_block, names=("RootProposed",)):
+        counts[e.args["root"]] = counts.get(e.args["root"], 0) + 1
+    return counts
+
+
+def run_step(submitter: Submitter) -> list[sdb.Proposal]:
+    """One tick for a job: an unreachable RPC is logged and retried at the next tick."""
+    try:
+        return submitter.step()
+    except RpcUnavailable as error:
+        submitter.reconciled = False  # the node may have restarted: reconcile again
+        log.warning("submitter: %s", error)
+        return []
+    except ChainError as error:
+        submitter.reconciled = False
+        log.error("submitter: %s", error)
+        return []
+
+
+# -- wiring for the CLI and the jobs -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_submitter(
+    settings: Settings, *, say: Callable[[str], None] | None = None
+) -> Iterator[Submitter]:
+    """A Submitter over W2E_DATABASE_URL, W2E_RPC_URL, the deployment record and the poster
+    key (W2E_POSTER_KEYSTORE or the variable W2E_POSTER_KEY_ENV names)."""
+    from settlement.adapters.chain import Distributor, connect, load_deployment
+    from settlement.adapters.db import open_store
+    from settlement.adapters.keys import load_key
+
+    chain = connect(settings)
+    if chain.embedded:
+        raise ConfigError(
+            "W2E_RPC_URL is unset: the embedded chain lives in one process and has no "
+            "deployment; point W2E_RPC_URL at a node (or run `settlement demo`)"
+        )
+    deployment = load_deployment(settings.deployment_file, chain)
+    key = load_key(settings, "poster")
+    store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        yield Submitter(
+            store,
+            settings,
+            chain,
+            Distributor(chain, deployment.distributor),
+            key,
+            deployment_block=deployment.block,
+            say=say,
+        )
+    finally:
+        store.close()
+
+
+def cli_submit(
+    loop: Annotated[
+        bool, typer.Option("--loop", help="keep running as a scheduled job until interrupted")
+    ] = False,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            min=0.05, help="seconds between ticks with --loop (default: W2E_SUBMITTER_INTERVAL)"
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="with --loop, serve the alert gauges on 127.0.0.1:PORT/metrics"),
+    ] = None,
+    release_revoked: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ROOT", help="operator's decision: allow a revoked ROOT to be proposed again"
+        ),
+    ] = None,
+) -> None:
+    """Post closed epochs' roots: reconcile with the chain, finish what is in flight, accept
+    roots past validAt, propose the latest closed epoch (folding those closed meanwhile).
+
+    One tick and exit by default; with --loop an APScheduler job every --interval seconds
+    that also indexes Claimed events. Refuses while paused and when the distributor cannot
+    cover the root (metric w2e_submitter_shortfall_base_units). Exit 2 on bad settings or
+    keys, 3 on chain errors.
+    """
+    import threading
+
+    from pydantic import ValidationError
+
+    from settlement.config import load_settings
+    from settlement.errors import SettlementError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick is noise
+    try:
+        try:
+            settings = load_settings()
+        except ValidationError as error:
+            raise ConfigError(f"invalid W2E_* settings: {error}") from None
+        with open_submitter(settings, say=lambda m: typer.echo(m, err=True)) as submitter:
+            if release_revoked is not None:
+                n = submitter.release_revoked(release_revoked)
+                typer.echo(f"released {n} revoked proposal(s) of root {release_revoked}", err=True)
+            if not loop:
+                for row in submitter.step():
+                    typer.echo(_row_json(row))
+                index_claims(submitter.store, submitter.distributor, submitter.deployment_block)
+                return
+            from settlement.jobs import ChainScheduler
+
+            if metrics_port is not None:
+                from prometheus_client import start_http_server
+
+                start_http_server(metrics_port, addr="127.0.0.1")
+
+            scheduler = ChainScheduler(submitter, interval or settings.submitter_interval)
+            scheduler.start()
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                scheduler.shutdown()
+    except SettlementError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
+
+
+def _row_json(row: sdb.Proposal) -> str:
+    import orjson
+
+    return orjson.dumps(
+        {
+            "proposal": row.id,
+            "kind": row.kind,
+            "epochs": [row.first_epoch, row.epoch],
+            "root": row.root,
+            "cumulativeTotal": str(row.cumulative_total),
+            "dataHash": row.data_hash,
+            "status": row.status,
+            "txHash": row.tx_hash,
+            "block": row.block,
+            "validAt": row.valid_at,
+            "note": row.note,
+        }
+    ).decode()
