@@ -91,7 +91,6 @@ def receipts_verify(
     from collections import Counter
 
     import orjson
-    from pydantic import ValidationError
 
     from settlement.config import load_settings
     from settlement.domain.receipts import (
@@ -100,13 +99,10 @@ def receipts_verify(
         verify_wire_batch,
         wire_items_from_array,
     )
-    from settlement.errors import ConfigError, SettlementError
+    from settlement.errors import SettlementError
 
     try:
-        try:
-            settings = load_settings()
-        except ValidationError as error:
-            raise ConfigError(f"invalid W2E_* settings: {error}") from None
+        settings = load_settings()
         domain = Domain.from_hex(
             settings.chain_id if chain_id is None else chain_id,
             settings.distributor if distributor is None else distributor,
@@ -220,17 +216,13 @@ def serve(
     import tempfile
 
     import uvicorn
-    from pydantic import ValidationError
 
     from settlement.adapters.db import open_store
     from settlement.config import export_for_workers, load_settings
-    from settlement.errors import ConfigError, SettlementError
+    from settlement.errors import SettlementError
 
     try:
-        try:
-            settings = load_settings()
-        except ValidationError as error:
-            raise ConfigError(f"invalid W2E_* settings: {error}") from None
+        settings = load_settings()
         # Create the tables once here, so that the workers do not race to.
         open_store(settings.database_url, create=True).close()
     except SettlementError as error:
@@ -274,10 +266,14 @@ def _w2e(amount: int) -> str:
 @app.command()
 def deploy(
     challenge_period: Annotated[
-        int | None, typer.Option(min=0, help="seconds (default: W2E_CHALLENGE_PERIOD); 0 only with --dev")
+        int | None,
+        typer.Option(min=0, help="seconds (default: W2E_CHALLENGE_PERIOD); 0 only with --dev"),
     ] = None,
     dev: Annotated[
-        bool, typer.Option("--dev", help="dev chain: one key may hold every role (default: W2E_DEV_MODE)")
+        bool,
+        typer.Option(
+            "--dev", help="dev chain: one key may hold every role (default: W2E_DEV_MODE)"
+        ),
     ] = False,
     poster: Annotated[
         str | None, typer.Option(help="poster address (default: the configured poster key's)")
@@ -289,7 +285,9 @@ def deploy(
         list[str] | None, typer.Option(help="also grant MINTER_ROLE to this address (repeatable)")
     ] = None,
     mint: Annotated[str, typer.Option(help="W2E base units minted to the admin")] = "0",
-    fund: Annotated[str, typer.Option(help="of those, base units funded into the distributor")] = "0",
+    fund: Annotated[
+        str, typer.Option(help="of those, base units funded into the distributor")
+    ] = "0",
     out: Annotated[
         str | None, typer.Option(help="deployment record (default: W2E_DEPLOYMENT_FILE)")
     ] = None,
@@ -302,27 +300,28 @@ def deploy(
     guardian get their roles and the admin renounces them. Exit 2 on bad settings or keys,
     3 on chain errors.
     """
-    from pydantic import ValidationError
 
     from settlement.adapters import chain as chainlib
     from settlement.adapters.keys import load_key, load_optional_key
     from settlement.config import load_settings
-    from settlement.errors import ConfigError, InputError, SettlementError
+    from settlement.errors import InputError, SettlementError
 
     try:
-        try:
-            settings = load_settings()
-        except ValidationError as error:
-            raise ConfigError(f"invalid W2E_* settings: {error}") from None
+        settings = load_settings()
         try:
             minted, funded = int(mint), int(fund)
         except ValueError:
-            raise InputError("--mint and --fund take integers of base units (1 W2E = 10**18)") from None
+            raise InputError(
+                "--mint and --fund take integers of base units (1 W2E = 10**18)"
+            ) from None
         dev = dev or settings.dev_mode
         chain = chainlib.connect(settings)
         if chain.embedded:
-            typer.echo("warning: W2E_RPC_URL is unset: deploying on the embedded chain, which "
-                       "ends with this process", err=True)
+            typer.echo(
+                "warning: W2E_RPC_URL is unset: deploying on the embedded chain, which "
+                "ends with this process",
+                err=True,
+            )
         admin = load_optional_key(settings, "admin")
         if admin is None:
             if not (dev and chain.embedded):
@@ -340,7 +339,9 @@ def deploy(
             admin,
             poster=poster,
             guardian=guardian,
-            challenge_period=settings.challenge_period if challenge_period is None else challenge_period,
+            challenge_period=settings.challenge_period
+            if challenge_period is None
+            else challenge_period,
             dev=dev,
             mint=minted,
             fund=funded,
@@ -357,12 +358,15 @@ def deploy(
 
 @app.command()
 def claim(
-    addresses: Annotated[list[str], typer.Argument(metavar="ADDRESS...", help="accounts to claim for")],
+    addresses: Annotated[
+        list[str], typer.Argument(metavar="ADDRESS...", help="accounts to claim for")
+    ],
     relay: Annotated[
         bool, typer.Option("--relay", help="claim for many accounts in claimMany batches")
     ] = False,
     keystore: Annotated[
-        str | None, typer.Option(help="encrypted keystore paying the gas (default: the claimer key)")
+        str | None,
+        typer.Option(help="encrypted keystore paying the gas (default: the claimer key)"),
     ] = None,
     dump: Annotated[
         str | None, typer.Option(help="published standard-v1 tree dump to take proofs from")
@@ -374,7 +378,8 @@ def claim(
         str | None, typer.Option(help="deployment record (default: W2E_DEPLOYMENT_FILE)")
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(min=1, help="accounts per claimMany (default: W2E_CLAIM_BATCH_SIZE)")
+        int | None,
+        typer.Option(min=1, help="accounts per claimMany (default: W2E_CLAIM_BATCH_SIZE)"),
     ] = None,
 ) -> None:
     """Claim W2E for ADDRESS from the RewardDistributor and print what was paid.
@@ -385,7 +390,6 @@ def claim(
     every ADDRESS is claimed through claimMany; accounts with nothing left are skipped.
     Exit 1 when there is nothing to claim, 2 on bad input or keys, 3 on chain errors.
     """
-    from pydantic import ValidationError
 
     from settlement.adapters import chain as chainlib
     from settlement.adapters.keys import load_key
@@ -393,10 +397,7 @@ def claim(
     from settlement.errors import ConfigError, InputError, NothingToClaim, SettlementError
 
     try:
-        try:
-            settings = load_settings()
-        except ValidationError as error:
-            raise ConfigError(f"invalid W2E_* settings: {error}") from None
+        settings = load_settings()
         if (dump is None) == (service is None):
             raise InputError("give exactly one proof source: --dump FILE or --service URL")
         if len(addresses) > 1 and not relay:
@@ -440,7 +441,9 @@ def claim(
         total += result.total
     if skipped:
         typer.echo(f"skipped {skipped} account(s) with nothing left to claim")
-    typer.echo(f"total paid {_w2e(total)} W2E ({total} base units) in {len(results)} transaction(s)")
+    typer.echo(
+        f"total paid {_w2e(total)} W2E ({total} base units) in {len(results)} transaction(s)"
+    )
 
 
 # --- registry: nodes, content, viewers, registration requests (straight on the store) ----
@@ -465,17 +468,13 @@ registry_app.add_typer(_requests_app, name="requests")
 @contextlib.contextmanager
 def _registry() -> Iterator[tuple[object, object]]:
     """(store, settings) for one registry command; errors become a message and an exit code."""
-    from pydantic import ValidationError
 
     from settlement.adapters.db import open_store
     from settlement.config import load_settings
-    from settlement.errors import ConfigError, SettlementError
+    from settlement.errors import SettlementError
 
     try:
-        try:
-            settings = load_settings()
-        except ValidationError as error:
-            raise ConfigError(f"invalid W2E_* settings: {error}") from None
+        settings = load_settings()
         with open_store(
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
         ) as store:
@@ -651,7 +650,8 @@ def _closed_json(c: object) -> dict:
 @epochs_app.command("close")
 def epochs_close(
     epoch: Annotated[
-        int | None, typer.Option(min=1, help="close this epoch (default: every due epoch, in order)")
+        int | None,
+        typer.Option(min=1, help="close this epoch (default: every due epoch, in order)"),
     ] = None,
     now: Annotated[
         int | None, typer.Option(help="unix seconds to close at (default: the clock)")

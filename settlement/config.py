@@ -14,7 +14,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="W2E_", env_file=".env", extra="ignore")
 
-    chain_id: int = Field(default=31337, ge=1, description="chain id of the receipts' EIP-712 domain")
+    chain_id: int = Field(
+        default=31337, ge=1, description="chain id of the receipts' EIP-712 domain"
+    )
     distributor: str = Field(
         default="0x" + "00" * 20,
         pattern=r"^0x[0-9a-fA-F]{40}$",
@@ -24,19 +26,53 @@ class Settings(BaseSettings):
     epoch_seconds: int = Field(default=3600, ge=1)
     grace_seconds: int = Field(default=300, ge=0)
     # Receipt parameters: names as in PROTOCOL section 3 (`skew` is `clock_skew`), all integers.
-    clock_skew: int = Field(default=120, ge=0, description="seconds a receipt's issuedAt may run ahead of now")
-    max_age: int = Field(default=7 * 24 * 3600, ge=1, description="seconds after issuedAt a receipt is still taken")
-    max_session_age: int = Field(default=24 * 3600, ge=1, description="max issuedAt - startedAt, seconds")
+    clock_skew: int = Field(
+        default=120, ge=0, description="seconds a receipt's issuedAt may run ahead of now"
+    )
+    max_age: int = Field(
+        default=7 * 24 * 3600, ge=1, description="seconds after issuedAt a receipt is still taken"
+    )
+    max_session_age: int = Field(
+        default=24 * 3600, ge=1, description="max issuedAt - startedAt, seconds"
+    )
     segment_seconds: int = Field(default=4, ge=1, description="media seconds per segment")
-    max_bitrate: int = Field(default=50_000_000, ge=1, description="bits per second a node may plausibly serve one viewer")
+    max_bitrate: int = Field(
+        default=50_000_000,
+        ge=1,
+        description="bits per second a node may plausibly serve one viewer",
+    )
     # epochs and rewards (PROTOCOL 4-5; the reward values are published in each manifest)
-    emission: int = Field(default=1000 * 10**18, ge=0, description="W2E base units emitted per epoch")
-    bps_node: int = Field(default=6000, ge=0, le=10_000, description="node pool share, basis points")
-    bps_viewer: int = Field(default=3000, ge=0, le=10_000, description="viewer pool share, basis points (creators get the rest)")
-    max_bytes_per_viewer: int = Field(default=2**64 - 1, ge=0, lt=2**64, description="bytes credited from one viewer per epoch; above: split over its nodes")
-    max_watch_seconds_per_epoch: int = Field(default=3600, ge=0, lt=2**64, description="watch seconds credited to one viewer per epoch; above: split over its sessions")
-    data_dir: str = Field(default="data/epochs", description="directory of the published epoch datasets (one sub-directory per epoch)")
-    scheduler_interval: float = Field(default=30.0, gt=0, description="seconds between the scheduler's checks for a due epoch")
+    emission: int = Field(
+        default=1000 * 10**18, ge=0, description="W2E base units emitted per epoch"
+    )
+    bps_node: int = Field(
+        default=6000, ge=0, le=10_000, description="node pool share, basis points"
+    )
+    bps_viewer: int = Field(
+        default=3000,
+        ge=0,
+        le=10_000,
+        description="viewer pool share, basis points (creators get the rest)",
+    )
+    max_bytes_per_viewer: int = Field(
+        default=2**64 - 1,
+        ge=0,
+        lt=2**64,
+        description="bytes credited from one viewer per epoch; above: split over its nodes",
+    )
+    max_watch_seconds_per_epoch: int = Field(
+        default=3600,
+        ge=0,
+        lt=2**64,
+        description="watch seconds credited to one viewer per epoch; above: split over its sessions",
+    )
+    data_dir: str = Field(
+        default="data/epochs",
+        description="directory of the published epoch datasets (one sub-directory per epoch)",
+    )
+    scheduler_interval: float = Field(
+        default=30.0, gt=0, description="seconds between the scheduler's checks for a due epoch"
+    )
     # store and registries
     database_url: str = Field(
         default="sqlite:///./data/settlement.db",
@@ -50,26 +86,56 @@ class Settings(BaseSettings):
         default="approval",
         description="open: a valid signed node registration request is approved at once",
     )
-    viewer_allowlist: bool = Field(default=False, description="only listed viewers may sign receipts")
-    registration_max_age: int = Field(default=24 * 3600, ge=1, description="seconds a signed node registration request stays valid")
-    rejection_sample_cap: int = Field(default=1000, ge=0, description="raw rejected receipts kept per reason (ring buffer)")
-    rejection_sample_per_batch: int = Field(default=8, ge=0, description="raw rejected receipts sampled per reason per batch")
-    rejection_sample_bytes: int = Field(default=2048, ge=64, description="a sampled raw receipt is cut to this many bytes")
+    viewer_allowlist: bool = Field(
+        default=False, description="only listed viewers may sign receipts"
+    )
+    registration_max_age: int = Field(
+        default=24 * 3600,
+        ge=1,
+        description="seconds a signed node registration request stays valid",
+    )
+    rejection_sample_cap: int = Field(
+        default=1000, ge=0, description="raw rejected receipts kept per reason (ring buffer)"
+    )
+    rejection_sample_per_batch: int = Field(
+        default=8, ge=0, description="raw rejected receipts sampled per reason per batch"
+    )
+    rejection_sample_bytes: int = Field(
+        default=2048, ge=64, description="a sampled raw receipt is cut to this many bytes"
+    )
     test_database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/test",
         description="PostgreSQL of the integration tests (each run in a schema of its own)",
     )
-    ci: bool = Field(default=False, validation_alias="CI", description="on CI (CI=true) PostgreSQL tests fail instead of skipping")
+    ci: bool = Field(
+        default=False,
+        validation_alias="CI",
+        description="on CI (CI=true) PostgreSQL tests fail instead of skipping",
+    )
     # http api
     host: str = Field(default="127.0.0.1", description="address `settlement serve` binds")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port of `settlement serve`")
-    workers: int | None = Field(default=None, ge=1, description="uvicorn worker processes (default: one per core)")
-    max_batch: int = Field(default=10_000, ge=1, description="receipts per POST /v1/receipts; more is 413")
-    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="request body limit; more is 413")
-    admin_token: SecretStr | None = Field(default=None, description="bearer token of the admin endpoints; unset: they answer 401")
-    rate_limit: float = Field(default=200.0, ge=0, description="batches per second per client and worker (0: no limit)")
-    rate_burst: int = Field(default=400, ge=1, description="batches a client may send at once before rate_limit applies")
-    max_inflight_batches: int = Field(default=8, ge=1, description="batches one worker ingests at once; more is 503")
+    workers: int | None = Field(
+        default=None, ge=1, description="uvicorn worker processes (default: one per core)"
+    )
+    max_batch: int = Field(
+        default=10_000, ge=1, description="receipts per POST /v1/receipts; more is 413"
+    )
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="request body limit; more is 413"
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="bearer token of the admin endpoints; unset: they answer 401"
+    )
+    rate_limit: float = Field(
+        default=200.0, ge=0, description="batches per second per client and worker (0: no limit)"
+    )
+    rate_burst: int = Field(
+        default=400, ge=1, description="batches a client may send at once before rate_limit applies"
+    )
+    max_inflight_batches: int = Field(
+        default=8, ge=1, description="batches one worker ingests at once; more is 503"
+    )
     metrics_dir: str | None = Field(
         default=None,
         validation_alias="PROMETHEUS_MULTIPROC_DIR",
@@ -81,19 +147,55 @@ class Settings(BaseSettings):
         description="JSON-RPC URL, e.g. http://127.0.0.1:8545 for anvil; unset: the embedded in-process eth-tester chain",
     )
     chain_poll_interval: float = Field(
-        default=0.5, gt=0, le=60,
+        default=0.5,
+        gt=0,
+        le=60,
         description="longest seconds between receipt/block polls; polling starts at 2 ms and backs off to this",
     )
-    chain_confirmations: int = Field(default=1, ge=1, description="blocks a transaction needs (1: its own) before it counts as mined")
-    chain_tx_timeout: int = Field(default=600, ge=1, description="seconds to wait for one transaction before giving up (it stays tracked by nonce)")
-    fee_bump_blocks: int = Field(default=3, ge=1, description="blocks a sent transaction may stay unmined before a same-nonce replacement with higher fees")
-    fee_bump_percent: int = Field(default=20, ge=10, le=1000, description="fee increase of each replacement, percent (nodes refuse less than 10)")
-    max_fee_per_gas: int | None = Field(default=None, ge=1, description="wei cap on maxFeePerGas; bumps stop there")
-    challenge_period: int = Field(default=3600, ge=0, lt=2**64, description="seconds a proposed root waits before acceptRoot; 0 only in dev mode")
-    dev_mode: bool = Field(default=False, description="allow challenge period 0 and one key for admin, poster and guardian")
-    deployment_file: str = Field(default="data/deployment.json", description="where `settlement deploy` records chain id, block, addresses and roles")
-    claim_batch_size: int = Field(default=100, ge=1, description="accounts per claimMany of `settlement claim --relay`")
-    log_chunk_blocks: int = Field(default=5000, ge=1, description="blocks per eth_getLogs request when reading events")
+    chain_confirmations: int = Field(
+        default=1,
+        ge=1,
+        description="blocks a transaction needs (1: its own) before it counts as mined",
+    )
+    chain_tx_timeout: int = Field(
+        default=600,
+        ge=1,
+        description="seconds to wait for one transaction before giving up (it stays tracked by nonce)",
+    )
+    fee_bump_blocks: int = Field(
+        default=3,
+        ge=1,
+        description="blocks a sent transaction may stay unmined before a same-nonce replacement with higher fees",
+    )
+    fee_bump_percent: int = Field(
+        default=20,
+        ge=10,
+        le=1000,
+        description="fee increase of each replacement, percent (nodes refuse less than 10)",
+    )
+    max_fee_per_gas: int | None = Field(
+        default=None, ge=1, description="wei cap on maxFeePerGas; bumps stop there"
+    )
+    challenge_period: int = Field(
+        default=3600,
+        ge=0,
+        lt=2**64,
+        description="seconds a proposed root waits before acceptRoot; 0 only in dev mode",
+    )
+    dev_mode: bool = Field(
+        default=False,
+        description="allow challenge period 0 and one key for admin, poster and guardian",
+    )
+    deployment_file: str = Field(
+        default="data/deployment.json",
+        description="where `settlement deploy` records chain id, block, addresses and roles",
+    )
+    claim_batch_size: int = Field(
+        default=100, ge=1, description="accounts per claimMany of `settlement claim --relay`"
+    )
+    log_chunk_blocks: int = Field(
+        default=5000, ge=1, description="blocks per eth_getLogs request when reading events"
+    )
     # Keys: each *_key_env names the variable holding a hex private key; a *_keystore file
     # (encrypted eth-account JSON) wins over it, its password from *_password_env or a prompt.
     admin_key_env: str = "W2E_ADMIN_KEY"
@@ -109,9 +211,19 @@ class Settings(BaseSettings):
     guardian_password_env: str = "W2E_GUARDIAN_KEYSTORE_PASSWORD"
     claimer_password_env: str = "W2E_CLAIMER_KEYSTORE_PASSWORD"
     # submitter
-    submitter_interval: float = Field(default=15.0, gt=0, description="seconds between the submitter's ticks (propose, accept, index Claimed events)")
-    data_base_uri: str | None = Field(default=None, description="public base URI of W2E_DATA_DIR; a proposal's dataURI is BASE/epoch-NNNNNNNN/manifest.json (unset: the local path)")
-    submitter_accept: bool = Field(default=True, description="call acceptRoot once a proposed root's validAt has passed (anyone may)")
+    submitter_interval: float = Field(
+        default=15.0,
+        gt=0,
+        description="seconds between the submitter's ticks (propose, accept, index Claimed events)",
+    )
+    data_base_uri: str | None = Field(
+        default=None,
+        description="public base URI of W2E_DATA_DIR; a proposal's dataURI is BASE/epoch-NNNNNNNN/manifest.json (unset: the local path)",
+    )
+    submitter_accept: bool = Field(
+        default=True,
+        description="call acceptRoot once a proposed root's validAt has passed (anyone may)",
+    )
 
     def secret_from_env(self, name: str) -> SecretStr | None:
         """The value of the environment variable a *_key_env or *_password_env setting names
@@ -126,7 +238,15 @@ class Settings(BaseSettings):
 
 
 def load_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; an invalid value is a ConfigError naming it."""
+    from pydantic import ValidationError
+
+    from settlement.errors import ConfigError
+
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigError(f"invalid W2E_* settings: {error}") from None
 
 
 def export_for_workers(metrics_dir: str) -> None:

@@ -261,18 +261,13 @@ def cli_correct(
     """
     import logging
 
-    from pydantic import ValidationError
-
     from settlement.config import load_settings
-    from settlement.errors import ConfigError, SettlementError
+    from settlement.errors import SettlementError
     from settlement.submitter import open_submitter
 
     logging.basicConfig(level=logging.WARNING)
     try:
-        try:
-            settings = load_settings()
-        except ValidationError as error:
-            raise ConfigError(f"invalid W2E_* settings: {error}") from None
+        settings = load_settings()
         with open_submitter(settings, say=typer.echo) as submitter:
             state = run_correction(submitter, epoch=epoch, wait=wait)
     except SettlementError as error:

@@ -533,18 +533,13 @@ def cli_submit(
     """
     import threading
 
-    from pydantic import ValidationError
-
     from settlement.config import load_settings
     from settlement.errors import SettlementError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick is noise
     try:
-        try:
-            settings = load_settings()
-        except ValidationError as error:
-            raise ConfigError(f"invalid W2E_* settings: {error}") from None
+        settings = load_settings()
         with open_submitter(settings, say=lambda m: typer.echo(m, err=True)) as submitter:
             if release_revoked is not None:
                 n = submitter.release_revoked(release_revoked)

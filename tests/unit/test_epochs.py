@@ -37,4 +37,3 @@ def test_bounds_of_the_first_epochs():
     assert clock.bucket(1110) == 2
     assert clock.last_due(1109) == 0
     assert clock.last_due(1110) == 1
-

@@ -159,8 +159,9 @@ def test_a_worked_epoch():
 def test_an_empty_class_carries_its_pool_to_the_next_epoch():
     viewer, node = _addr(1), _addr(2)
     only_bytes = [
-        SessionInput(viewer=viewer, session_id=_id(1), content_id=_id(7),
-                     delivery_candidates={node: (10, 0)})
+        SessionInput(
+            viewer=viewer, session_id=_id(1), content_id=_id(7), delivery_candidates={node: (10, 0)}
+        )
     ]
     params = RewardParams(emission=1000)
     r = settle_epoch(only_bytes, {}, {}, ClassAmounts(), params)
@@ -171,8 +172,13 @@ def test_an_empty_class_carries_its_pool_to_the_next_epoch():
 def test_the_viewer_cap_splits_over_sessions_by_content_then_session_id():
     viewer, node = _addr(1), _addr(2)
     sessions = [
-        SessionInput(viewer=viewer, session_id=_id(s), content_id=_id(c),
-                     delivery_candidates={node: (1, 10)}, view_candidate=10)
+        SessionInput(
+            viewer=viewer,
+            session_id=_id(s),
+            content_id=_id(c),
+            delivery_candidates={node: (1, 10)},
+            view_candidate=10,
+        )
         for s, c in ((5, 1), (4, 2), (3, 3))
     ]
     params = RewardParams(emission=0, segment_seconds=4, max_watch_seconds_per_epoch=20)
@@ -184,8 +190,13 @@ def test_the_viewer_cap_splits_over_sessions_by_content_then_session_id():
 
 def test_a_viewer_watching_own_content_earns_the_creator_nothing():
     viewer, node = _addr(1), _addr(2)
-    s = SessionInput(viewer=viewer, session_id=_id(1), content_id=_id(7),
-                     delivery_candidates={node: (1, 5)}, view_candidate=20)
+    s = SessionInput(
+        viewer=viewer,
+        session_id=_id(1),
+        content_id=_id(7),
+        delivery_candidates={node: (1, 5)},
+        view_candidate=20,
+    )
     r = settle_epoch([s], {_id(7): viewer}, {}, ClassAmounts(), RewardParams(emission=100))
     assert r.creator_weights == {}
     assert r.pools.carried_out.creator == 10
@@ -251,10 +262,9 @@ def test_carry_over_conserves_tokens_across_epochs(epochs, creators, params):
         r = settle_epoch(sessions, creators, balances, carried, params)
         for cls in ("node", "viewer", "creator"):
             assert sum(r.allocations[cls].values()) == r.pools.allocated.get(cls)
-            assert (
-                r.pools.allocated.get(cls) + r.pools.carried_out.get(cls)
-                == r.pools.emitted.get(cls) + r.pools.carried_in.get(cls)
-            )
+            assert r.pools.allocated.get(cls) + r.pools.carried_out.get(cls) == r.pools.emitted.get(
+                cls
+            ) + r.pools.carried_in.get(cls)
         allocated_total += r.pools.allocated.total()
         carried, balances = r.pools.carried_out, r.balances
     assert allocated_total + carried.total() == params.emission * len(epochs)
