@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FORGE = ROOT / "node_modules" / ".bin" / "forge"
+# The native binary: the npm launcher in node_modules/.bin loses forge's exit code.
+FORGE = ROOT / ".tools" / "bin" / "forge"
 ABI_DIR = ROOT / "settlement" / "adapters" / "abi"
 CONTRACTS = ("W2EToken", "RewardDistributor")
 
@@ -20,9 +21,9 @@ pytestmark = pytest.mark.forge
 if not FORGE.exists():
     # Only a developer machine without `npm ci` may skip; on CI this check must run.
     if os.environ.get("CI") == "true":
-        raise RuntimeError("CI=true but node_modules/.bin/forge is missing: run scripts/setup")
+        raise RuntimeError("CI=true but .tools/bin/forge is missing: run scripts/setup")
     pytest.skip(
-        "node_modules/.bin/forge not installed (run scripts/setup)", allow_module_level=True
+        ".tools/bin/forge not installed (run scripts/setup)", allow_module_level=True
     )
 
 
