@@ -20,6 +20,7 @@ from settlement.adapters.db import Store
 from settlement.adapters.epoch_db import EpochStore
 from settlement.config import Settings
 from settlement.epochs_service import ClosedEpoch, clock_of, close_epoch
+from settlement.service import prune_sessions
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,9 @@ class CloseScheduler:
     def tick(self) -> list[ClosedEpoch]:
         with self._lock:
             self.ticks += 1
+        now = int(self.clock())
         try:
-            closed = close_due(self.store, self.settings, int(self.clock()))
+            closed = close_due(self.store, self.settings, now)
         except Exception as error:  # the job must survive: log, keep, retry next tick
             log.exception("closing due epochs failed; retrying at the next tick")
             with self._lock:
@@ -96,7 +98,24 @@ class CloseScheduler:
             log.info("closed epoch %d root %s", c.epoch, c.root)
             if self.on_close is not None:
                 self.on_close(c)
+        self.prune(now)
         return closed
+
+    def prune(self, now: int) -> int:
+        """Retention (PROTOCOL 3): drop sessions no receipt can reach any more, once the
+        buckets they touched are closed, so storage follows live sessions."""
+        try:
+            pruned = prune_sessions(
+                self.store, self.settings, now, EpochStore(self.store).last_closed()
+            )
+        except Exception as error:  # the job must survive: log, keep, retry next tick
+            log.exception("pruning expired sessions failed; retrying at the next tick")
+            with self._lock:
+                self.errors.append(error)
+            return 0
+        if pruned:
+            log.info("pruned %d expired sessions", pruned)
+        return pruned
 
     def start(self) -> None:
         self._scheduler.start()

@@ -167,3 +167,27 @@ def test_a_missing_manifest_is_put_back_from_the_database(tmp_path):
         assert path.read_bytes() == first.manifest
     finally:
         store.close()
+
+
+def test_the_scheduler_prunes_sessions_once_no_receipt_can_reach_them(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    try:
+        s = cfg(tmp_path)
+        seed_receipts(store, s)
+        sessions = [key(f"sched-{e}") for e in range(1, DUE + 1)]
+        viewer = World().viewer
+        # At NOW every session is still within max_session_age + max_age: closes only.
+        sch = CloseScheduler(store, s, clock=lambda: NOW)
+        assert [c.epoch for c in sch.tick()] == list(range(1, DUE + 1))
+        assert all(store.session(viewer, sid) is not None for sid in sessions)
+        # Later, with every touched bucket closed, the expired sessions go; the epoch
+        # results they produced stay.
+        later = NOW + s.max_session_age + s.max_age
+        sch_later = CloseScheduler(store, s, clock=lambda: later)
+        sch_later.tick()
+        assert sch_later.errors == []
+        assert all(store.session(viewer, sid) is None for sid in sessions)
+        assert store.best_receipts() == []
+        assert EpochStore(store).last_closed() >= DUE
+    finally:
+        store.close()
