@@ -21,6 +21,7 @@ from coincurve import PrivateKey, PublicKey
 from coincurve._libsecp256k1 import ffi as _ffi
 from coincurve._libsecp256k1 import lib as _lib
 from coincurve.context import GLOBAL_CONTEXT
+from tiny_keccak import keccak256 as _keccak256
 
 from settlement.errors import InputError, MalformedReceipt
 
@@ -29,17 +30,9 @@ if TYPE_CHECKING:
 
     from settlement.config import Settings
 
+
 # keccak256 of bytes. tiny-keccak (Rust) costs 0.4 us a call, safe-pysha3 0.7 us and
 # pycryptodome's ctypes path 5 us; the digest takes two calls per receipt.
-try:
-    from tiny_keccak import keccak256 as _keccak256
-except ImportError:  # pragma: no cover - tiny-keccak is a dependency; kept for odd platforms
-    from Crypto.Hash import keccak as _pycryptodome_keccak
-
-    def _keccak256(data: bytes) -> bytes:
-        return _pycryptodome_keccak.new(digest_bits=256, data=data).digest()
-
-
 def keccak(data: bytes | bytearray | memoryview) -> bytes:
     """keccak256 (Ethereum's, not SHA3-256) of any bytes-like value."""
     return _keccak256(data if type(data) is bytes else bytes(data))
