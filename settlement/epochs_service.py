@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,45 +236,39 @@ def _compute(
 
     t = time.perf_counter()
     totals = sc.totals(params.max_bytes_per_viewer, params.max_watch_seconds_per_epoch)
-    carried_in = ClassAmounts(*prev.carried) if prev is not None else ClassAmounts()
-    previous_totals = {a: n + v + c for a, (n, v, c) in prev_by_class.items()}
-    rewards = settle_weights(
-        EpochWeights(
-            node=totals.node,
-            viewer=totals.viewer,
-            creator=totals.creator,
-            capped_bytes=totals.capped_bytes,
-            capped_watch=totals.capped_watch,
-        ),
-        dict(content),
-        previous_totals,
-        carried_in,
-        params,
-    )
-    allocations = sorted(
-        (a, cls, amount) for cls in CLASSES for a, amount in rewards.allocations[cls].items()
-    )
-    changed: dict[bytes, list[int]] = {}
-    for a, cls, amount in allocations:
-        row = changed.get(a)
-        if row is None:
-            row = changed[a] = list(prev_by_class.get(a, (0, 0, 0)))
-        row[CLASSES.index(cls)] += amount
-    balance_rows = sorted((a, n, v, c) for a, (n, v, c) in changed.items())
-    stages["allocate_s"] = time.perf_counter() - t
+    stages["totals_sql_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    tree = merkle.tree_for_balances(rewards.balances)
-    root = merkle.root_of(tree)
-    cumulative_total = sum(rewards.balances.values())
-    if tree is not None:
-        dump = writer.sink(publish.TREE, "json")
-        dump.write_raw(tree.dump_json(), len(tree))
-    stages["tree_s"] = time.perf_counter() - t
+    # The big files need only the temporary tables, rewards need only `totals`: on PostgreSQL
+    # the server formats the files (its own core) while this thread allocates and builds the
+    # tree (another core). The exporting thread holds the cursor until it is joined below.
+    pg = epochs.dialect == "postgresql"
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="close-export") as pool:
+        export = pool.submit(_big_files_timed, sc, writer, pg) if pg else None
+        try:
+            t = time.perf_counter()
+            rewards, allocations, balance_rows = _settle(
+                totals, content, prev, prev_by_class, params
+            )
+            stages["allocate_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    _big_files(sc, writer, epochs.dialect == "postgresql")
-    stages["export_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            tree = merkle.tree_for_balances(rewards.balances)
+            root = merkle.root_of(tree)
+            cumulative_total = sum(rewards.balances.values())
+            if tree is not None:
+                dump = writer.sink(publish.TREE, "json")
+                dump.write_raw(tree.dump_json(), len(tree))
+            stages["tree_s"] = time.perf_counter() - t
+        except BaseException:
+            if export is not None:
+                wait([export])  # it must stop using the cursor and the files first
+            raise
+    if export is not None:
+        t = time.perf_counter()
+        stages["export_s"] = export.result()  # re-raises the export's error
+        stages["export_wait_s"] = time.perf_counter() - t
+    if export is None:
+        stages["export_s"] = _big_files_timed(sc, writer, pg)
     t = time.perf_counter()
     _small_files(writer, nodes, content, viewers, quarantined, allocations)
     files = writer.finish_all()
@@ -315,6 +310,48 @@ def _compute(
     return result
 
 
+def _settle(
+    totals: Any,
+    content: list[tuple[bytes, bytes]],
+    prev: StoredEpoch | None,
+    prev_by_class: dict[bytes, tuple[int, int, int]],
+    params: RewardParams,
+) -> tuple[EpochRewards, list[tuple[bytes, str, int]], list[tuple[bytes, int, int, int]]]:
+    """Caps, pools and allocation (rewards.settle_weights); the allocation and balance rows."""
+    carried_in = ClassAmounts(*prev.carried) if prev is not None else ClassAmounts()
+    previous_totals = {a: n + v + c for a, (n, v, c) in prev_by_class.items()}
+    rewards = settle_weights(
+        EpochWeights(
+            node=totals.node,
+            viewer=totals.viewer,
+            creator=totals.creator,
+            capped_bytes=totals.capped_bytes,
+            capped_watch=totals.capped_watch,
+        ),
+        dict(content),
+        previous_totals,
+        carried_in,
+        params,
+    )
+    allocations = sorted(
+        (a, cls, amount) for cls in CLASSES for a, amount in rewards.allocations[cls].items()
+    )
+    changed: dict[bytes, list[int]] = {}
+    for a, cls, amount in allocations:
+        row = changed.get(a)
+        if row is None:
+            row = changed[a] = list(prev_by_class.get(a, (0, 0, 0)))
+        row[CLASSES.index(cls)] += amount
+    balance_rows = sorted((a, n, v, c) for a, (n, v, c) in changed.items())
+    return rewards, allocations, balance_rows
+
+
+def _big_files_timed(sc: SetClose, writer: publish.DatasetWriter, pg: bool) -> float:
+    t = time.perf_counter()
+    _big_files(sc, writer, pg)
+    return time.perf_counter() - t
+
+
 def _big_files(sc: SetClose, writer: publish.DatasetWriter, pg: bool) -> None:
     """Included receipts and previous watermarks: formatted by PostgreSQL's COPY, or here."""
     names = (
@@ -326,8 +363,17 @@ def _big_files(sc: SetClose, writer: publish.DatasetWriter, pg: bool) -> None:
     if pg:
         for name in names:
             sink = writer.sink(name)
+            # COPY hands over a line at a time: join them into large writes.
+            batch: list[bytes] = []
             for chunk in sc.copy_lines(name):
-                sink.write_raw(chunk, chunk.count(b"\n"))
+                batch.append(chunk)
+                if len(batch) >= 16_384:
+                    data = b"".join(batch)
+                    sink.write_raw(data, data.count(b"\n"))
+                    batch.clear()
+            if batch:
+                data = b"".join(batch)
+                sink.write_raw(data, data.count(b"\n"))
         return
     fmt = {
         publish.DELIVERY_RECEIPTS: publish.delivery_line,
