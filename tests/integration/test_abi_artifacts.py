@@ -22,9 +22,7 @@ if not FORGE.exists():
     # Only a developer machine without `npm ci` may skip; on CI this check must run.
     if os.environ.get("CI") == "true":
         raise RuntimeError("CI=true but .tools/bin/forge is missing: run scripts/setup")
-    pytest.skip(
-        ".tools/bin/forge not installed (run scripts/setup)", allow_module_level=True
-    )
+    pytest.skip(".tools/bin/forge not installed (run scripts/setup)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
