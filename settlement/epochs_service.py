@@ -239,13 +239,17 @@ def _compute(
     totals = sc.totals(params.max_bytes_per_viewer, params.max_watch_seconds_per_epoch)
     stages["totals_sql_s"] = time.perf_counter() - t
 
-    # The big files need only the temporary tables, rewards need only `totals`: on PostgreSQL
-    # the server formats the files (its own core) while this thread allocates and builds the
-    # tree (another core). The exporting thread holds the cursor until it is joined below.
+    # The big files and the watermarks need only the temporary tables, rewards only `totals`:
+    # on PostgreSQL a thread has the server export the files (formatted there, on its own
+    # core) and then insert the watermarks, while this thread allocates, builds the tree and
+    # finishes the dataset (another core). That thread holds the cursor until it is joined.
     pg = epochs.dialect == "postgresql"
+    exported = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="close-export") as pool:
-        export = pool.submit(_big_files_timed, sc, writer, pg) if pg else None
+        job = pool.submit(_export_and_watermarks, sc, writer, pg, exported) if pg else None
         try:
+            if job is None:
+                export_marks = _export_and_watermarks(sc, writer, pg, exported)
             t = time.perf_counter()
             rewards, allocations, balance_rows = _settle(
                 totals, content, prev, prev_by_class, params
@@ -260,50 +264,54 @@ def _compute(
                 dump = writer.sink(publish.TREE, "json")
                 dump.write_raw(tree.dump_json(), len(tree))
             stages["tree_s"] = time.perf_counter() - t
-        except BaseException:
-            if export is not None:
-                wait([export])  # it must stop using the cursor and the files first
-            raise
-        if export is not None:
-            t = time.perf_counter()
-            stages["export_s"] = export.result()  # re-raises the export's error
-            stages["export_wait_s"] = time.perf_counter() - t
-    if export is None:
-        stages["export_s"] = _big_files_timed(sc, writer, pg)
-    t = time.perf_counter()
-    _small_files(writer, nodes, content, viewers, quarantined, allocations)
-    files = writer.finish_all()
-    stages["files_s"] = time.perf_counter() - t
 
-    manifest = publish.manifest_bytes(
-        epoch=epoch,
-        start=clock.start(epoch),
-        end=clock.end(epoch),
-        cutoff=clock.cutoff(epoch),
-        parameters=published_parameters(settings),
-        pools=_pools(rewards),
-        root=root,
-        cumulative_total=cumulative_total,
-        prev_manifest_hash=(
-            "0x" + publish.data_hash(prev.manifest).hex() if prev is not None else publish.ZERO_HASH
-        ),
-        files=files,
-    )
-    carried = rewards.pools.carried_out
-    stored = StoredEpoch(
-        epoch=epoch,
-        close_started=now,
-        root=bytes.fromhex(root[2:]),
-        data_hash=publish.data_hash(manifest),
-        cumulative_total=cumulative_total,
-        proposes=rewards.changed_balances() and tree is not None,
-        carried=(carried.node, carried.viewer, carried.creator),
-        manifest=manifest,
-    )
-    result = CloseResult(stored, allocations, balance_rows)
-    t = time.perf_counter()
-    sc.write_watermarks()
-    stages["watermarks_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            _small_files(writer, nodes, content, viewers, quarantined, allocations)
+            while job is not None and not exported.wait(0.05):
+                if job.done():
+                    job.result()  # failed before the files were exported: raises
+            stages["export_wait_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            files = writer.finish_all()
+            stages["files_s"] = time.perf_counter() - t
+
+            manifest = publish.manifest_bytes(
+                epoch=epoch,
+                start=clock.start(epoch),
+                end=clock.end(epoch),
+                cutoff=clock.cutoff(epoch),
+                parameters=published_parameters(settings),
+                pools=_pools(rewards),
+                root=root,
+                cumulative_total=cumulative_total,
+                prev_manifest_hash=(
+                    "0x" + publish.data_hash(prev.manifest).hex()
+                    if prev is not None
+                    else publish.ZERO_HASH
+                ),
+                files=files,
+            )
+            carried = rewards.pools.carried_out
+            stored = StoredEpoch(
+                epoch=epoch,
+                close_started=now,
+                root=bytes.fromhex(root[2:]),
+                data_hash=publish.data_hash(manifest),
+                cumulative_total=cumulative_total,
+                proposes=rewards.changed_balances() and tree is not None,
+                carried=(carried.node, carried.viewer, carried.creator),
+                manifest=manifest,
+            )
+            result = CloseResult(stored, allocations, balance_rows)
+            if job is not None:
+                t = time.perf_counter()
+                export_marks = job.result()  # re-raises the export's or the watermarks' error
+                stages["watermarks_wait_s"] = time.perf_counter() - t
+        except BaseException:
+            if job is not None:
+                wait([job])  # it must stop using the cursor and the files first
+            raise
+    stages["export_s"], stages["watermarks_s"] = export_marks
     t = time.perf_counter()
     epochs.write_close(cur, result)
     sc.drop()
@@ -347,10 +355,17 @@ def _settle(
     return rewards, allocations, balance_rows
 
 
-def _big_files_timed(sc: SetClose, writer: publish.DatasetWriter, pg: bool) -> float:
+def _export_and_watermarks(
+    sc: SetClose, writer: publish.DatasetWriter, pg: bool, exported: threading.Event
+) -> tuple[float, float]:
+    """The big files, then (`exported` set) this close's watermark rows: their seconds."""
     t = time.perf_counter()
     _big_files(sc, writer, pg)
-    return time.perf_counter() - t
+    export_s = time.perf_counter() - t
+    exported.set()
+    t = time.perf_counter()
+    sc.write_watermarks()
+    return export_s, time.perf_counter() - t
 
 
 def _big_files(sc: SetClose, writer: publish.DatasetWriter, pg: bool) -> None:
