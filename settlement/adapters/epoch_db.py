@@ -331,7 +331,19 @@ class EpochStore:
     def reader(self, cur: Any) -> CloseReader:
         return CloseReader(self, cur)
 
-    def write_close(self, cur: Any, result: CloseResult) -> None:
+    def prepare_close(self, result: CloseResult) -> PreparedClose:
+        """The rows `write_close` inserts, formatted for this dialect (no database access:
+        a close builds them while the database is busy with its watermarks)."""
+        n = result.epoch.epoch
+        allocations = [(n, a, k, str(v)) for a, k, v in result.allocations]
+        balances = [(a, n, str(x), str(y), str(z)) for a, x, y, z in result.balances]
+        if self.dialect == "postgresql":
+            return PreparedClose(self._copy_text(allocations), self._copy_text(balances))
+        return PreparedClose(allocations, balances)
+
+    def write_close(
+        self, cur: Any, result: CloseResult, prepared: PreparedClose | None = None
+    ) -> None:
         """Insert the epoch and everything it moved (the caller's transaction)."""
         e = result.epoch
         cur.execute(
@@ -349,33 +361,47 @@ class EpochStore:
                 e.manifest,
             ),
         )
-        n = e.epoch
-        allocations = [(n, a, k, str(v)) for a, k, v in result.allocations]
-        balances = [(a, n, str(x), str(y), str(z)) for a, x, y, z in result.balances]
+        if prepared is None:
+            prepared = self.prepare_close(result)
         if self.dialect == "postgresql":
-            self._copy(cur, 'allocation (epoch, account, "class", amount)', allocations)
-            self._copy(cur, "balance (account, epoch, node, viewer, creator)", balances)
+            self._copy(cur, 'allocation (epoch, account, "class", amount)', prepared.allocations)
+            self._copy(cur, "balance (account, epoch, node, viewer, creator)", prepared.balances)
             return
         cur.executemany(
             'INSERT INTO allocation (epoch, account, "class", amount) VALUES (?, ?, ?, ?)',
-            allocations,
+            prepared.allocations,
         )
         cur.executemany(
             "INSERT INTO balance (account, epoch, node, viewer, creator) VALUES (?, ?, ?, ?, ?)",
-            balances,
+            prepared.balances,
         )
 
     @staticmethod
-    def _copy(cur: Any, target: str, rows: list[tuple[Any, ...]]) -> None:
-        """COPY FROM STDIN in text format, written in large chunks (bytes as \\x hex)."""
+    def _copy_text(rows: list[tuple[Any, ...]]) -> list[bytes]:
+        """Rows as COPY FROM STDIN text format in large chunks (bytes as \\x hex)."""
 
         def field(x: Any) -> str:
             return "\\\\x" + x.hex() if isinstance(x, bytes) else str(x)
 
+        return [
+            "".join("\t".join(map(field, r)) + "\n" for r in rows[i : i + 20_000]).encode()
+            for i in range(0, len(rows), 20_000)
+        ]
+
+    @staticmethod
+    def _copy(cur: Any, target: str, chunks: list[bytes]) -> None:
+        """COPY FROM STDIN in text format, chunks from `_copy_text`."""
         with cur.copy(f"COPY {target} FROM STDIN") as copy:
-            for i in range(0, len(rows), 20_000):
-                chunk = rows[i : i + 20_000]
-                copy.write("".join("\t".join(map(field, r)) + "\n" for r in chunk).encode())
+            for chunk in chunks:
+                copy.write(chunk)
+
+
+@dataclass(slots=True)
+class PreparedClose:
+    """`write_close`'s rows: COPY text chunks on PostgreSQL, parameter tuples on SQLite."""
+
+    allocations: list[Any]
+    balances: list[Any]
 
 
 class CloseReader:
