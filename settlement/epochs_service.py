@@ -239,10 +239,10 @@ def _compute(
     totals = sc.totals(params.max_bytes_per_viewer, params.max_watch_seconds_per_epoch)
     stages["totals_sql_s"] = time.perf_counter() - t
 
-    # The big files and the watermarks need only the temporary tables, rewards only `totals`:
-    # on PostgreSQL a thread has the server export the files (formatted there, on its own
-    # core) and then insert the watermarks, while this thread allocates, builds the tree and
-    # finishes the dataset (another core). That thread holds the cursor until it is joined.
+    # The watermarks and the big files need only the temporary tables, rewards only `totals`:
+    # on PostgreSQL a thread has the server insert the watermarks and then export the files
+    # (formatted there, on its own core), while this thread allocates, builds the tree and
+    # writes the small files (another core). That thread holds the cursor until joined.
     pg = epochs.dialect == "postgresql"
     exported = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="close-export") as pool:
@@ -267,6 +267,9 @@ def _compute(
 
             t = time.perf_counter()
             _small_files(writer, nodes, content, viewers, quarantined, allocations)
+            prepared = epochs.prepare_close(epoch, allocations, balance_rows)
+            stages["small_files_s"] = time.perf_counter() - t
+            t = time.perf_counter()
             while job is not None and not exported.wait(0.05):
                 if job.done():
                     job.result()  # failed before the files were exported: raises
@@ -303,9 +306,6 @@ def _compute(
                 manifest=manifest,
             )
             result = CloseResult(stored, allocations, balance_rows)
-            t = time.perf_counter()
-            prepared = epochs.prepare_close(result)  # while the watermarks go in
-            stages["db_prepare_s"] = time.perf_counter() - t
             if job is not None:
                 t = time.perf_counter()
                 export_marks = job.result()  # re-raises the export's or the watermarks' error
@@ -361,14 +361,18 @@ def _settle(
 def _export_and_watermarks(
     sc: SetClose, writer: publish.DatasetWriter, pg: bool, exported: threading.Event
 ) -> tuple[float, float]:
-    """The big files, then (`exported` set) this close's watermark rows: their seconds."""
-    t = time.perf_counter()
-    _big_files(sc, writer, pg)
-    export_s = time.perf_counter() - t
-    exported.set()
+    """This close's watermark rows, then the big files (`exported` set): their seconds.
+
+    Watermarks first: their INSERTs leave Python idle, so rewards and the tree computed
+    meanwhile do not compete for the GIL with the export's line-by-line COPY reads.
+    """
     t = time.perf_counter()
     sc.write_watermarks()
-    return export_s, time.perf_counter() - t
+    marks_s = time.perf_counter() - t
+    t = time.perf_counter()
+    _big_files(sc, writer, pg)
+    exported.set()
+    return time.perf_counter() - t, marks_s
 
 
 def _big_files(sc: SetClose, writer: publish.DatasetWriter, pg: bool) -> None:

@@ -331,15 +331,20 @@ class EpochStore:
     def reader(self, cur: Any) -> CloseReader:
         return CloseReader(self, cur)
 
-    def prepare_close(self, result: CloseResult) -> PreparedClose:
-        """The rows `write_close` inserts, formatted for this dialect (no database access:
-        a close builds them while the database is busy with its watermarks)."""
-        n = result.epoch.epoch
-        allocations = [(n, a, k, str(v)) for a, k, v in result.allocations]
-        balances = [(a, n, str(x), str(y), str(z)) for a, x, y, z in result.balances]
+    def prepare_close(
+        self,
+        epoch: int,
+        allocations: list[tuple[bytes, str, int]],
+        balances: list[tuple[bytes, int, int, int]],
+    ) -> PreparedClose:
+        """The allocation and balance rows `write_close` inserts, formatted for this dialect
+        (no database access: a close builds them while the database is busy)."""
+        n = epoch
+        alloc_rows = [(n, a, k, str(v)) for a, k, v in allocations]
+        balance_rows = [(a, n, str(x), str(y), str(z)) for a, x, y, z in balances]
         if self.dialect == "postgresql":
-            return PreparedClose(self._copy_text(allocations), self._copy_text(balances))
-        return PreparedClose(allocations, balances)
+            return PreparedClose(self._copy_text(alloc_rows), self._copy_text(balance_rows))
+        return PreparedClose(alloc_rows, balance_rows)
 
     def write_close(
         self, cur: Any, result: CloseResult, prepared: PreparedClose | None = None
@@ -362,7 +367,7 @@ class EpochStore:
             ),
         )
         if prepared is None:
-            prepared = self.prepare_close(result)
+            prepared = self.prepare_close(e.epoch, result.allocations, result.balances)
         if self.dialect == "postgresql":
             self._copy(cur, 'allocation (epoch, account, "class", amount)', prepared.allocations)
             self._copy(cur, "balance (account, epoch, node, viewer, creator)", prepared.balances)
