@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,12 +244,12 @@ def _compute(
     # (formatted there, on its own core), while this thread allocates, builds the tree and
     # writes the small files (another core). That thread holds the cursor until joined.
     pg = epochs.dialect == "postgresql"
-    exported, handoff = threading.Event(), _Handoff()
+    exported = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="close-export") as pool:
-        job = pool.submit(_export_and_watermarks, sc, writer, pg, exported, handoff) if pg else None
+        job = pool.submit(_export_and_watermarks, sc, writer, pg, exported) if pg else None
         try:
             if job is None:
-                export_marks = _export_and_watermarks(sc, writer, pg, exported, handoff)
+                export_marks = _export_and_watermarks(sc, writer, pg, exported)
             t = time.perf_counter()
             rewards, allocations, balance_rows = _settle(
                 totals, content, prev, prev_by_class, params
@@ -269,16 +269,6 @@ def _compute(
             _small_files(writer, nodes, content, viewers, quarantined, allocations)
             prepared = epochs.prepare_close(epoch, allocations, balance_rows)
             stages["small_files_s"] = time.perf_counter() - t
-            if job is not None:
-                t = time.perf_counter()
-                view_rows = handoff.take(job)
-                stages["view_rows_wait_s"] = time.perf_counter() - t
-                t = time.perf_counter()
-                writer.sink(publish.VIEW_RECEIPTS).add_many(
-                    publish.view_line(*row) for row in view_rows
-                )
-                del view_rows
-                stages["view_lines_s"] = time.perf_counter() - t
             t = time.perf_counter()
             while job is not None and not exported.wait(0.05):
                 if job.done():
@@ -368,43 +358,18 @@ def _settle(
     return rewards, allocations, balance_rows
 
 
-class _Handoff:
-    """The export thread's view receipt rows, for this thread to format (PostgreSQL)."""
-
-    def __init__(self) -> None:
-        self.ready = threading.Event()
-        self.rows: list[tuple[Any, ...]] = []
-
-    def take(self, job: Future[Any]) -> list[tuple[Any, ...]]:
-        while not self.ready.wait(0.05):
-            if job.done():
-                job.result()  # failed before handing over: raises
-                raise AssertionError("the export thread ended without its view receipts")
-        rows, self.rows = self.rows, []
-        return rows
-
-
 def _export_and_watermarks(
-    sc: SetClose,
-    writer: publish.DatasetWriter,
-    pg: bool,
-    exported: threading.Event,
-    handoff: _Handoff,
+    sc: SetClose, writer: publish.DatasetWriter, pg: bool, exported: threading.Event
 ) -> tuple[float, float]:
     """This close's watermark rows, then the big files (`exported` set): their seconds.
 
     Watermarks first: their INSERTs leave Python idle, so rewards and the tree computed
-    meanwhile do not compete for the GIL with the export's line-by-line COPY reads. On
-    PostgreSQL the view receipts are fetched raw and handed over to be formatted in Python
-    while the server formats the delivery receipts: the server is the busier side.
+    meanwhile do not compete for the GIL with the export's line-by-line COPY reads.
     """
     t = time.perf_counter()
     sc.write_watermarks()
     marks_s = time.perf_counter() - t
     t = time.perf_counter()
-    if pg:
-        handoff.rows = sc.view_receipt_rows()
-        handoff.ready.set()
     _big_files(sc, writer, pg)
     exported.set()
     return time.perf_counter() - t, marks_s
@@ -420,8 +385,6 @@ def _big_files(sc: SetClose, writer: publish.DatasetWriter, pg: bool) -> None:
     )
     if pg:
         for name in names:
-            if name == publish.VIEW_RECEIPTS:
-                continue  # handed over: see _export_and_watermarks
             sink = writer.sink(name)
             # COPY hands over a line at a time: join them into large writes.
             batch: list[bytes] = []

@@ -767,18 +767,6 @@ class SetClose:
                     row[i] = row[i] + U64_OFFSET
                 yield tuple(row)
 
-    def view_receipt_rows(self) -> list[tuple[Any, ...]]:
-        """PostgreSQL only: the included view receipts in their file's order, as the
-        arguments of publish.view_line (uint64 columns already decimal text), all at once."""
-        body, _, order = self._PUBLISH["view_receipts"].partition(" ORDER BY ")
-        _, _, source = body.partition(" FROM ")
-        cols = "viewer, session_id, content_id, {}, vc, {}, signature, bucket".format(
-            _pg_u64("started_at"), _pg_u64("issued_at")
-        )
-        return self.cur.execute(
-            f"SELECT {cols} FROM {source} ORDER BY {order}", binary=True
-        ).fetchall()
-
     def copy_lines(self, name: str) -> Iterator[bytes]:
         """PostgreSQL only: the file's lines as COPY chunks (one line per row, \\n-ended).
 
