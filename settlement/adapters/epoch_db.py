@@ -529,9 +529,10 @@ class SetClose:
         self.timings[name] = time.perf_counter() - t
 
     def build(self) -> None:
-        """The temporary tables. close_d and close_c are stored in key order: the watermark
-        INSERTs, the exports and the joins that read them in that order then find their
-        input presorted (about 1.7 s less than sorting them each time, at 1M sessions)."""
+        """The temporary tables. close_d, close_v and close_c are stored in key order: the
+        watermark INSERTs, the exports, the joins and the aggregate that read them in that
+        order then find their input presorted (about 2.8 s less than sorting them each
+        time, at 1M sessions)."""
         e, now_enc = self.epoch, enc(self.now)
         # Candidate of each delivery key among buckets <= e (highest counters; rows of one
         # key never cross, a tie keeps the earliest bucket), with the key's watermark (the
@@ -572,9 +573,15 @@ class SetClose:
             LEFT JOIN (SELECT viewer, session_id, MAX(watch_seconds) AS vw FROM view_watermark
                     WHERE epoch < %s GROUP BY viewer, session_id) w
                 ON w.viewer = k.viewer AND w.session_id = k.session_id
-            WHERE k.rn = 1 AND (s.quarantined_at IS NULL OR s.quarantined_at >= %s)""",
+            WHERE k.rn = 1 AND (s.quarantined_at IS NULL OR s.quarantined_at >= %s)
+            ORDER BY k.viewer, k.session_id""",
             (e, e, now_enc),
         )
+        if self.pg:
+            # Both inputs are stored in key order: a sorted aggregate finds them presorted
+            # and gives close_c its order, where hashing would need a 400 MB table at 1M
+            # sessions and a sort after it (0.75 s less here).
+            self._x("SET LOCAL enable_hashagg = off")
         # Sessions with an included key: the delivered segments after this close, and the
         # watch clip: watch_cum = the view candidate, else the view watermark; clipped =
         # min(watch_cum, segment_seconds * segments); credit = max(0, clipped - watermark).
@@ -599,6 +606,8 @@ class SetClose:
                         HAVING SUM(a.d_inc) > 0 OR MAX(a.v_inc) = 1) s) x
             ORDER BY x.viewer, x.session_id""",
         )
+        if self.pg:
+            self._x("SET LOCAL enable_hashagg = DEFAULT")
         self._temp(
             "close_vt",
             """SELECT viewer, SUM(cb - wb) AS t FROM close_d WHERE inc = 1 AND cb > wb
