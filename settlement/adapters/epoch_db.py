@@ -676,18 +676,22 @@ class SetClose:
                 self._x(f"DROP TABLE IF EXISTS {name}")
 
     def write_watermarks(self) -> None:
-        """The keys this close moved, as rows of this epoch (insert-only)."""
+        """The keys this close moved, as rows of this epoch (insert-only).
+
+        No ORDER BY: the row order changes nothing stored, and close_d and close_c are
+        written in key order (build), so a scan of them already appends the epoch's rows
+        at the end of the primary key's index in order, without sorting them once more.
+        """
         e = self.epoch
         self._x(
             "INSERT INTO delivery_watermark (viewer, session_id, node, epoch, bytes_served, "
             "segments_served) SELECT viewer, session_id, node, %s, cb, cs FROM close_d "
-            "WHERE inc = 1 ORDER BY viewer, session_id, node",
+            "WHERE inc = 1",
             (e,),
         )
         self._x(
             "INSERT INTO view_watermark (viewer, session_id, epoch, watch_seconds) "
-            "SELECT viewer, session_id, %s, clipped FROM close_c WHERE clipped > vw "
-            "ORDER BY viewer, session_id",
+            "SELECT viewer, session_id, %s, clipped FROM close_c WHERE clipped > vw",
             (e,),
         )
 
