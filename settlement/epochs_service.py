@@ -8,12 +8,14 @@ rows. Everything it publishes is a function of what it read: same inputs, same b
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -244,7 +246,7 @@ def _compute(
     # (formatted there, on its own core), while this thread allocates, builds the tree and
     # writes the small files (another core). That thread holds the cursor until joined.
     pg = epochs.dialect == "postgresql"
-    exported = threading.Event()
+    exported: queue.SimpleQueue[str | None] = queue.SimpleQueue()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="close-export") as pool:
         job = pool.submit(_export_and_watermarks, sc, writer, pg, exported) if pg else None
         try:
@@ -270,9 +272,21 @@ def _compute(
             prepared = epochs.prepare_close(epoch, allocations, balance_rows)
             stages["small_files_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            while job is not None and not exported.wait(0.05):
-                if job.done():
-                    job.result()  # failed before the files were exported: raises
+            if job is not None:
+                # fsync each file while the next is exported (those written here first).
+                for name in _SMALL_FILES:
+                    if name in writer.sinks:
+                        writer.finish(name)
+                while True:
+                    try:
+                        name = exported.get(timeout=0.05)
+                    except queue.Empty:
+                        if job.done():
+                            job.result()  # failed: raises; else the queue holds the rest
+                        continue
+                    if name is None:
+                        break
+                    writer.finish(name)
             stages["export_wait_s"] = time.perf_counter() - t
             t = time.perf_counter()
             files = writer.finish_all()
@@ -359,9 +373,13 @@ def _settle(
 
 
 def _export_and_watermarks(
-    sc: SetClose, writer: publish.DatasetWriter, pg: bool, exported: threading.Event
+    sc: SetClose,
+    writer: publish.DatasetWriter,
+    pg: bool,
+    exported: queue.SimpleQueue[str | None],
 ) -> tuple[float, float]:
-    """This close's watermark rows, then the big files (`exported` set): their seconds.
+    """This close's watermark rows, then the big files: their seconds. The name of each
+    file written goes to `exported`, then None.
 
     Watermarks first: their INSERTs leave Python idle, so rewards and the tree computed
     meanwhile do not compete for the GIL with the export's line-by-line COPY reads.
@@ -370,12 +388,24 @@ def _export_and_watermarks(
     sc.write_watermarks()
     marks_s = time.perf_counter() - t
     t = time.perf_counter()
-    _big_files(sc, writer, pg)
-    exported.set()
+    _big_files(sc, writer, pg, exported.put)
+    exported.put(None)
     return time.perf_counter() - t, marks_s
 
 
-def _big_files(sc: SetClose, writer: publish.DatasetWriter, pg: bool) -> None:
+_SMALL_FILES: Final = (
+    publish.TREE,
+    publish.REGISTRY_NODES,
+    publish.REGISTRY_CONTENT,
+    publish.REGISTRY_VIEWERS,
+    publish.QUARANTINE,
+    publish.ALLOCATIONS,
+)
+
+
+def _big_files(
+    sc: SetClose, writer: publish.DatasetWriter, pg: bool, written: Callable[[str], None]
+) -> None:
     """Included receipts and previous watermarks: formatted by PostgreSQL's COPY, or here."""
     names = (
         publish.DELIVERY_RECEIPTS,
@@ -397,6 +427,7 @@ def _big_files(sc: SetClose, writer: publish.DatasetWriter, pg: bool) -> None:
             if batch:
                 data = b"".join(batch)
                 sink.write_raw(data, data.count(b"\n"))
+            written(name)
         return
     fmt = {
         publish.DELIVERY_RECEIPTS: publish.delivery_line,
@@ -407,6 +438,7 @@ def _big_files(sc: SetClose, writer: publish.DatasetWriter, pg: bool) -> None:
     for name in names:
         line = fmt[name]
         writer.sink(name).add_many(line(*row) for row in sc.publish_rows(name))
+        written(name)
 
 
 def _pools(rewards: EpochRewards) -> dict[str, dict[str, int]]:
