@@ -264,6 +264,10 @@ class DatasetWriter:
         s = self.sinks[name] = FileSink(self.directory, name, ext)
         return s
 
+    def finish(self, name: str) -> None:
+        """Finish one file now (fsync, rename): while others are still being written."""
+        self.files[name] = self.sinks.pop(name).finish()
+
     def finish_all(self) -> list[PublishedFile]:
         for name, s in self.sinks.items():
             self.files[name] = s.finish()

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
-PG_SCHEMA = "w2e_bench_settle"
+PG_SCHEMA = os.environ.get("W2E_BENCH_SCHEMA", "w2e_bench_settle")  # one per concurrent run
 GENESIS = 1_767_225_600
 EPOCH = 3600
 GRACE = 300
