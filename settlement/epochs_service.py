@@ -44,7 +44,7 @@ class EpochNotDue(SettlementError):
 
 
 def clock_of(settings: Settings) -> EpochClock:
-    return EpochClock(settings.genesis, settings.epoch_seconds, settings.grace_seconds)
+    return EpochClock.from_settings(settings)
 
 
 def params_of(settings: Settings) -> RewardParams:

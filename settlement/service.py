@@ -28,6 +28,7 @@ from settlement.adapters.db import (
     evidence_json,
 )
 from settlement.config import Settings
+from settlement.domain.epochs import EpochClock
 from settlement.domain.receipts import (
     DeliveryReceipt,
     Domain,
@@ -74,21 +75,6 @@ class IngestResult:
     items: list[ItemVerdict]
     # Counts by verdict (all four, zeros included) and by reason code (those that occurred).
     summary: dict[str, int]
-
-
-# --- buckets (PROTOCOL section 4) ------------------------------------------------------
-
-
-def cutoff(epoch: int, genesis: int, epoch_seconds: int, grace_seconds: int) -> int:
-    """cutoff(e) = end(e) + grace for e >= 1; cutoff(0) = genesis."""
-    if epoch <= 0:
-        return genesis
-    return genesis + epoch * epoch_seconds + grace_seconds
-
-
-def bucket_of(issued_at: int, genesis: int, epoch_seconds: int, grace_seconds: int) -> int:
-    """The epoch e >= 1 with cutoff(e-1) <= issuedAt < cutoff(e); issuedAt >= genesis."""
-    return max(1, (issued_at - genesis - grace_seconds) // epoch_seconds + 1)
 
 
 # --- stateful verdicts ------------------------------------------------------------------
@@ -248,7 +234,7 @@ class Ingestor:
             settings.rejection_sample_per_batch,
             settings.rejection_sample_bytes,
         )
-        self._epoch = (settings.genesis, settings.epoch_seconds, settings.grace_seconds)
+        self.clock = EpochClock.from_settings(settings)
         self._registries: _Registries | None = None
         self._reload = threading.Lock()
 
@@ -267,17 +253,15 @@ class Ingestor:
         return current
 
     def _log_epoch(self, r: Receipt) -> int:
-        genesis, length, grace = self._epoch
-        if r.issued_at < genesis:
+        if r.issued_at < self.clock.genesis:
             return 0
-        bucket = bucket_of(r.issued_at, genesis, length, grace)
+        bucket = self.clock.bucket(r.issued_at)
         return bucket if bucket <= _INT64_MAX else 0
 
     def ingest(self, items: Sequence[Any], now: int) -> IngestResult:
         """Verdicts of every item, in order; returns only after the batch is committed."""
         gate = self.registries().gate
-        domain, params = self.domain, self.params
-        genesis, length, grace = self._epoch
+        domain, params, bucket = self.domain, self.params, self.clock.bucket
         results: list[ItemVerdict | None] = [None] * len(items)
         survivors: list[Survivor] = []
         logged: list[LoggedRejection] = []
@@ -291,8 +275,8 @@ class Ingestor:
                 continue
             verdict = verify(r, domain, params, now, gate)
             if verdict.accepted:
-                # issuedAt >= genesis here (else TOO_OLD), so the bucket is >= 1.
-                survivors.append((index, r, max(1, (r.issued_at - genesis - grace) // length + 1)))
+                # issuedAt >= genesis here (else TOO_OLD), so it has a bucket.
+                survivors.append((index, r, bucket(r.issued_at)))
                 continue
             reason = verdict.reason.value
             results[index] = ItemVerdict(index, REJECTED, reason, verdict.detail)
@@ -513,7 +497,5 @@ def prune_sessions(store: Store, settings: Settings, now: int, last_closed_epoch
     published its evidence. Returns the number of sessions deleted.
     """
     started_before = now - settings.max_session_age - settings.max_age
-    conflicts_before = cutoff(
-        last_closed_epoch, settings.genesis, settings.epoch_seconds, settings.grace_seconds
-    )
+    conflicts_before = EpochClock.from_settings(settings).cutoff(last_closed_epoch)
     return store.prune(started_before, last_closed_epoch, conflicts_before)

@@ -6,6 +6,7 @@ Pure integers: `now` and every setting come in as arguments.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +17,11 @@ class EpochClock:
     genesis: int
     length: int
     grace: int
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> EpochClock:
+        """The clock of a Settings (genesis, epoch_seconds, grace_seconds)."""
+        return cls(settings.genesis, settings.epoch_seconds, settings.grace_seconds)
 
     def __post_init__(self) -> None:
         if self.length < 1:

@@ -31,6 +31,7 @@ from storekit import (
 
 from settlement import service
 from settlement.adapters.db import U64_OFFSET
+from settlement.domain.epochs import EpochClock
 from settlement.domain.receipts import (
     DeliveryReceipt,
     Domain,
@@ -44,6 +45,7 @@ from settlement.domain.receipts import (
 from settlement.errors import MalformedReceipt, NotFound, RegistryError
 
 UINT64_MAX = 2**64 - 1
+CLOCK = EpochClock(GENESIS, EPOCH, GRACE)
 B1 = GENESIS + 100  # issuedAt in bucket 1
 B2 = GENESIS + EPOCH + GRACE + 100  # issuedAt in bucket 2
 
@@ -86,13 +88,13 @@ def best(store):
 
 
 def test_bucket_of_follows_cutoffs():
-    b = lambda t: service.bucket_of(t, GENESIS, EPOCH, GRACE)  # noqa: E731
+    b = CLOCK.bucket
     assert b(GENESIS) == 1
     assert b(GENESIS + EPOCH + GRACE - 1) == 1
     assert b(GENESIS + EPOCH + GRACE) == 2
     assert b(GENESIS + 2 * EPOCH + GRACE) == 3
-    assert service.cutoff(0, GENESIS, EPOCH, GRACE) == GENESIS
-    assert service.cutoff(2, GENESIS, EPOCH, GRACE) == GENESIS + 2 * EPOCH + GRACE
+    assert CLOCK.cutoff(0) == GENESIS
+    assert CLOCK.cutoff(2) == GENESIS + 2 * EPOCH + GRACE
 
 
 def test_accepted_duplicate_stale_and_summary(store, world):
@@ -345,7 +347,7 @@ def test_retention_prunes_only_sessions_no_receipt_can_reach(store, world):
     assert service.prune_sessions(store, s, expiry + 1, last_closed_epoch=0) == 0
     # Bucket 1 closed, but the conflict was stored after cutoff(1): the quarantined
     # session stays until a close after it has published the evidence.
-    assert conflict_at >= service.cutoff(1, GENESIS, EPOCH, GRACE)
+    assert conflict_at >= CLOCK.cutoff(1)
     assert service.prune_sessions(store, s, expiry + 1, last_closed_epoch=1) == 1
     assert store.session(world.viewer, old) is None
     assert store.session(world.viewer, quarantined) is not None
@@ -399,7 +401,7 @@ def test_node_registration_requests(store):
 def test_bulk_load_best_writes_rows(store, world):
     rs = [world.delivery(key(f"bulk{i}"), 10 + i, 1, B1) for i in range(20)]
     rs.append(world.view(key("bulk0"), 3, B1))
-    buckets = [service.bucket_of(r.issued_at, GENESIS, EPOCH, GRACE) for r in rs]
+    buckets = [CLOCK.bucket(r.issued_at) for r in rs]
     assert store.bulk_load_best(rs, buckets) == 21
     assert len(store.best_receipts()) == 21
 
@@ -478,7 +480,7 @@ def service_model(receipts):
     """Best receipt per (kind, session, bucket) of an equivocation-free single-node set."""
     out = {}
     for r in receipts:
-        k = (type(r).__name__, r.session_id, service.bucket_of(r.issued_at, GENESIS, EPOCH, GRACE))
+        k = (type(r).__name__, r.session_id, CLOCK.bucket(r.issued_at))
         counters = (
             (r.bytes_served, r.segments_served)
             if type(r) is DeliveryReceipt
@@ -575,7 +577,7 @@ def keyed_model(receipts):
             type(r).__name__,
             r.session_id,
             node,
-            service.bucket_of(r.issued_at, GENESIS, EPOCH, GRACE),
+            CLOCK.bucket(r.issued_at),
         )
         counters = (r.bytes_served, r.segments_served) if node else (r.watch_seconds,)
         rank = (counters, -r.issued_at, [-x for x in r.signature])
