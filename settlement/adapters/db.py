@@ -54,10 +54,10 @@ class U64(TypeDecorator):
     cache_ok = True
 
     def process_bind_param(self, value: int | None, dialect: Any) -> int | None:
-        return None if value is None else value - U64_OFFSET
+        return None if value is None else enc(value)
 
     def process_result_value(self, value: int | None, dialect: Any) -> int | None:
-        return None if value is None else value + U64_OFFSET
+        return None if value is None else dec(value)
 
 
 # --- tables ---------------------------------------------------------------------------
@@ -65,7 +65,8 @@ class U64(TypeDecorator):
 # Alembic revision creates the same, and a test compares them.
 
 
-def _pk_bytes() -> Any:
+def pk_bytes() -> Any:
+    """A bytes primary-key column (addresses, ids); shared by every adapter's tables."""
     return Field(sa_column=Column(LargeBinary, primary_key=True, autoincrement=False))
 
 
@@ -73,8 +74,8 @@ class ReceiptSession(SQLModel, table=True):
     """A session (viewer, sessionId): its one contentId and startedAt, and its quarantine."""
 
     __tablename__ = "receipt_session"
-    viewer: bytes = _pk_bytes()
-    session_id: bytes = _pk_bytes()
+    viewer: bytes = pk_bytes()
+    session_id: bytes = pk_bytes()
     content_id: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     started_at: int = Field(sa_column=Column(U64, nullable=False))
     # Highest bucket any stored receipt of the session is in (retention waits for its close).
@@ -89,9 +90,9 @@ class DeliveryBest(SQLModel, table=True):
     """Best delivery receipt per key (viewer, sessionId, node) and bucket (PROTOCOL 4)."""
 
     __tablename__ = "delivery_best"
-    viewer: bytes = _pk_bytes()
-    session_id: bytes = _pk_bytes()
-    node: bytes = _pk_bytes()
+    viewer: bytes = pk_bytes()
+    session_id: bytes = pk_bytes()
+    node: bytes = pk_bytes()
     bucket: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     bytes_served: int = Field(sa_column=Column(U64, nullable=False))
     segments_served: int = Field(sa_column=Column(BigInteger, nullable=False))
@@ -103,8 +104,8 @@ class ViewBest(SQLModel, table=True):
     """Best view receipt per key (viewer, sessionId) and bucket."""
 
     __tablename__ = "view_best"
-    viewer: bytes = _pk_bytes()
-    session_id: bytes = _pk_bytes()
+    viewer: bytes = pk_bytes()
+    session_id: bytes = pk_bytes()
     bucket: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     watch_seconds: int = Field(sa_column=Column(BigInteger, nullable=False))
     issued_at: int = Field(sa_column=Column(U64, nullable=False))
@@ -115,8 +116,8 @@ class Quarantine(SQLModel, table=True):
     """Evidence of a quarantined session: the two conflicting signed receipts (wire JSON)."""
 
     __tablename__ = "quarantine"
-    viewer: bytes = _pk_bytes()
-    session_id: bytes = _pk_bytes()
+    viewer: bytes = pk_bytes()
+    session_id: bytes = pk_bytes()
     stored_at: int = Field(sa_column=Column(U64, nullable=False))
     detail: str = Field(sa_column=Column(Text, nullable=False))
     evidence_stored: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -125,20 +126,20 @@ class Quarantine(SQLModel, table=True):
 
 class RegistryNode(SQLModel, table=True):
     __tablename__ = "registry_node"
-    address: bytes = _pk_bytes()
+    address: bytes = pk_bytes()
     label: str = Field(sa_column=Column(Text, nullable=False))
     active: bool = Field(sa_column=Column(Boolean, nullable=False))
 
 
 class RegistryContent(SQLModel, table=True):
     __tablename__ = "registry_content"
-    content_id: bytes = _pk_bytes()
+    content_id: bytes = pk_bytes()
     creator: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class RegistryViewer(SQLModel, table=True):
     __tablename__ = "registry_viewer"
-    address: bytes = _pk_bytes()
+    address: bytes = pk_bytes()
 
 
 class RegistryState(SQLModel, table=True):
@@ -172,7 +173,7 @@ class RejectionCount(SQLModel, table=True):
 
     __tablename__ = "rejection_count"
     reason: str = Field(sa_column=Column(Text, primary_key=True))
-    node: bytes = _pk_bytes()
+    node: bytes = pk_bytes()
     epoch: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     count: int = Field(sa_column=Column(BigInteger, nullable=False))
 

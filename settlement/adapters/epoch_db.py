@@ -23,12 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy import BigInteger, Boolean, Column, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
-from settlement.adapters.db import U64, U64_OFFSET, Store, dec, enc
+from settlement.adapters.db import U64, U64_OFFSET, Store, dec, enc, pk_bytes
 from settlement.errors import StoreError
-
-
-def _pk_bytes() -> Any:
-    return Field(sa_column=Column(LargeBinary, primary_key=True, autoincrement=False))
 
 
 def _pk_int() -> Any:
@@ -58,7 +54,7 @@ class AllocationRow(SQLModel, table=True):
 
     __tablename__ = "allocation"
     epoch: int = _pk_int()
-    account: bytes = _pk_bytes()
+    account: bytes = pk_bytes()
     cls: str = Field(sa_column=Column("class", Text, primary_key=True))
     amount: str = Field(sa_column=Column(Text, nullable=False))
 
@@ -67,7 +63,7 @@ class BalanceRow(SQLModel, table=True):
     """Cumulative earnings of an account by class after `epoch` (a row per epoch it earned)."""
 
     __tablename__ = "balance"
-    account: bytes = _pk_bytes()
+    account: bytes = pk_bytes()
     epoch: int = _pk_int()
     node: str = Field(sa_column=Column(Text, nullable=False))
     viewer: str = Field(sa_column=Column(Text, nullable=False))
@@ -82,9 +78,9 @@ class DeliveryWatermarkRow(SQLModel, table=True):
 
     __tablename__ = "delivery_watermark"
     epoch: int = _pk_int()
-    viewer: bytes = _pk_bytes()
-    session_id: bytes = _pk_bytes()
-    node: bytes = _pk_bytes()
+    viewer: bytes = pk_bytes()
+    session_id: bytes = pk_bytes()
+    node: bytes = pk_bytes()
     bytes_served: int = Field(sa_column=Column(U64, nullable=False))
     segments_served: int = Field(sa_column=Column(BigInteger, nullable=False))
 
@@ -94,8 +90,8 @@ class ViewWatermarkRow(SQLModel, table=True):
 
     __tablename__ = "view_watermark"
     epoch: int = _pk_int()
-    viewer: bytes = _pk_bytes()
-    session_id: bytes = _pk_bytes()
+    viewer: bytes = pk_bytes()
+    session_id: bytes = pk_bytes()
     watch_seconds: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
