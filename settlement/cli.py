@@ -697,9 +697,8 @@ def epochs_schedule() -> None:
     to one of them. With SQLite run exactly one.
     """
     import logging
-    import threading
 
-    from settlement.jobs import CloseScheduler
+    from settlement.jobs import CloseScheduler, run_until_interrupted
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with _registry() as (store, settings):
@@ -708,13 +707,7 @@ def epochs_schedule() -> None:
             settings,  # type: ignore[arg-type]
             on_close=lambda c: _echo_json(_closed_json(c)),
         )
-        scheduler.start()
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            scheduler.shutdown()
+        run_until_interrupted(scheduler)
 
 
 @tree_app.command("build")

@@ -163,3 +163,14 @@ class ChainScheduler:
 
     def shutdown(self, wait: bool = True) -> None:
         self._scheduler.shutdown(wait=wait)
+
+
+def run_until_interrupted(scheduler: CloseScheduler | ChainScheduler) -> None:
+    """Start a scheduler and block the calling (CLI) thread until Ctrl-C, then shut it down."""
+    scheduler.start()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.shutdown()

@@ -531,8 +531,6 @@ def cli_submit(
     cover the root (metric w2e_submitter_shortfall_base_units). Exit 2 on bad settings or
     keys, 3 on chain errors.
     """
-    import threading
-
     from settlement.config import load_settings
     from settlement.errors import SettlementError
 
@@ -549,21 +547,16 @@ def cli_submit(
                     typer.echo(_row_json(row))
                 index_claims(submitter.store, submitter.distributor, submitter.deployment_block)
                 return
-            from settlement.jobs import ChainScheduler
+            from settlement.jobs import ChainScheduler, run_until_interrupted
 
             if metrics_port is not None:
                 from prometheus_client import start_http_server
 
                 start_http_server(metrics_port, addr="127.0.0.1")
 
-            scheduler = ChainScheduler(submitter, interval or settings.submitter_interval)
-            scheduler.start()
-            try:
-                threading.Event().wait()
-            except KeyboardInterrupt:
-                pass
-            finally:
-                scheduler.shutdown()
+            run_until_interrupted(
+                ChainScheduler(submitter, interval or settings.submitter_interval)
+            )
     except SettlementError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(error.exit_code) from None
