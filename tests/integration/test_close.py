@@ -3,7 +3,6 @@ late receipts, quarantine, carry-over, the published dataset and its determinism
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import random
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
-from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, key, opened, reset, wire
+from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, key, reset, wire
 
 from settlement import epochs_service, publish, service
 from settlement.adapters.epoch_db import EPOCH_TABLES
@@ -34,20 +33,6 @@ def cutoff(e: int) -> int:
 
 def bucket_time(e: int, offset: int = 100) -> int:
     return cutoff(e - 1) + offset if e > 1 else GENESIS + offset
-
-
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    with contextlib.ExitStack() as stack:
-        opened_stores = {}
-
-        def get(backend):
-            if backend not in opened_stores:
-                path = tmp_path_factory.mktemp(backend)
-                opened_stores[backend] = stack.enter_context(opened(backend, path))
-            return opened_stores[backend]
-
-        yield get
 
 
 def wipe(store) -> None:

@@ -5,7 +5,6 @@ Every test runs against both stores through the same service functions (PROTOCOL
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections import Counter
 from dataclasses import replace
@@ -22,7 +21,6 @@ from storekit import (
     NOW,
     World,
     key,
-    opened,
     reset,
     settings,
     verdicts,
@@ -48,21 +46,6 @@ UINT64_MAX = 2**64 - 1
 CLOCK = EpochClock(GENESIS, EPOCH, GRACE)
 B1 = GENESIS + 100  # issuedAt in bucket 1
 B2 = GENESIS + EPOCH + GRACE + 100  # issuedAt in bucket 2
-
-
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    """One migrated store per backend for the module; each test starts from empty tables."""
-    with contextlib.ExitStack() as stack:
-        opened_stores = {}
-
-        def get(backend):
-            if backend not in opened_stores:
-                path = tmp_path_factory.mktemp(backend)
-                opened_stores[backend] = stack.enter_context(opened(backend, path))
-            return opened_stores[backend]
-
-        yield get
 
 
 @pytest.fixture(params=BACKENDS)
