@@ -528,8 +528,9 @@ _tree_cache: dict[tuple[str, str], merkle.MerkleTree | None] = {}
 _tree_lock = threading.Lock()
 
 
-def _tree(store: Store, settings: Settings, closed: ClosedEpoch) -> merkle.MerkleTree | None:
-    """The latest tree, loaded once per process (a million leaves take seconds to load)."""
+def epoch_tree(store: Store, settings: Settings, closed: ClosedEpoch) -> merkle.MerkleTree | None:
+    """A closed epoch's published tree, loaded once per process (a million leaves take
+    seconds to load); the last one asked for stays cached."""
     key = (str(closed.directory), closed.data_hash)
     with _tree_lock:
         if key not in _tree_cache:
@@ -563,7 +564,7 @@ def account(store: Store, settings: Settings, address: bytes) -> AccountView:
     closed = get_epoch(store, settings, latest)
     proof = None
     if n + v + c > 0:
-        tree = _tree(store, settings, closed)
+        tree = epoch_tree(store, settings, closed)
         if tree is not None:
             proof = tree.proof_for(address)
     return AccountView(address, latest, n, v, c, closed.root, proof)

@@ -77,27 +77,23 @@ _trees_lock = threading.Lock()
 
 
 def _tree_for(store: Any, settings: Any, root: str) -> MerkleTree:
-    """The published tree of `root`: the dump its proposal names, else a closed epoch with
-    that root (newest first)."""
+    """The published tree of `root`: a closed epoch with that root (newest first), through
+    the close's own tree cache so GET /v1/accounts/{address} loads a tree once; else the
+    dump its proposal names (a correction's tree belongs to no epoch)."""
     with _trees_lock:
         if root in _trees:
             return _trees[root]
-    path = None
-    for row in reversed(sdb.SubmitterStore(store).by_root(root)):
-        if row.dump_path:
-            path = row.dump_path
-            break
-    tree = None
-    if path is not None and Path(path).exists():
-        tree = MerkleTree.load(Path(path).read_bytes())
-    else:
-        from settlement import epochs_service
+    from settlement import epochs_service
 
-        for closed in epochs_service.list_epochs(store, settings, limit=1000):
-            if closed.root == root:
-                dump = epochs_service.tree_dump(store, settings, closed.epoch)
-                if dump is not None:
-                    tree = MerkleTree.load(dump)
+    tree = None
+    for closed in epochs_service.list_epochs(store, settings, limit=1000):
+        if closed.root == root:
+            tree = epochs_service.epoch_tree(store, settings, closed)
+            break
+    if tree is None:
+        for row in reversed(sdb.SubmitterStore(store).by_root(root)):
+            if row.dump_path and Path(row.dump_path).exists():
+                tree = MerkleTree.load(Path(row.dump_path).read_bytes())
                 break
     if tree is None:
         raise NotFound(f"no published tree for the accepted root {root} in this service")
