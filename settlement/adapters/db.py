@@ -1094,7 +1094,7 @@ class Store:
 
     def prune(self, started_before: int, last_closed_epoch: int, conflicts_before: int) -> int:
         """Delete sessions that started before `started_before` and touched no bucket after
-        `last_closed_epoch`, with their best receipts; a quarantined one only once its conflict
+        `last_closed_epoch`, with their best receipts and watermarks; a quarantined one only once its conflict
         was stored before `conflicts_before` (so a close has published its evidence).
 
         Returns the number of sessions deleted.
@@ -1110,7 +1110,15 @@ class Store:
         victims = f"SELECT viewer, session_id FROM receipt_session WHERE {cond}"
 
         def fn(cur: Any) -> int:
-            for table in ("delivery_best", "view_best", "quarantine"):
+            # The watermarks go too: no receipt of the session can be accepted again, so
+            # no close reads them (and the close's cost stays bounded by retention).
+            for table in (
+                "delivery_best",
+                "view_best",
+                "quarantine",
+                "delivery_watermark",
+                "view_watermark",
+            ):
                 cur.execute(
                     self._q(f"DELETE FROM {table} WHERE (viewer, session_id) IN ({victims})"),
                     params,

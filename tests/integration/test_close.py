@@ -40,7 +40,7 @@ def wipe(store) -> None:
 
     def fn(cur):
         for table in EPOCH_TABLES:
-            cur.execute(f"DELETE FROM {table.__tablename__}")
+            cur.execute(f"DELETE FROM {table}")
 
     store._run(fn)
 

@@ -180,7 +180,7 @@ def wipe(store):
 
     def fn(cur):
         for table in EPOCH_TABLES:
-            cur.execute(f"DELETE FROM {table.__tablename__}")
+            cur.execute(f"DELETE FROM {table}")
 
     store._run(fn)
 

@@ -180,6 +180,7 @@ def test_the_scheduler_prunes_sessions_once_no_receipt_can_reach_them(tmp_path):
         sch = CloseScheduler(store, s, clock=lambda: NOW)
         assert [c.epoch for c in sch.tick()] == list(range(1, DUE + 1))
         assert all(store.session(viewer, sid) is not None for sid in sessions)
+        assert watermark_rows(store, viewer, sessions) > 0
         # Later, with every touched bucket closed, the expired sessions go; the epoch
         # results they produced stay.
         later = NOW + s.max_session_age + s.max_age
@@ -188,6 +189,23 @@ def test_the_scheduler_prunes_sessions_once_no_receipt_can_reach_them(tmp_path):
         assert sch_later.errors == []
         assert all(store.session(viewer, sid) is None for sid in sessions)
         assert store.best_receipts() == []
+        # Their watermarks go with them: no close can read them again.
+        assert watermark_rows(store, viewer, sessions) == 0
         assert EpochStore(store).last_closed() >= DUE
     finally:
         store.close()
+
+
+def watermark_rows(store, viewer: bytes, sessions: list[bytes]) -> int:
+    def fn(cur):
+        n = 0
+        for table in ("delivery_watermark", "view_watermark"):
+            for sid in sessions:
+                cur.execute(
+                    f"SELECT COUNT(*) FROM {table} WHERE viewer = ? AND session_id = ?",
+                    (viewer, sid),
+                )
+                n += cur.fetchone()[0]
+        return n
+
+    return store._run(fn)
