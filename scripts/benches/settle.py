@@ -1,5 +1,6 @@
 """Epoch close at network scale: one epoch of simulator-shaped sessions, loaded into the store,
-then closed (rewards, tree, dataset files, database writes) in a fresh process.
+then closed (rewards, tree, dataset files, database writes) in a fresh process; then the next
+epoch, with a tenth as many new sessions while the first epoch's are all still live.
 
 Usage: scripts/bench settle [--quick] [--store postgres|sqlite] [--sessions N]
 
@@ -9,8 +10,9 @@ time from the segments). Only each key's best receipt is generated and written s
 into the store's tables by its bulk path (`Store.bulk_load_best`), not through HTTP: the
 close reads best receipts only, and signing the millions of receipts behind them would
 take minutes, so the rows carry well-formed random 65-byte signatures (the close does not
-verify signatures; ingest did). The close runs in a child process so that its peak RSS is
-its own. Last line: one JSON object.
+verify signatures; ingest did). Each close runs in a child process so that its peak RSS is
+its own. Last line: one JSON object; close_s, stage_s and peak_rss_mb are the first close's,
+next_close_s the second's.
 """
 
 from __future__ import annotations
@@ -75,8 +77,13 @@ def drop_pg() -> None:
         conn.execute(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
 
 
-def load(store, sessions: int, seed: int) -> dict[str, int]:
-    """Registries and the best receipts of `sessions` sessions, all in bucket 1."""
+def cutoff(e: int) -> int:
+    return GENESIS + e * EPOCH + GRACE if e > 0 else GENESIS
+
+
+def load(store, sessions: int, seed: int, epoch: int = 1) -> dict[str, int]:
+    """Registries (epoch 1) and the best receipts of `sessions` sessions, all in bucket
+    `epoch`: started and last issued between cutoff(epoch - 1) and cutoff(epoch)."""
     from settlement.adapters.db import U64_OFFSET  # noqa: F401 - the store encodes itself
     from settlement.domain.receipts import DeliveryReceipt, ViewReceipt
     from settlement.simulate import SimConfig, build_world
@@ -89,17 +96,18 @@ def load(store, sessions: int, seed: int) -> dict[str, int]:
         world = build_world(cfg, pool)
     log(f"world: {len(world.nodes):,} nodes, {len(world.viewers):,} viewers, "
         f"{len(world.contents):,} contents ({time.perf_counter() - t:.1f} s)")  # fmt: skip
-    store.load_registries(
-        [(a, f"node-{i}", True) for i, a in enumerate(world.nodes)],
-        [
-            (c, world.creators[k])
-            for c, k in zip(world.contents, world.content_creator, strict=True)
-        ],
-        [],
-    )
-    rng = random.Random(seed)
+    if epoch == 1:
+        store.load_registries(
+            [(a, f"node-{i}", True) for i, a in enumerate(world.nodes)],
+            [
+                (c, world.creators[k])
+                for c, k in zip(world.contents, world.content_creator, strict=True)
+            ],
+            [],
+        )
+    rng = random.Random(seed * 1_000 + epoch)
     nodes, viewers, contents = world.nodes, world.viewers, world.contents
-    latest = GENESIS + EPOCH + GRACE - 1  # every receipt in bucket 1
+    first, latest = cutoff(epoch - 1), cutoff(epoch) - 1  # every receipt in bucket `epoch`
     counts = {"delivery": 0, "view": 0}
     chunk = 50_000
     t = time.perf_counter()
@@ -109,7 +117,7 @@ def load(store, sessions: int, seed: int) -> dict[str, int]:
             viewer = viewers[rng.randrange(len(viewers))]
             content = contents[rng.randrange(len(contents))]
             sid = rng.randbytes(32)
-            started = GENESIS + rng.randrange(EPOCH)
+            started = first + rng.randrange(latest + 1 - GRACE - first)
             n_segments = max(1, min(int(rng.lognormvariate(4.0, 1.0)), (latest - started) // SEG))
             seg_bytes = LADDER[rng.randrange(len(LADDER))] * SEG // 8
             n_nodes = min(n_segments, rng.choices((1, 2, 3), cum_weights=(70, 92, 100))[0])
@@ -129,13 +137,13 @@ def load(store, sessions: int, seed: int) -> dict[str, int]:
             )
         for r in receipts:
             counts["delivery" if type(r) is DeliveryReceipt else "view"] += 1
-        store.bulk_load_best(receipts, [1] * len(receipts))
+        store.bulk_load_best(receipts, [epoch] * len(receipts))
     log(f"loaded {sessions:,} sessions: {counts['delivery']:,} delivery + {counts['view']:,} "
         f"view best rows ({time.perf_counter() - t:.1f} s, not part of the close)")  # fmt: skip
     return counts
 
 
-def close_child(url: str, data_dir: str) -> None:
+def close_child(url: str, data_dir: str, epoch: int) -> None:
     """Runs in the child: one close, its timings and peak RSS as JSON on stdout."""
     from settlement.adapters.db import open_store
     from settlement.epochs_service import close_epoch
@@ -143,7 +151,7 @@ def close_child(url: str, data_dir: str) -> None:
     store = open_store(url, create=False)
     settings = bench_settings(url, data_dir)
     t = time.perf_counter()
-    closed = close_epoch(store, settings, 1, now=GENESIS + EPOCH + GRACE)
+    closed = close_epoch(store, settings, epoch, now=cutoff(epoch))
     close_s = time.perf_counter() - t
     store.close()
     m = json.loads(closed.manifest)
@@ -155,40 +163,22 @@ def close_child(url: str, data_dir: str) -> None:
     }))  # fmt: skip
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="100,000 sessions instead of 1,000,000")
-    ap.add_argument("--store", choices=("postgres", "sqlite"), default="postgres")
-    ap.add_argument("--sessions", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--keep", action="store_true", help="keep the database and dataset")
-    ap.add_argument("--close-child", nargs=2, metavar=("URL", "DATA_DIR"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.close_child:
-        close_child(*args.close_child)
+def vacuum(store, pg: bool) -> None:
+    """What autovacuum has done by the time a real epoch closes (its receipts arrived over an
+    hour): statistics, and the visibility and hint bits that the first reader of freshly
+    loaded rows would otherwise write."""
+    if not pg:
         return
-    sessions = args.sessions or (100_000 if args.quick else 1_000_000)
-    from settlement.adapters.db import open_store
+    with store.engine.connect() as conn:
+        conn.commit()
+        conn.connection.driver_connection.autocommit = True
+        conn.exec_driver_sql("VACUUM (ANALYZE)")
 
-    log(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    tmp = tempfile.mkdtemp(prefix="bench-settle-")
-    url = pg_url(fresh=True) if args.store == "postgres" else f"sqlite:///{tmp}/store.db"
-    store = open_store(url, sqlite_synchronous="NORMAL")
-    try:
-        counts = load(store, sessions, args.seed)
-        if args.store == "postgres":
-            # What autovacuum has done by the time a real epoch closes (its receipts
-            # arrived over an hour): statistics, and the visibility and hint bits that the
-            # first reader of freshly loaded rows would otherwise write.
-            with store.engine.connect() as conn:
-                conn.commit()
-                conn.connection.driver_connection.autocommit = True
-                conn.exec_driver_sql("VACUUM (ANALYZE)")
-    finally:
-        store.close()
-    data_dir = str(Path(tmp) / "epochs")
+
+def close(url: str, data_dir: str, epoch: int) -> dict:
+    """Close `epoch` in a fresh process (its own peak RSS); its report, logged."""
     out = subprocess.run(
-        [sys.executable, __file__, "--close-child", url, data_dir],
+        [sys.executable, __file__, "--close-child", url, data_dir, str(epoch)],
         capture_output=True, text=True,
     )  # fmt: skip
     if out.stderr:
@@ -196,28 +186,69 @@ def main() -> None:
     if out.returncode:
         raise SystemExit(f"the close failed (exit {out.returncode}); database kept: {url}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    emitted = sum(int(p["emitted"]) for p in r["pools"].values())
-    assert int(r["cumulative"]) == emitted, "conservation: a one-epoch close pays its emission"
-    log(f"rows: {counts['delivery']:,} delivery + {counts['view']:,} view best receipts")
-    log(f"published rows: {r['counts']}")
+    log(f"epoch {epoch} published rows: {r['counts']}")
     log(f"dataset: {r['bytes'] / 1e6:.0f} MB; root {r['root']}")
     for name, s in r["stage_s"].items():
         log(f"  {name:<28} {s:7.3f} s")
-    log(f"close: {r['close_s']:.3f} s, peak RSS of the closing process {r['peak_rss_mb']:.0f} MB")
+    log(f"close of epoch {epoch}: {r['close_s']:.3f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="100,000 sessions instead of 1,000,000")
+    ap.add_argument("--store", choices=("postgres", "sqlite"), default="postgres")
+    ap.add_argument("--sessions", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", action="store_true", help="keep the database and dataset")
+    ap.add_argument("--close-child", nargs=3, metavar=("URL", "DATA_DIR", "EPOCH"),
+                    help=argparse.SUPPRESS)  # fmt: skip
+    args = ap.parse_args()
+    if args.close_child:
+        url, data_dir, epoch = args.close_child
+        close_child(url, data_dir, int(epoch))
+        return
+    sessions = args.sessions or (100_000 if args.quick else 1_000_000)
+    next_sessions = sessions // 10
+    from settlement.adapters.db import open_store
+
+    log(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    tmp = tempfile.mkdtemp(prefix="bench-settle-")
+    pg = args.store == "postgres"
+    url = pg_url(fresh=True) if pg else f"sqlite:///{tmp}/store.db"
+    data_dir = str(Path(tmp) / "epochs")
+    store = open_store(url, sqlite_synchronous="NORMAL")
+    try:
+        counts = load(store, sessions, args.seed)
+        vacuum(store, pg)
+        log(f"rows: {counts['delivery']:,} delivery + {counts['view']:,} view best receipts")
+        r = close(url, data_dir, 1)
+        emitted = sum(int(p["emitted"]) for p in r["pools"].values())
+        assert int(r["cumulative"]) == emitted, "conservation: a one-epoch close pays its emission"
+        # The next epoch: a tenth as many new sessions while every session of epoch 1 is still
+        # live (receipts are taken for days). Its close reads the sessions touched since.
+        load(store, next_sessions, args.seed, epoch=2)
+        vacuum(store, pg)
+        r2 = close(url, data_dir, 2)
+        assert int(r2["cumulative"]) == 2 * emitted, "conservation over two epochs"
+    finally:
+        store.close()
     log(f"load average at end: {os.getloadavg()[0]:.1f}")
     if not args.keep:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-        if args.store == "postgres":
+        if pg:
             drop_pg()
     else:
         log(f"kept: {url} and {data_dir}")
     print(json.dumps({
-        "bench": "settle", "store": "postgresql" if args.store == "postgres" else "sqlite",
+        "bench": "settle", "store": "postgresql" if pg else "sqlite",
         "sessions": sessions, "close_s": round(r["close_s"], 3),
         "stage_s": {k: round(v, 3) for k, v in r["stage_s"].items()},
         "peak_rss_mb": round(r["peak_rss_mb"]),
+        "next_sessions": next_sessions, "next_live_sessions": sessions + next_sessions,
+        "next_close_s": round(r2["close_s"], 3),
     }))  # fmt: skip
 
 

@@ -199,6 +199,19 @@ class RejectionCursor(SQLModel, table=True):
     written: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+# A close reads only the sessions touched since the closes before it (see epoch_db.SetClose):
+# every batch appends a row per (session, bucket) whose best receipts it changed, in its own
+# transaction, and the close that consumes them deletes the rows its snapshot saw. Rows a
+# close could not see stay for the next one, so a receipt committed while a close runs is
+# never passed over. Append-only without an index: ingest pays one cheap insert a batch.
+SESSION_TOUCH: Final = sa.Table(
+    "session_touch",
+    SQLModel.metadata,
+    Column("viewer", LargeBinary, nullable=False),
+    Column("session_id", LargeBinary, nullable=False),
+    Column("bucket", BigInteger, nullable=False),
+)
+
 METADATA: Final = SQLModel.metadata
 TABLES: Final = (
     ReceiptSession,
@@ -214,6 +227,7 @@ TABLES: Final = (
     RejectionSample,
     RejectionCursor,
 )
+TABLE_NAMES: Final = (*(t.__tablename__ for t in TABLES), SESSION_TOUCH.name)
 
 
 # --- the state a batch decides on -----------------------------------------------------
@@ -815,6 +829,14 @@ class Store:
             rows.append((*key, bucket, w, enc(issued), sig))
         return rows
 
+    @staticmethod
+    def _touch_rows(state: BatchState) -> list[tuple[bytes, bytes, int]]:
+        """(viewer, sessionId, bucket) of every session and bucket whose best receipts the
+        batch changed: the close of that bucket, or the next one, reads the session."""
+        touched = {(v, s, b) for (v, s, _), b in state.delivery_dirty}
+        touched.update((v, s, b) for (v, s), b in state.view_dirty)
+        return sorted(touched)
+
     def _log(
         self, cur: Any, logged: Sequence[LoggedRejection], now: int, sampling: SamplePolicy
     ) -> None:
@@ -1078,8 +1100,7 @@ class Store:
     def row_counts(self) -> dict[str, int]:
         def fn(cur: Any) -> dict[str, int]:
             out = {}
-            for table in TABLES:
-                name = table.__tablename__
+            for name in TABLE_NAMES:
                 cur.execute(f"SELECT COUNT(*) FROM {name}")
                 out[name] = cur.fetchone()[0]
             return out
@@ -1110,14 +1131,15 @@ class Store:
         victims = f"SELECT viewer, session_id FROM receipt_session WHERE {cond}"
 
         def fn(cur: Any) -> int:
-            # The watermarks go too: no receipt of the session can be accepted again, so
-            # no close reads them (and the close's cost stays bounded by retention).
+            # Its watermarks and touches go too: no receipt of the session can be accepted
+            # again, so no close reads them (a close's cost stays bounded by retention).
             for table in (
                 "delivery_best",
                 "view_best",
                 "quarantine",
                 "delivery_watermark",
                 "view_watermark",
+                "session_touch",
             ):
                 cur.execute(
                     self._q(f"DELETE FROM {table} WHERE (viewer, session_id) IN ({victims})"),
@@ -1227,6 +1249,11 @@ class SqliteStore(Store):
                 "watch_seconds = excluded.watch_seconds, issued_at = excluded.issued_at, "
                 "signature = excluded.signature",
                 rows,
+            )
+        rows = self._touch_rows(state)
+        if rows:
+            cur.executemany(
+                "INSERT INTO session_touch (viewer, session_id, bucket) VALUES (?, ?, ?)", rows
             )
         if state.quarantines:
             cur.executemany(
@@ -1390,6 +1417,14 @@ class PostgresStore(Store):
                 "watch_seconds = excluded.watch_seconds, issued_at = excluded.issued_at, "
                 "signature = excluded.signature",
                 _columns(rows, 6),
+                binary=True,
+            )
+        rows = self._touch_rows(state)
+        if rows:
+            cur.execute(
+                "INSERT INTO session_touch (viewer, session_id, bucket) SELECT * FROM "
+                "unnest(%b::bytea[], %b::bytea[], %b::int8[])",
+                _columns(rows, 3),
                 binary=True,
             )
         if state.quarantines:

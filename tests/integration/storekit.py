@@ -105,11 +105,11 @@ def opened(backend: str, tmp_path: Any) -> Iterator[Store]:
 
 def reset(store: Store) -> None:
     """Empty every table (cheaper than a new schema and its migration per test)."""
-    from settlement.adapters.db import TABLES
+    from settlement.adapters.db import TABLE_NAMES
 
     def fn(cur: Any) -> None:
-        for table in TABLES:
-            cur.execute(f"DELETE FROM {table.__tablename__}")
+        for table in TABLE_NAMES:
+            cur.execute(f"DELETE FROM {table}")
 
     store._run(fn)
 
@@ -188,3 +188,18 @@ def wire(*receipts: Any) -> list[dict[str, Any]]:
 def verdicts(result: Any) -> list[str]:
     """Each item's label: the reason code when rejected, else the verdict."""
     return [v.reason or v.verdict for v in result.items]
+
+
+@contextmanager
+def close_reads(touched_only: bool | None) -> Iterator[None]:
+    """Force every close to read only the sessions touched since the last close (True) or
+    every live session (False); None leaves the choice to the close. Both must agree."""
+    from unittest import mock
+
+    from settlement.adapters.epoch_db import SetClose
+
+    if touched_only is None:
+        yield
+        return
+    with mock.patch.object(SetClose, "touched_only", lambda self: touched_only):
+        yield

@@ -6,16 +6,17 @@ from __future__ import annotations
 import hashlib
 import random
 from pathlib import Path
+from unittest import mock
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
-from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, key, reset, wire
+from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, close_reads, key, reset, wire
 
 from settlement import epochs_service, publish, service
-from settlement.adapters.epoch_db import EPOCH_TABLES
+from settlement.adapters.epoch_db import EPOCH_TABLES, SetClose
 from settlement.domain import merkle
 from settlement.domain.receipts import address_of, keccak
 from settlement.epochs_service import EpochNotDue, close_epoch
@@ -50,6 +51,14 @@ def store(request, stores):
     s = stores(request.param)
     wipe(s)
     return s
+
+
+@pytest.fixture(autouse=True, params=["touched", "all"])
+def reads(request):
+    """Every test twice: closes reading only the sessions touched since the last close, and
+    closes reading every live session. The expected results are the same."""
+    with close_reads(request.param == "touched"):
+        yield request.param
 
 
 def cfg(tmp_path: Path, **overrides):
@@ -242,6 +251,66 @@ def test_a_conflict_stored_after_a_close_started_counts_from_the_next_close(stor
     assert q["sessionId"] == "0x" + cheat.hex() and q["storedAt"] == str(CUT1 + 5)
     assert q["evidenceReceived"]["contentId"] == "0x" + w.content2.hex()
     assert q["evidenceReceived"]["watchSeconds"] == "12"
+
+
+def test_a_receipt_committed_while_a_close_runs_is_credited_by_the_next_close(
+    stores, reads, tmp_path
+):
+    """PostgreSQL closes beside ingest: a batch that commits after the close's snapshot was
+    taken is not in that close, and its touch survives the close for the next one."""
+    store = stores("postgresql")
+    wipe(store)
+    w = World()
+    w.register(store)
+    s = cfg(tmp_path)
+    early, late = key("early"), key("late")
+    assert ingest(store, s, [w.delivery(early, 300, 3, B1)], now=B1 + 1) == ["accepted"]
+    build = SetClose.build
+
+    def build_after_a_commit(self, touched_only=None):
+        # The close's snapshot is taken (it read the registry and balances already); this
+        # batch commits on another connection: bucket 1, as late receipts may be.
+        assert ingest(store, s, [w.delivery(late, 100, 1, B1 + 5)], now=CUT1 + 1) == ["accepted"]
+        build(self, touched_only)
+
+    with mock.patch.object(SetClose, "build", build_after_a_commit):
+        c1 = close_epoch(store, s, now=CUT1)
+    # Deliveries only: the viewer and creator pools carry over.
+    assert allocations(store, s, 1) == {(w.node, "node"): 600}
+    (receipt,) = lines(c1, publish.DELIVERY_RECEIPTS)
+    assert receipt["sessionId"] == "0x" + early.hex()
+    c2 = close_epoch(store, s, now=cutoff(2))
+    (receipt,) = lines(c2, publish.DELIVERY_RECEIPTS)
+    assert receipt["sessionId"] == "0x" + late.hex() and receipt["bucket"] == "1"
+    assert allocations(store, s, 2)[(w.node, "node")] == 600
+
+
+def touches(store) -> list[tuple[bytes, int]]:
+    def fn(cur):
+        cur.execute("SELECT session_id, bucket FROM session_touch ORDER BY session_id, bucket")
+        return [(bytes(sid), b) for sid, b in cur.fetchall()]
+
+    return store._run(fn, write=False)
+
+
+def test_a_close_consumes_the_touches_of_its_buckets_only(store, tmp_path):
+    w = World()
+    w.register(store)
+    s = cfg(tmp_path)
+    a, b = key("touch-a"), key("touch-b")
+    got = ingest(
+        store,
+        s,
+        [w.delivery(a, 100, 1, B1), w.view(a, 4, B1), w.delivery(b, 100, 1, B2, started=B2 - 10)],
+        now=B2 + 1,
+    )
+    assert got == ["accepted"] * 3
+    # One row a session and bucket per batch, whichever of its receipts changed.
+    assert touches(store) == sorted([(a, 1), (b, 2)])
+    close_epoch(store, s, now=cutoff(1))
+    assert touches(store) == [(b, 2)]  # bucket 2 waits for its close
+    close_epoch(store, s, now=cutoff(2))
+    assert touches(store) == []
 
 
 def test_quarantine_effective_only_for_closes_starting_later(store, tmp_path):

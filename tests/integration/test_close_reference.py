@@ -11,7 +11,18 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
-from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, key, opened, require_pg, wire
+from storekit import (
+    BACKENDS,
+    EPOCH,
+    GENESIS,
+    GRACE,
+    World,
+    close_reads,
+    key,
+    opened,
+    require_pg,
+    wire,
+)
 
 from settlement import epochs_service, service
 from settlement.adapters.db import U64_OFFSET, DeliveryReceipt
@@ -185,20 +196,29 @@ def wipe(store):
     store._run(fn)
 
 
+# Closes that read only the sessions touched since the last close (True), every live session
+# (False) or either, as the close chooses (None): the reference reads every session.
 @settings_(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
-@given(seed=st.integers(0, 10**9), caps_seed=st.integers(0, 10**9))
+@given(
+    seed=st.integers(0, 10**9),
+    caps_seed=st.integers(0, 10**9),
+    touched_only=st.sampled_from([None, True, False]),
+)
 def test_sql_close_matches_the_reference_rules_on_sqlite(
-    sqlite_store, tmp_path_factory, seed, caps_seed
+    sqlite_store, tmp_path_factory, seed, caps_seed, touched_only
 ):
     wipe(sqlite_store)
-    check_against_reference(sqlite_store, tmp_path_factory.mktemp("r"), seed, caps_seed)
+    with close_reads(touched_only):
+        check_against_reference(sqlite_store, tmp_path_factory.mktemp("r"), seed, caps_seed)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", [3, 17, 2024])
-def test_sql_close_matches_the_reference_rules(backend, seed, tmp_path):
+@pytest.mark.parametrize("touched_only", [True, False])
+def test_sql_close_matches_the_reference_rules(backend, seed, touched_only, tmp_path):
     if backend == "postgresql":
         require_pg()
     with contextlib.ExitStack() as stack:
         store = stack.enter_context(opened(backend, tmp_path))
+        stack.enter_context(close_reads(touched_only))
         check_against_reference(store, tmp_path, seed, seed + 1)

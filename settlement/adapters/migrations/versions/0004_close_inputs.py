@@ -1,9 +1,11 @@
-"""Watermark tables without a primary key: the close appends a row per key it moved and
-nothing looks one up by key (see settlement.adapters.epoch_db); retention now deletes a
-pruned session's rows.
+"""What a close reads: watermark tables without a primary key (the close appends a row per
+key it moved and nothing looks one up by key, see settlement.adapters.epoch_db), and
+session_touch, the sessions each batch changed (settlement.adapters.db.SESSION_TOUCH), so
+that a close reads those rather than every live session.
 
-Rebuilt as new tables with the rows copied, the same on SQLite and PostgreSQL (SQLite
-cannot drop a primary key in place).
+The watermark tables are rebuilt with their rows copied, the same on SQLite and PostgreSQL
+(SQLite cannot drop a primary key in place). session_touch starts with a row for every
+stored best receipt: the first close after the upgrade reads every session, as before it.
 
 Revision ID: 0004
 Revises: 0003
@@ -15,7 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import settlement.adapters.epoch_db  # noqa: F401 - the compared metadata
+# The compared metadata: epoch_db's tables, and db's (session_touch) through its import.
+import settlement.adapters.epoch_db  # noqa: F401
 
 revision = "0004"
 down_revision = "0003"
@@ -62,7 +65,19 @@ def _rebuild(pk: bool) -> None:
 
 def upgrade() -> None:
     _rebuild(pk=False)
+    op.create_table(
+        "session_touch",
+        _b("viewer"),
+        _b("session_id"),
+        sa.Column("bucket", sa.BigInteger(), nullable=False),
+    )
+    op.execute(
+        "INSERT INTO session_touch (viewer, session_id, bucket) "
+        "SELECT viewer, session_id, bucket FROM delivery_best "
+        "UNION SELECT viewer, session_id, bucket FROM view_best"
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("session_touch")
     _rebuild(pk=True)
