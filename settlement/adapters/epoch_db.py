@@ -517,7 +517,6 @@ class SetClose:
         self.seg = segment_seconds
         self.pg = epochs.dialect == "postgresql"
         self.timings: dict[str, float] = {}
-        self.read_touched_only = False
 
     def _x(self, sql: str, params: tuple = ()) -> Any:
         self.cur.execute(self.epochs._q(sql), params)
@@ -564,12 +563,11 @@ class SetClose:
         time, at 1M sessions).
 
         `touched_only`: read only the sessions of session_touch (None: `touched_only()`
-        decides; tests force each way and compare).
+        decides; tests force each way and compare). Timings then include close_t's.
         """
         e, now_enc = self.epoch, enc(self.now)
         if touched_only is None:
             touched_only = self.touched_only()
-        self.read_touched_only = touched_only
         if touched_only:
             self._temp(
                 "close_t",
