@@ -1,0 +1,60 @@
+"""Every benchmark runs end to end at a tiny size and ends with its JSON line, field names as
+their issues give them: a bench that nothing runs rots (the ingest bench once imported a
+function that had been removed), and its numbers are only quoted from full runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+BENCHES = {
+    "verify": (
+        ["--quick", "--receipts", "500", "--rounds", "1"],
+        {"bench", "reference_per_s", "project_per_s", "project_wire_per_s", "limit_per_s",
+         "ratio_vs_limit", "wire_ratio_vs_limit", "ratio_vs_reference"},
+    ),
+    "ingest": (
+        ["--store", "sqlite", "--receipts", "2000"],
+        {"bench", "store", "receipts_per_s", "p50_ms", "p99_ms", "store_ceiling_per_s",
+         "verify_ceiling_per_s", "ratio_vs_verify_ceiling", "peak_rss_mb"},
+    ),
+    "merkle": (
+        ["--quick", "--rounds", "1", "--oz-rounds", "1"],
+        {"bench", "project_s_100k", "oz_js_s_100k", "speedup_vs_oz", "project_s_1m",
+         "roots_equal"},
+    ),
+    "settle": (
+        ["--store", "sqlite", "--sessions", "2000"],
+        {"bench", "store", "sessions", "close_s", "stage_s", "peak_rss_mb", "next_close_s"},
+    ),
+    "chain": (
+        ["--quick", "--accounts", "120", "--singles", "5"],
+        {"bench", "claims_per_s", "gas_per_claim", "gas_per_claim_in_batch"},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(BENCHES))
+def test_bench_runs_and_prints_its_json_line(name):
+    args, fields = BENCHES[name]
+    env = dict(os.environ)
+    tools = [ROOT / ".tools" / "bin", ROOT / "node_modules" / ".bin"]
+    env["PATH"] = os.pathsep.join([*map(str, tools), env.get("PATH", "")])
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benches" / f"{name}.py"), *args],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert fields <= result.keys(), f"missing {fields - result.keys()}"
+    if "roots_equal" in result:
+        assert result["roots_equal"] is True
+    if name == "settle":
+        assert result["sessions"] == 2000 and result["close_s"] > 0
