@@ -27,6 +27,7 @@ from settlement.adapters.db import (
     Survivor,
     evidence_json,
 )
+from settlement.adapters.epoch_db import EpochStore
 from settlement.config import Settings
 from settlement.domain.epochs import EpochClock
 from settlement.domain.receipts import (
@@ -498,4 +499,11 @@ def prune_sessions(store: Store, settings: Settings, now: int, last_closed_epoch
     """
     started_before = now - settings.max_session_age - settings.max_age
     conflicts_before = EpochClock.from_settings(settings).cutoff(last_closed_epoch)
-    return store.prune(started_before, last_closed_epoch, conflicts_before)
+    # Under the close lock: a close reading a session while it goes could credit it and
+    # then leave its watermarks behind. When a close holds it (here or in another
+    # instance), this tick prunes nothing and the next one will.
+    epochs = EpochStore(store)
+    with epochs.connection() as conn, epochs.close_lock(conn, wait=False) as got:
+        if not got:
+            return 0
+        return store.prune(started_before, last_closed_epoch, conflicts_before)

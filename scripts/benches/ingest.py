@@ -345,8 +345,8 @@ def store_ceiling(url: str, lines: list[bytes], batch: int) -> float:
     """
     from settlement.adapters.db import open_store
     from settlement.config import Settings
-    from settlement.domain.receipts import MalformedReceipt, parse_wire
     from settlement.domain.epochs import EpochClock
+    from settlement.domain.receipts import MalformedReceipt, parse_wire
 
     clock = EpochClock.from_settings(Settings())
     receipts = []

@@ -1115,8 +1115,11 @@ class Store:
 
     def prune(self, started_before: int, last_closed_epoch: int, conflicts_before: int) -> int:
         """Delete sessions that started before `started_before` and touched no bucket after
-        `last_closed_epoch`, with their best receipts and watermarks; a quarantined one only once its conflict
-        was stored before `conflicts_before` (so a close has published its evidence).
+        `last_closed_epoch`, with their best receipts, watermarks and touches; a quarantined
+        one only once its conflict was stored before `conflicts_before` (so a close has
+        published its evidence); none that a close has yet to read (a touch left: a batch
+        committed after the last close's snapshot). Run it under the close lock
+        (service.prune_sessions): a close must not read a session while it goes.
 
         Returns the number of sessions deleted.
         """
@@ -1124,22 +1127,24 @@ class Store:
             return 0
         cond = (
             "started_at < %s AND last_bucket <= %s AND "
-            "(quarantined_at IS NULL OR quarantined_at < %s)"
+            "(quarantined_at IS NULL OR quarantined_at < %s) AND " + self._UNTOUCHED
         )
         top = 2 * U64_OFFSET - 1
         params = (enc(min(started_before, top)), last_closed_epoch, enc(min(conflicts_before, top)))
         victims = f"SELECT viewer, session_id FROM receipt_session WHERE {cond}"
 
         def fn(cur: Any) -> int:
-            # Its watermarks and touches go too: no receipt of the session can be accepted
-            # again, so no close reads them (a close's cost stays bounded by retention).
+            # Lock them first: a batch of one of them still in flight (ingest locks its
+            # sessions) commits before, and every statement below then sees its touch.
+            self._lock_victims(cur, victims, params)
+            # Its watermarks go too: no receipt of the session can be accepted again, so no
+            # close reads them (a close's cost stays bounded by retention). It has no touch.
             for table in (
                 "delivery_best",
                 "view_best",
                 "quarantine",
                 "delivery_watermark",
                 "view_watermark",
-                "session_touch",
             ):
                 cur.execute(
                     self._q(f"DELETE FROM {table} WHERE (viewer, session_id) IN ({victims})"),
@@ -1149,6 +1154,12 @@ class Store:
             return cur.rowcount
 
         return self._run(fn)
+
+    # A session with no touch left (see SESSION_TOUCH), as each dialect runs it fast.
+    _UNTOUCHED = ""
+
+    def _lock_victims(self, cur: Any, victims: str, params: tuple[Any, ...]) -> None:
+        raise NotImplementedError
 
 
 # --- SQLite ---------------------------------------------------------------------------
@@ -1167,6 +1178,13 @@ class SqliteStore(Store):
 
     def _retryable(self, error: BaseException) -> bool:
         return False  # busy_timeout already waited; "database is locked" after it is an outage
+
+    # NOT IN builds one temporary index of the touches; a correlated NOT EXISTS on the
+    # unindexed table would scan it once per session.
+    _UNTOUCHED = "(viewer, session_id) NOT IN (SELECT viewer, session_id FROM session_touch)"
+
+    def _lock_victims(self, cur: Any, victims: str, params: tuple[Any, ...]) -> None:
+        pass  # BEGIN IMMEDIATE holds the database's write lock: no batch is in flight
 
     def _select_keys(self, cur: Any, sql: str, skeys: list[SessionKey]) -> list[Any]:
         rows: list[Any] = []
@@ -1280,6 +1298,18 @@ class PostgresStore(Store):
     def _retryable(self, error: BaseException) -> bool:
         return isinstance(
             error, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
+        )
+
+    # An anti-join (NOT IN would fall back to a rescan per session once the touches outgrow
+    # work_mem).
+    _UNTOUCHED = (
+        "NOT EXISTS (SELECT 1 FROM session_touch t WHERE t.viewer = receipt_session.viewer "
+        "AND t.session_id = receipt_session.session_id)"
+    )
+
+    def _lock_victims(self, cur: Any, victims: str, params: tuple[Any, ...]) -> None:
+        cur.execute(
+            f"SELECT COUNT(*) FROM ({victims} ORDER BY viewer, session_id FOR UPDATE) AS v", params
         )
 
     def _pipeline(self, cur: Any) -> Any:

@@ -331,14 +331,47 @@ def test_retention_prunes_only_sessions_no_receipt_can_reach(store, world):
     # Bucket 1 closed, but the conflict was stored after cutoff(1): the quarantined
     # session stays until a close after it has published the evidence.
     assert conflict_at >= CLOCK.cutoff(1)
+    # Nor before a close has read them: their touches are still there.
+    assert service.prune_sessions(store, s, expiry + 1, last_closed_epoch=1) == 0
+    consume_touches(store, 1)  # as the close of epoch 1 does
     assert service.prune_sessions(store, s, expiry + 1, last_closed_epoch=1) == 1
     assert store.session(world.viewer, old) is None
     assert store.session(world.viewer, quarantined) is not None
     assert store.session(world.viewer, recent) is not None  # touched bucket 2
     late = 1 + (conflict_at - GENESIS) // EPOCH
+    consume_touches(store, late)
     assert service.prune_sessions(store, s, expiry + 2 * EPOCH, last_closed_epoch=late) == 2
     assert store.quarantined() == []
     assert store.best_receipts() == []
+
+
+def test_retention_waits_while_a_close_holds_the_close_lock(store, world):
+    from settlement.adapters.epoch_db import EpochStore
+
+    s = settings()
+    old = key("old-locked")
+    ingest(store, wire(world.delivery(old, 10, 1, B1)))
+    consume_touches(store, 1)
+    expiry = GENESIS + 10 + s.max_session_age + s.max_age
+    epochs = EpochStore(store)
+    with epochs.connection() as conn, epochs.close_lock(conn) as got:
+        assert got
+        assert service.prune_sessions(store, s, expiry + 1, last_closed_epoch=1) == 0
+        assert store.session(world.viewer, old) is not None
+    assert service.prune_sessions(store, s, expiry + 1, last_closed_epoch=1) == 1
+
+
+def consume_touches(store, epoch: int) -> None:
+    """What the close of `epoch` does to session_touch (epoch_db.SetClose.write_watermarks)."""
+
+    def fn(cur):
+        cur.execute(
+            "DELETE FROM session_touch WHERE bucket <= "
+            + ("?" if store.dialect == "sqlite" else "%s"),
+            (epoch,),
+        )
+
+    store._run(fn)
 
 
 def test_node_registration_requests(store):
