@@ -361,6 +361,52 @@ def test_retention_waits_while_a_close_holds_the_close_lock(store, world):
     assert service.prune_sessions(store, s, expiry + 1, last_closed_epoch=1) == 1
 
 
+def test_retention_waits_for_a_batch_in_flight_and_keeps_its_session(stores):
+    """PostgreSQL: a batch of an expired session still in flight (its session locked, its
+    touch not committed) makes prune wait, and once it commits the session stays for the
+    close that has yet to read it."""
+    import threading
+
+    store = stores("postgresql")
+    reset(store)
+    world = World()
+    world.register(store)
+    s = settings()
+    old = key("old-in-flight")
+    ingest(store, wire(world.delivery(old, 10, 1, B1)))
+    consume_touches(store, 1)
+    expiry = GENESIS + 10 + s.max_session_age + s.max_age
+    batch = store.engine.raw_connection()  # what an ingest batch does, held open
+    try:
+        cur = batch.cursor()
+        cur.execute(
+            "SELECT 1 FROM receipt_session WHERE viewer = %s AND session_id = %s FOR UPDATE",
+            (world.viewer, old),
+        )
+        cur.execute(
+            "INSERT INTO session_touch (viewer, session_id, bucket) VALUES (%s, %s, 1)",
+            (world.viewer, old),
+        )
+        pruned: list[int] = []
+        worker = threading.Thread(
+            target=lambda: pruned.append(
+                service.prune_sessions(store, s, expiry + 1, last_closed_epoch=1)
+            )
+        )
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive(), "prune must wait for the batch's lock"
+        batch.commit()
+        worker.join(timeout=30)
+        assert pruned == [0]
+    finally:
+        batch.close()
+    assert store.session(world.viewer, old) is not None
+    assert len(store.best_receipts()) == 1
+    consume_touches(store, 1)  # the next close reads it; then it may go
+    assert service.prune_sessions(store, s, expiry + 1, last_closed_epoch=1) == 1
+
+
 def consume_touches(store, epoch: int) -> None:
     """What the close of `epoch` does to session_touch (epoch_db.SetClose.write_watermarks)."""
 
