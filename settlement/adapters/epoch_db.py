@@ -487,7 +487,17 @@ def _inc(cb: str, cs: str, wb: str, ws: str) -> str:
     return f"CASE WHEN {cb} >= {wb} AND {cs} >= {ws} AND ({cb} > {wb} OR {cs} > {ws}) THEN 1 ELSE 0 END"
 
 
-_TEMP_TABLES: Final = ("close_t", "close_d", "close_v", "close_c", "close_vt", "close_wt")
+_TEMP_TABLES: Final = (
+    "close_t",
+    "close_ts",
+    "close_td",
+    "close_tv",
+    "close_d",
+    "close_v",
+    "close_c",
+    "close_vt",
+    "close_wt",
+)
 
 
 @dataclass(slots=True)
@@ -536,10 +546,11 @@ class SetClose:
         Same result either way: a session no batch touched since the last close that read it
         has the same best receipts of buckets <= epoch as then, none above its watermarks
         (watermarks only move up to a candidate), so no key of it is included and it credits
-        nothing. Touched sessions are read with a hash semi-join, cheap when they are few
-        (a close after a quiet epoch, or with days of live sessions kept for late receipts)
-        and 2.5 s dearer than reading everything when they are all of them (one epoch's
-        sessions alone, as in the settle bench): below half of the live sessions, then.
+        nothing. Touched sessions are looked up one by one (`_touched`), cheap when they are
+        few (a close after a quiet epoch, or with days of live sessions kept for late
+        receipts) and dearer than reading everything in order when they are all of them
+        (one epoch's sessions alone, as in the settle bench): below half of the live
+        sessions, then.
         """
         touched = self._x(
             "SELECT COUNT(*) FROM session_touch WHERE bucket <= %s", (self.epoch,)
@@ -556,6 +567,36 @@ class SetClose:
             live = self._x("SELECT COUNT(*) FROM receipt_session").fetchone()[0]
         return 2 * touched < live
 
+    def _touched(self, e: int) -> None:
+        """close_t, the sessions touched up to bucket `e`, and their rows of receipt_session,
+        delivery_best and view_best (close_ts, close_td, close_tv), found by primary key.
+
+        Lookups, not scans: the stored tables hold every live session (days of them), the
+        touched ones are an epoch's worth. Each copy is its own statement, a join of close_t
+        with one table, where the planner has nothing to misjudge; nested loops are the only
+        join left to it there (close_epoch turns them off for the statements that follow).
+        """
+        self._temp(
+            "close_t",
+            "SELECT DISTINCT viewer, session_id FROM session_touch WHERE bucket <= %s",
+            (e,),
+        )
+        if self.pg:
+            self._x("ANALYZE close_t")  # its size, for the plans below
+            self._x("SET LOCAL enable_nestloop = on")
+            self._x("SET LOCAL enable_hashjoin = off")
+            self._x("SET LOCAL enable_mergejoin = off")
+        join = "JOIN close_t t ON x.viewer = t.viewer AND x.session_id = t.session_id"
+        self._temp("close_ts", f"SELECT x.* FROM receipt_session x {join}")
+        self._temp("close_td", f"SELECT x.* FROM delivery_best x {join} WHERE x.bucket <= %s", (e,))
+        self._temp("close_tv", f"SELECT x.* FROM view_best x {join} WHERE x.bucket <= %s", (e,))
+        if self.pg:
+            self._x("SET LOCAL enable_nestloop = off")  # as close_epoch has it
+            self._x("SET LOCAL enable_hashjoin = DEFAULT")
+            self._x("SET LOCAL enable_mergejoin = DEFAULT")
+            for name in ("close_ts", "close_td", "close_tv"):
+                self._x(f"ANALYZE {name}")
+
     def build(self, touched_only: bool | None = None) -> None:
         """The temporary tables. close_d, close_v and close_c are stored in key order: the
         watermark INSERTs, the exports, the joins and the aggregate that read them in that
@@ -568,17 +609,13 @@ class SetClose:
         e, now_enc = self.epoch, enc(self.now)
         if touched_only is None:
             touched_only = self.touched_only()
+        # Where the candidates and their sessions come from: the stored tables, or the rows
+        # of the touched sessions copied out of them; and which watermarks are read.
+        sessions, best_d, best_v, only = "receipt_session", "delivery_best", "view_best", ""
         if touched_only:
-            self._temp(
-                "close_t",
-                "SELECT DISTINCT viewer, session_id FROM session_touch WHERE bucket <= %s",
-                (e,),
-            )
-            if self.pg:
-                self._x("ANALYZE close_t")  # its size, for the hash semi-joins below
+            self._touched(e)
+            sessions, best_d, best_v = "close_ts", "close_td", "close_tv"
             only = "AND (viewer, session_id) IN (SELECT viewer, session_id FROM close_t)"
-        else:
-            only = ""
         if self.pg and not touched_only:
             # Merge joins for the candidates: the window's sort already orders them by key,
             # the sessions come in key order from their primary key's index, and the result
@@ -601,8 +638,8 @@ class SetClose:
                     d.segments_served AS cs, d.issued_at, d.signature,
                     ROW_NUMBER() OVER (PARTITION BY d.viewer, d.session_id, d.node
                         ORDER BY d.bytes_served DESC, d.segments_served DESC, d.bucket) AS rn
-                  FROM delivery_best d WHERE d.bucket <= %s {only}) k
-            JOIN receipt_session s ON s.viewer = k.viewer AND s.session_id = k.session_id
+                  FROM {best_d} d WHERE d.bucket <= %s) k
+            JOIN {sessions} s ON s.viewer = k.viewer AND s.session_id = k.session_id
             LEFT JOIN (SELECT viewer, session_id, node, MAX(bytes_served) AS wb,
                     MAX(segments_served) AS ws FROM delivery_watermark WHERE epoch < %s
                     {only} GROUP BY viewer, session_id, node) w
@@ -620,8 +657,8 @@ class SetClose:
                     v.signature,
                     ROW_NUMBER() OVER (PARTITION BY v.viewer, v.session_id
                         ORDER BY v.watch_seconds DESC, v.bucket) AS rn
-                  FROM view_best v WHERE v.bucket <= %s {only}) k
-            JOIN receipt_session s ON s.viewer = k.viewer AND s.session_id = k.session_id
+                  FROM {best_v} v WHERE v.bucket <= %s) k
+            JOIN {sessions} s ON s.viewer = k.viewer AND s.session_id = k.session_id
             LEFT JOIN (SELECT viewer, session_id, MAX(watch_seconds) AS vw FROM view_watermark
                     WHERE epoch < %s {only} GROUP BY viewer, session_id) w
                 ON w.viewer = k.viewer AND w.session_id = k.session_id
