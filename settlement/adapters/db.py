@@ -1115,8 +1115,8 @@ class Store:
 
     def prune(self, started_before: int, last_closed_epoch: int, conflicts_before: int) -> int:
         """Delete sessions that started before `started_before` and touched no bucket after
-        `last_closed_epoch`, with their best receipts, watermarks and touches; a quarantined
-        one only once its conflict was stored before `conflicts_before` (so a close has
+        `last_closed_epoch`, with their best receipts and watermarks; a quarantined one only
+        once its conflict was stored before `conflicts_before` (so a close has
         published its evidence); none that a close has yet to read (a touch left: a batch
         committed after the last close's snapshot). Run it under the close lock
         (service.prune_sessions): a close must not read a session while it goes.
