@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from settlement import __version__
+from settlement.cli_options import ChainIdOption, DistributorOption
 
 app = typer.Typer(
     name="settlement",
@@ -48,12 +49,8 @@ def receipts_verify(
             metavar="FILE", help="NDJSON (one receipt a line) or a JSON array; - for stdin"
         ),
     ],
-    chain_id: Annotated[
-        int | None, typer.Option(help="EIP-712 chainId (default: W2E_CHAIN_ID)")
-    ] = None,
-    distributor: Annotated[
-        str | None, typer.Option(help="RewardDistributor address (default: W2E_DISTRIBUTOR)")
-    ] = None,
+    chain_id: ChainIdOption = None,
+    distributor: DistributorOption = None,
     now: Annotated[
         int | None, typer.Option(help="judge as of this unix time (default: the clock)")
     ] = None,
@@ -103,10 +100,7 @@ def receipts_verify(
 
     try:
         settings = load_settings()
-        domain = Domain.from_hex(
-            settings.chain_id if chain_id is None else chain_id,
-            settings.distributor if distributor is None else distributor,
-        )
+        domain = Domain.from_settings(settings, chain_id, distributor)
         overrides = {
             "genesis": genesis,
             "clock_skew": clock_skew,

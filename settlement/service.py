@@ -228,7 +228,7 @@ class Ingestor:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.domain = Domain.from_hex(settings.chain_id, settings.distributor)
+        self.domain = Domain.from_settings(settings)
         self.params = Params.from_settings(settings)
         self.sampling = SamplePolicy(
             settings.rejection_sample_cap,
@@ -443,7 +443,7 @@ def request_node_registration(
     )
     verify_request(
         request,
-        Domain.from_hex(settings.chain_id, settings.distributor),
+        Domain.from_settings(settings),
         now,
         clock_skew=settings.clock_skew,
         max_age=settings.registration_max_age,

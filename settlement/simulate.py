@@ -29,6 +29,7 @@ import coincurve
 import orjson
 import typer
 
+from settlement.cli_options import ChainIdOption, DistributorOption
 from settlement.client.signer import sign_digest
 from settlement.domain.receipts import (
     SECP256K1_N,
@@ -1030,12 +1031,8 @@ def cli_simulate(
             f"(default {DEFAULT_BAD_FRACTION} each)",
         ),
     ] = None,
-    chain_id: Annotated[
-        int | None, typer.Option(help="EIP-712 chainId (default: W2E_CHAIN_ID)")
-    ] = None,
-    distributor: Annotated[
-        str | None, typer.Option(help="RewardDistributor address (default: W2E_DISTRIBUTOR)")
-    ] = None,
+    chain_id: ChainIdOption = None,
+    distributor: DistributorOption = None,
     start: Annotated[
         int | None, typer.Option(help="earliest startedAt, unix seconds (default: genesis)")
     ] = None,
@@ -1053,10 +1050,7 @@ def cli_simulate(
 
     try:
         settings = load_settings()
-        domain = Domain.from_hex(
-            settings.chain_id if chain_id is None else chain_id,
-            settings.distributor if distributor is None else distributor,
-        )
+        domain = Domain.from_settings(settings, chain_id, distributor)
         cfg = SimConfig(
             seed=seed,
             receipts=100_000 if receipts is None and sessions is None else receipts,

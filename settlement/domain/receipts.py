@@ -163,6 +163,16 @@ class Domain:
             ) from None
         return cls(chain_id, address)
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, chain_id: int | None = None, distributor: str | None = None
+    ) -> Domain:
+        """The settings' domain; `chain_id` / `distributor` override them when given."""
+        return cls.from_hex(
+            settings.chain_id if chain_id is None else chain_id,
+            settings.distributor if distributor is None else distributor,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryReceipt:
