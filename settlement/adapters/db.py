@@ -70,6 +70,16 @@ def pk_bytes() -> Any:
     return Field(sa_column=Column(LargeBinary, primary_key=True, autoincrement=False))
 
 
+def pk_int() -> Any:
+    """A bigint primary-key column the caller numbers (epochs, buckets), no autoincrement."""
+    return Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+
+
+def bytes_column(name: str) -> Column:
+    """A required bytes column of a plain (keyless) sa.Table."""
+    return Column(name, LargeBinary, nullable=False)
+
+
 class ReceiptSession(SQLModel, table=True):
     """A session (viewer, sessionId): its one contentId and startedAt, and its quarantine."""
 
@@ -93,7 +103,7 @@ class DeliveryBest(SQLModel, table=True):
     viewer: bytes = pk_bytes()
     session_id: bytes = pk_bytes()
     node: bytes = pk_bytes()
-    bucket: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    bucket: int = pk_int()
     bytes_served: int = Field(sa_column=Column(U64, nullable=False))
     segments_served: int = Field(sa_column=Column(BigInteger, nullable=False))
     issued_at: int = Field(sa_column=Column(U64, nullable=False))
@@ -106,7 +116,7 @@ class ViewBest(SQLModel, table=True):
     __tablename__ = "view_best"
     viewer: bytes = pk_bytes()
     session_id: bytes = pk_bytes()
-    bucket: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    bucket: int = pk_int()
     watch_seconds: int = Field(sa_column=Column(BigInteger, nullable=False))
     issued_at: int = Field(sa_column=Column(U64, nullable=False))
     signature: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
@@ -174,7 +184,7 @@ class RejectionCount(SQLModel, table=True):
     __tablename__ = "rejection_count"
     reason: str = Field(sa_column=Column(Text, primary_key=True))
     node: bytes = pk_bytes()
-    epoch: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    epoch: int = pk_int()
     count: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
@@ -207,8 +217,8 @@ class RejectionCursor(SQLModel, table=True):
 SESSION_TOUCH: Final = sa.Table(
     "session_touch",
     SQLModel.metadata,
-    Column("viewer", LargeBinary, nullable=False),
-    Column("session_id", LargeBinary, nullable=False),
+    bytes_column("viewer"),
+    bytes_column("session_id"),
     Column("bucket", BigInteger, nullable=False),
 )
 

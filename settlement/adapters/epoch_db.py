@@ -23,19 +23,24 @@ import sqlalchemy as sa
 from sqlalchemy import BigInteger, Boolean, Column, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
-from settlement.adapters.db import U64, U64_OFFSET, Store, dec, enc, pk_bytes
+from settlement.adapters.db import (
+    U64,
+    U64_OFFSET,
+    Store,
+    bytes_column,
+    dec,
+    enc,
+    pk_bytes,
+    pk_int,
+)
 from settlement.errors import StoreError
-
-
-def _pk_int() -> Any:
-    return Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
 
 
 class EpochRow(SQLModel, table=True):
     """A closed epoch: its manifest bytes (the published one), root and carried pools."""
 
     __tablename__ = "epoch"
-    epoch: int = _pk_int()
+    epoch: int = pk_int()
     # The close's `now`: conflicts stored before it are in this close's quarantine set.
     close_started: int = Field(sa_column=Column(U64, nullable=False))
     root: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
@@ -53,7 +58,7 @@ class AllocationRow(SQLModel, table=True):
     """What one account got from one class's pool in one epoch."""
 
     __tablename__ = "allocation"
-    epoch: int = _pk_int()
+    epoch: int = pk_int()
     account: bytes = pk_bytes()
     cls: str = Field(sa_column=Column("class", Text, primary_key=True))
     amount: str = Field(sa_column=Column(Text, nullable=False))
@@ -64,14 +69,10 @@ class BalanceRow(SQLModel, table=True):
 
     __tablename__ = "balance"
     account: bytes = pk_bytes()
-    epoch: int = _pk_int()
+    epoch: int = pk_int()
     node: str = Field(sa_column=Column(Text, nullable=False))
     viewer: str = Field(sa_column=Column(Text, nullable=False))
     creator: str = Field(sa_column=Column(Text, nullable=False))
-
-
-def _bytes(name: str) -> Column:
-    return Column(name, LargeBinary, nullable=False)
 
 
 # The watermark tables have no primary key and no index: a close appends every key it moved
@@ -82,9 +83,9 @@ def _bytes(name: str) -> Column:
 DELIVERY_WATERMARK: Final = sa.Table(
     "delivery_watermark",
     SQLModel.metadata,
-    _bytes("viewer"),
-    _bytes("session_id"),
-    _bytes("node"),
+    bytes_column("viewer"),
+    bytes_column("session_id"),
+    bytes_column("node"),
     Column("epoch", BigInteger, nullable=False),
     Column("bytes_served", U64, nullable=False),
     Column("segments_served", BigInteger, nullable=False),
@@ -93,8 +94,8 @@ DELIVERY_WATERMARK: Final = sa.Table(
 VIEW_WATERMARK: Final = sa.Table(
     "view_watermark",
     SQLModel.metadata,
-    _bytes("viewer"),
-    _bytes("session_id"),
+    bytes_column("viewer"),
+    bytes_column("session_id"),
     Column("epoch", BigInteger, nullable=False),
     Column("watch_seconds", BigInteger, nullable=False),
 )

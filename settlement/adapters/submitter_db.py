@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, Text
+from sqlalchemy import BigInteger, Column, Integer, Text
 from sqlmodel import Field, SQLModel
 
 from settlement.adapters.chain import PreparedTx
-from settlement.adapters.db import Store
+from settlement.adapters.db import Store, pk_bytes
 
 # prepared -> sent -> mined (root pending on chain) -> accepted; or revoked (by the guardian),
 # failed (reverted, or its nonce went to another transaction), superseded (a correction
@@ -75,7 +75,7 @@ class ClaimedRow(SQLModel, table=True):
     """An account's claimed cumulative amount as the Claimed events tell it."""
 
     __tablename__ = "claimed_account"
-    account: bytes = Field(sa_column=Column(LargeBinary, primary_key=True, autoincrement=False))
+    account: bytes = pk_bytes()
     cumulative: str = Field(sa_column=Column(Text, nullable=False))
     block: int = Field(sa_column=Column(BigInteger, nullable=False))
 
