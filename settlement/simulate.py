@@ -100,16 +100,7 @@ class SimConfig:
     distributor: bytes = bytes(20)
     start: int = 1_767_225_600  # first startedAt; settings' genesis by default
     window: int = 6 * 3600  # sessions start in [start, start + window)
-    params: Params = field(
-        default_factory=lambda: Params(
-            genesis=1_767_225_600,
-            clock_skew=120,
-            max_age=7 * 24 * 3600,
-            max_session_age=24 * 3600,
-            segment_seconds=4,
-            max_bitrate=50_000_000,
-        )
-    )
+    params: Params = field(default_factory=Params.defaults)
     bad: Mapping[str, float] = field(
         default_factory=lambda: dict.fromkeys(BAD_KINDS, DEFAULT_BAD_FRACTION)
     )

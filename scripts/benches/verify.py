@@ -47,14 +47,7 @@ from settlement.domain.receipts import (
 )
 
 NOW = 1_767_300_000
-PARAMS = Params(
-    genesis=1_767_225_600,
-    clock_skew=120,
-    max_age=7 * 24 * 3600,
-    max_session_age=24 * 3600,
-    segment_seconds=4,
-    max_bitrate=50_000_000,
-)
+PARAMS = Params.defaults()
 
 
 def make_receipts(n: int, seed: int) -> tuple[Domain, list]:

@@ -221,6 +221,13 @@ class Params:
     max_bitrate: int
 
     @classmethod
+    def defaults(cls) -> Params:
+        """The settings' declared defaults, whatever the environment says."""
+        from settlement.config import Settings
+
+        return cls.from_settings(Settings.model_construct())
+
+    @classmethod
     def from_settings(cls, settings: Settings) -> Params:
         return cls(
             genesis=settings.genesis,

@@ -38,14 +38,7 @@ OTHER_KEY = (7).to_bytes(32, "big")
 VIEWER = address_of(KEY)
 NODE = bytes.fromhex("11" * 20)
 DOMAIN = Domain(31337, bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
-PARAMS = Params(
-    genesis=1_767_225_600,
-    clock_skew=120,
-    max_age=7 * 24 * 3600,
-    max_session_age=24 * 3600,
-    segment_seconds=4,
-    max_bitrate=50_000_000,
-)
+PARAMS = Params.defaults()
 NOW = 1_767_230_000
 
 

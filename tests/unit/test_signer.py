@@ -26,14 +26,7 @@ from settlement.domain.receipts import (
 
 KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 DOMAIN = Domain(31337, bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))
-PARAMS = Params(
-    genesis=1_767_225_600,
-    clock_skew=120,
-    max_age=7 * 24 * 3600,
-    max_session_age=24 * 3600,
-    segment_seconds=4,
-    max_bitrate=50_000_000,
-)
+PARAMS = Params.defaults()
 T0 = 1_767_230_000
 NODE_A = bytes.fromhex("aa" * 20)
 NODE_B = bytes.fromhex("bb" * 20)
