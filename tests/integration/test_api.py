@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import psycopg
 import pytest
 from coincurve import PrivateKey
 from fastapi.testclient import TestClient
+from storekit import pg_schema
 
 from settlement.adapters.db import open_store
 from settlement.api.app import create_app
@@ -22,8 +22,6 @@ from settlement.domain.registration import NodeRegistrationRequest, sign_registr
 from settlement.service import load_registries
 from settlement.simulate import SimConfig, generate
 
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
-PG_SCHEMA = "w2e_test_api"
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -50,13 +48,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/api.db"
         return
-    # No skip: the PostgreSQL half must fail loudly when the server is missing.
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
-        conn.execute(f"CREATE SCHEMA {PG_SCHEMA}")
-    yield f"{PG_BASE}?options=-csearch_path%3D{PG_SCHEMA}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
+    # No skip: the PostgreSQL half must fail loudly when the server is missing (pg_schema
+    # connects without require_pg's skip).
+    with pg_schema() as url:
+        yield url
 
 
 def make_client(database_url: str, registries: dict | None, **overrides) -> TestClient:
