@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import orjson
 import psycopg
@@ -1166,7 +1166,7 @@ class Store:
         return self._run(fn)
 
     # A session with no touch left (see SESSION_TOUCH), as each dialect runs it fast.
-    _UNTOUCHED = ""
+    _UNTOUCHED: ClassVar[str]
 
     def _lock_victims(self, cur: Any, victims: str, params: tuple[Any, ...]) -> None:
         raise NotImplementedError
