@@ -48,6 +48,14 @@ def settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)
 
 
+def skip_module_without(what: str) -> None:
+    """Skip the calling test module because `what` is missing, except on CI (CI=true), where
+    a missing tool must fail the run rather than pass it silently."""
+    if _ENV.ci:
+        raise RuntimeError(f"CI=true but {what} is missing: run scripts/setup")
+    pytest.skip(f"{what} not installed (run scripts/setup)", allow_module_level=True)
+
+
 def pg_reachable() -> bool:
     try:
         with psycopg.connect(PG_URL, connect_timeout=3):

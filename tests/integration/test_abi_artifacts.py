@@ -4,11 +4,11 @@ so Python never deploys or calls a stale contract."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from storekit import skip_module_without
 
 ROOT = Path(__file__).resolve().parents[2]
 # The native binary: the npm launcher in node_modules/.bin loses forge's exit code.
@@ -19,10 +19,7 @@ CONTRACTS = ("W2EToken", "RewardDistributor")
 pytestmark = pytest.mark.forge
 
 if not FORGE.exists():
-    # Only a developer machine without `npm ci` may skip; on CI this check must run.
-    if os.environ.get("CI") == "true":
-        raise RuntimeError("CI=true but .tools/bin/forge is missing: run scripts/setup")
-    pytest.skip(".tools/bin/forge not installed (run scripts/setup)", allow_module_level=True)
+    skip_module_without(".tools/bin/forge")
 
 
 @pytest.fixture(scope="module")

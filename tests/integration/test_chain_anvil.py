@@ -4,7 +4,6 @@ period, revoke, pause, a same-nonce fee bump, a restart from --state, and the CL
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from storekit import skip_module_without
 from typer.testing import CliRunner
 
 from settlement.adapters import chain as c
@@ -22,10 +22,7 @@ from settlement.errors import ContractRevert, DistributorPaused, RpcUnavailable,
 
 ANVIL = c.find_anvil()
 if ANVIL is None:
-    # Only a developer machine without `npm ci` may skip; on CI the suite must run.
-    if os.environ.get("CI") == "true":
-        raise RuntimeError("CI=true but node_modules has no anvil: run scripts/setup")
-    pytest.skip("anvil not installed (run scripts/setup)", allow_module_level=True)
+    skip_module_without("anvil (node_modules)")
 
 DATA_HASH = "0x" + "cd" * 32
 HOUR = 3600

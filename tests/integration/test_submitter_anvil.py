@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from eth_account import Account
+from storekit import skip_module_without
 
 from settlement import submitter as submitter_mod
 from settlement.adapters import chain as c
@@ -34,9 +35,7 @@ from settlement.submitter import Submitter, proposals_on_chain
 
 ANVIL = c.find_anvil()
 if ANVIL is None:
-    if os.environ.get("CI") == "true":
-        raise RuntimeError("CI=true but node_modules has no anvil: run scripts/setup")
-    pytest.skip("anvil not installed (run scripts/setup)", allow_module_level=True)
+    skip_module_without("anvil (node_modules)")
 
 GENESIS = 1_767_225_600
 EPOCH = 900
