@@ -1,7 +1,7 @@
 """Use cases of epochs: close an epoch (PROTOCOL 4-6) and read closed ones back.
 
-`close_epoch` runs in one transaction: it reads its inputs, credits every key set-based
-(`epoch_db.SetClose`, SQL that runs alike on SQLite for the auditor), splits the pools
+`close_epoch` runs in one transaction: it reads its inputs, credits every key column-wise
+(`epoch_db.SetClose` reads the rows, `domain.credit` credits them), splits the pools
 (`rewards.settle_weights`), builds the Merkle tree, writes the dataset files and the epoch's
 rows. Everything it publishes is a function of what it read: same inputs, same bytes.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +19,18 @@ from typing import Any, Final
 
 import orjson
 
-from settlement import publish
+from settlement import ndjson, publish
 from settlement.adapters.db import Store
-from settlement.adapters.epoch_db import CloseResult, EpochStore, SetClose, StoredEpoch
+from settlement.adapters.epoch_db import (
+    CLOSE_SETTINGS,
+    CloseResult,
+    EpochStore,
+    SetClose,
+    StoredEpoch,
+)
 from settlement.config import Settings
 from settlement.domain import merkle
+from settlement.domain.credit import Cols, Rows
 from settlement.domain.epochs import EpochClock
 from settlement.domain.rewards import (
     CLASSES,
@@ -183,13 +190,8 @@ def close_epoch(
                     if epochs.last_closed(cur) != target - 1:
                         raise EpochNotDue(f"epoch {target - 1} is not closed any more")
                     if epochs.dialect == "postgresql":
-                        # Set-based statements over whole tables: hash joins and in-memory
-                        # sorts. The planner misjudges joins on (viewer, sessionId) pairs and
-                        # would rescan per row in nested loops. 512MB: the sort of the included
-                        # delivery receipts (signatures and all) stays in memory at 1.4M rows.
-                        cur.execute("SET LOCAL work_mem = '512MB'")
-                        cur.execute("SET LOCAL enable_nestloop = off")
-                        cur.execute("SET LOCAL jit = off")  # compiling costs more than it saves
+                        for setting in CLOSE_SETTINGS:
+                            cur.execute(setting)
                     prev = epochs.get(target - 1, cur) if target > 1 else None
                     result = _compute(
                         epochs, cur, writer, settings, clock, params, target, prev, now, stages
@@ -234,24 +236,27 @@ def _compute(
     t = time.perf_counter()
     sc = SetClose(epochs, cur, epoch, now, params.segment_seconds)
     sc.build()
-    stages["credit_sql_s"] = time.perf_counter() - t
-    stages.update({f"credit_sql.{k}_s": v for k, v in sc.timings.items()})
+    stages["credit_s"] = time.perf_counter() - t
+    stages.update({f"credit.{k}_s": v for k, v in sc.timings.items()})
 
-    t = time.perf_counter()
-    totals = sc.totals(params.max_bytes_per_viewer, params.max_watch_seconds_per_epoch)
-    stages["totals_sql_s"] = time.perf_counter() - t
-
-    # The watermarks and the big files need only the temporary tables, rewards only `totals`:
-    # on PostgreSQL a thread has the server insert the watermarks and then export the files
-    # (formatted there, on its own core), while this thread allocates, builds the tree and
-    # writes the small files (another core). That thread holds the cursor until joined.
+    # From here the credit is in memory: a thread writes the watermarks (on PostgreSQL the
+    # server's work, the cursor held until joined), another formats and writes the big
+    # files (numpy, mostly without the GIL), while this one sums the weights, allocates,
+    # builds the tree and writes the small files. SQLite writes the watermarks here, first
+    # (its connection stays on this thread).
     pg = epochs.dialect == "postgresql"
     exported: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="close-export") as pool:
-        job = pool.submit(_export_and_watermarks, sc, writer, pg, exported) if pg else None
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="close") as pool:
+        if not pg:
+            stages["watermarks_s"] = _timed(sc.write_watermarks)
+        marks = pool.submit(_timed, sc.write_watermarks) if pg else None
+        export = pool.submit(_export, sc, writer, exported)
         try:
-            if job is None:
-                export_marks = _export_and_watermarks(sc, writer, pg, exported)
+            t = time.perf_counter()
+            totals = sc.totals(
+                params.max_bytes_per_viewer, params.max_watch_seconds_per_epoch, dict(content)
+            )
+            stages["totals_s"] = time.perf_counter() - t
             t = time.perf_counter()
             rewards, allocations, balance_rows = _settle(
                 totals, content, prev, prev_by_class, params
@@ -272,21 +277,21 @@ def _compute(
             prepared = epochs.prepare_close(epoch, allocations, balance_rows)
             stages["small_files_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            if job is not None:
-                # fsync each file while the next is exported (those written here first).
-                for name in _SMALL_FILES:
-                    if name in writer.sinks:
-                        writer.finish(name)
-                while True:
-                    try:
-                        name = exported.get(timeout=0.05)
-                    except queue.Empty:
-                        if job.done():
-                            job.result()  # failed: raises; else the queue holds the rest
-                        continue
-                    if name is None:
-                        break
+            # fsync each file while the next is exported (those written here first).
+            for name in _SMALL_FILES:
+                if name in writer.sinks:
                     writer.finish(name)
+            while True:
+                try:
+                    name = exported.get(timeout=0.05)
+                except queue.Empty:
+                    if export.done():
+                        export.result()  # failed: raises; else the queue holds the rest
+                    continue
+                if name is None:
+                    break
+                writer.finish(name)
+            stages["export_s"] = export.result()
             stages["export_wait_s"] = time.perf_counter() - t
             t = time.perf_counter()
             files = writer.finish_all()
@@ -320,15 +325,14 @@ def _compute(
                 manifest=manifest,
             )
             result = CloseResult(stored, allocations, balance_rows)
-            if job is not None:
+            if marks is not None:
                 t = time.perf_counter()
-                export_marks = job.result()  # re-raises the export's or the watermarks' error
+                stages["watermarks_s"] = marks.result()  # re-raises the watermarks' error
                 stages["watermarks_wait_s"] = time.perf_counter() - t
         except BaseException:
-            if job is not None:
-                wait([job])  # it must stop using the cursor and the files first
+            # Both must stop using the cursor and the files first.
+            wait([f for f in (marks, export) if f is not None])
             raise
-    stages["export_s"], stages["watermarks_s"] = export_marks
     t = time.perf_counter()
     epochs.write_close(cur, result, prepared)
     sc.drop()
@@ -372,25 +376,21 @@ def _settle(
     return rewards, allocations, balance_rows
 
 
-def _export_and_watermarks(
-    sc: SetClose,
-    writer: publish.DatasetWriter,
-    pg: bool,
-    exported: queue.SimpleQueue[str | None],
-) -> tuple[float, float]:
-    """This close's watermark rows, then the big files: their seconds. The name of each
-    file written goes to `exported`, then None.
+def _timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
-    Watermarks first: their INSERTs leave Python idle, so rewards and the tree computed
-    meanwhile do not compete for the GIL with the export's line-by-line COPY reads.
-    """
+
+def _export(
+    sc: SetClose, writer: publish.DatasetWriter, exported: queue.SimpleQueue[str | None]
+) -> float:
+    """The big files: their seconds. The name of each file written goes to `exported`,
+    then None."""
     t = time.perf_counter()
-    sc.write_watermarks()
-    marks_s = time.perf_counter() - t
-    t = time.perf_counter()
-    _big_files(sc, writer, pg, exported.put)
+    _big_files(sc, writer, exported.put)
     exported.put(None)
-    return time.perf_counter() - t, marks_s
+    return time.perf_counter() - t
 
 
 _SMALL_FILES: Final = (
@@ -403,41 +403,45 @@ _SMALL_FILES: Final = (
 )
 
 
-def _big_files(
-    sc: SetClose, writer: publish.DatasetWriter, pg: bool, written: Callable[[str], None]
-) -> None:
-    """Included receipts and previous watermarks: formatted by PostgreSQL's COPY, or here."""
-    names = (
-        publish.DELIVERY_RECEIPTS,
-        publish.VIEW_RECEIPTS,
-        publish.DELIVERY_WATERMARKS,
-        publish.VIEW_WATERMARKS,
+# Rows gathered at a time by the big files' writer (formatted in ndjson's smaller chunks).
+_CHUNK: Final = 65_536
+
+
+def _big_files(sc: SetClose, writer: publish.DatasetWriter, written: Callable[[str], None]) -> None:
+    """Included receipts and previous watermarks, in key order, formatted column-wise a
+    chunk of rows at a time (their stored columns are gathered per chunk, not all at once)."""
+    c = sc.credit
+    assert c is not None
+
+    def deliveries(d: Cols) -> Iterator[bytes]:
+        return ndjson.delivery_lines(
+            d["viewer"], d["session_id"], d["node"], d["content_id"], d["started_at"],
+            d["bytes_served"], d["segments"], d["issued_at"], d["signature"], d["bucket"],
+        )  # fmt: skip
+
+    def views(v: Cols) -> Iterator[bytes]:
+        return ndjson.view_lines(
+            v["viewer"], v["session_id"], v["content_id"], v["started_at"],
+            v["watch_seconds"], v["issued_at"], v["signature"], v["bucket"],
+        )  # fmt: skip
+
+    def delivery_marks(m: Cols) -> Iterator[bytes]:
+        return ndjson.delivery_mark_lines(m["viewer"], m["session_id"], m["node"], m["wb"], m["ws"])
+
+    def view_marks(w: Cols) -> Iterator[bytes]:
+        return ndjson.view_mark_lines(w["viewer"], w["session_id"], w["vw"])
+
+    files: tuple[tuple[str, Rows, Callable[[Cols], Iterator[bytes]]], ...] = (
+        (publish.DELIVERY_RECEIPTS, c.published_deliveries(), deliveries),
+        (publish.VIEW_RECEIPTS, c.published_views(), views),
+        (publish.DELIVERY_WATERMARKS, c.published_delivery_marks(), delivery_marks),
+        (publish.VIEW_WATERMARKS, c.published_view_marks(), view_marks),
     )
-    if pg:
-        for name in names:
-            sink = writer.sink(name)
-            # COPY hands over a line at a time: join them into large writes.
-            batch: list[bytes] = []
-            for chunk in sc.copy_lines(name):
-                batch.append(chunk)
-                if len(batch) >= 16_384:
-                    data = b"".join(batch)
-                    sink.write_raw(data, data.count(b"\n"))
-                    batch.clear()
-            if batch:
-                data = b"".join(batch)
+    for name, rows, lines in files:
+        sink = writer.sink(name)
+        for part in rows.chunks(_CHUNK):
+            for data in lines(part):
                 sink.write_raw(data, data.count(b"\n"))
-            written(name)
-        return
-    fmt = {
-        publish.DELIVERY_RECEIPTS: publish.delivery_line,
-        publish.VIEW_RECEIPTS: publish.view_line,
-        publish.DELIVERY_WATERMARKS: publish.delivery_mark_line,
-        publish.VIEW_WATERMARKS: publish.view_mark_line,
-    }
-    for name in names:
-        line = fmt[name]
-        writer.sink(name).add_many(line(*row) for row in sc.publish_rows(name))
         written(name)
 
 

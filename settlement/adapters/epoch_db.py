@@ -6,19 +6,21 @@ paid and a watermark row per key it moved. The current watermark (balance) of a 
 about 14 times more at a million keys. Amounts are uint256: decimal text.
 
 A close reads and writes in one transaction: the registry snapshot and balances through
-`CloseReader`, the credit of every key set-based in `SetClose` (temporary tables, the same
-SQL on SQLite and PostgreSQL), its rows through `EpochStore.write_close`.
-"""
+`CloseReader`, the stored rows it credits through `SetClose` (read into columns and
+credited by `domain.credit`, the same code on SQLite and PostgreSQL), its rows through
+`EpochStore.write_close`."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import BigInteger, Boolean, Column, LargeBinary, Text
 from sqlmodel import Field, SQLModel
@@ -33,6 +35,7 @@ from settlement.adapters.db import (
     pk_bytes,
     pk_int,
 )
+from settlement.domain.credit import CloseCredit, Cols, CreditWeights, as_bytes, credit_epoch
 from settlement.errors import StoreError
 
 
@@ -109,6 +112,17 @@ EPOCH_TABLES: Final = (
     VIEW_WATERMARK.name,
 )
 
+# A close's planner settings (PostgreSQL, its transaction's): its reads join on (viewer,
+# sessionId) pairs, which the planner misjudges: it would rescan the watermark tables per
+# touched session in nested loops (SetClose turns them on for primary key lookups only).
+# 512MB: the hash of the touched sessions stays in memory. JIT compiling costs more than it
+# saves here.
+CLOSE_SETTINGS: Final = (
+    "SET LOCAL work_mem = '512MB'",
+    "SET LOCAL enable_nestloop = off",
+    "SET LOCAL jit = off",
+)
+
 # pg_advisory_lock key held for a whole close: two instances never close at once.
 PG_CLOSE_LOCK: Final = 0x5732_4543_4C4F_5345
 
@@ -147,7 +161,7 @@ def _stored_epoch(row: Any) -> StoredEpoch:
 
 @dataclass(slots=True)
 class CloseResult:
-    """What one close writes besides the watermarks (SetClose writes those in SQL)."""
+    """What one close writes besides the watermarks (SetClose writes those)."""
 
     epoch: StoredEpoch
     allocations: list[tuple[bytes, str, int]]  # (account, class, amount)
@@ -251,6 +265,39 @@ class EpochStore:
                     conn.commit()
         finally:
             cur.close()
+
+    @contextmanager
+    def snapshot_cursors(self, cur: Any, n: int) -> Iterator[list[Any]]:
+        """PostgreSQL: cursors on `n` more connections, each in a transaction that sees the
+        snapshot of `cur`'s (REPEATABLE READ, exported), with the close's planner settings;
+        rolled back and discarded afterwards (their temporary tables go with them)."""
+        cur.execute("SELECT pg_export_snapshot()")
+        (snapshot,) = cur.fetchone()
+        opened: list[tuple[Any, Any]] = []
+        try:
+            for _ in range(n):
+                try:
+                    conn = self.engine.raw_connection()
+                except sa.exc.OperationalError as error:
+                    raise StoreError(f"cannot connect to the database: {error.orig}") from None
+                c = conn.cursor()
+                opened.append((conn, c))
+                c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                # A utility statement takes no parameters; the id is hex digits and dashes.
+                if not set(snapshot) <= set("0123456789ABCDEFabcdef-"):
+                    raise StoreError(f"unexpected snapshot id {snapshot!r}")
+                c.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                for setting in CLOSE_SETTINGS:
+                    c.execute(setting)
+            yield [c for _, c in opened]
+        finally:
+            for conn, c in opened:
+                try:
+                    conn.rollback()
+                    c.close()
+                finally:
+                    conn.invalidate()
+                    conn.close()
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -464,61 +511,130 @@ class CloseReader:
         return [(bytes(v), bytes(s), dec(at), d, a, b) for v, s, at, d, a, b in cur.fetchall()]
 
 
-# --- the set-based close ----------------------------------------------------------------------
+# --- the columnar close -----------------------------------------------------------------------
 #
-# PROTOCOL 4 (candidates, watermarks, inclusion, the watch clip) as SQL that runs unchanged on
-# SQLite and PostgreSQL, so that the close of a million sessions never walks them in Python
-# and an auditor runs this very SQL on the published rows loaded into SQLite. The caps, pools
-# and allocation stay in rewards.settle_weights; tests hold this SQL to rewards.settle_rows.
+# A close reads the stored rows it needs into columns (PostgreSQL: binary COPY, parsed as
+# fixed-size records; SQLite: rows), credits them with `credit.credit_epoch` (PROTOCOL 4,
+# numpy, the code the auditor runs too) and writes the watermarks it moved back (binary COPY
+# or executemany). The statements only select rows; no rule is in SQL.
 
-_ZERO = "(-9223372036854775807 - 1)"  # enc(0); a bare -9223372036854775808 is a float in SQLite
-_INT64_MAX: Final = 2**63 - 1
+_HIGH: Final = np.uint64(U64_OFFSET)  # stored uint64 -> value: flip the top bit
+_NOT_QUARANTINED: Final = enc(2**64 - 1)  # credit.credit_epoch's "never"
+_PGCOPY: Final = b"PGCOPY\n\xff\r\n\x00"
+_MARK_CHUNK: Final = 131_072  # watermark rows a binary COPY record block holds
 
-
-def _pg_u64(col: str) -> str:
-    """A stored uint64 as decimal text: bigint arithmetic below 2**63, numeric above."""
-    return (
-        f"(CASE WHEN {col} < 0 THEN ({col} + 9223372036854775807 + 1)::text "
-        f"ELSE ({col}::numeric + 9223372036854775808)::text END)"
-    )
-
-
-def _inc(cb: str, cs: str, wb: str, ws: str) -> str:
-    """1 iff the candidate is above the watermark: both counters >=, one > (PROTOCOL 4)."""
-    return f"CASE WHEN {cb} >= {wb} AND {cs} >= {ws} AND ({cb} > {wb} OR {cs} > {ws}) THEN 1 ELSE 0 END"
-
-
-_TEMP_TABLES: Final = (
-    "close_t",
-    "close_ts",
-    "close_td",
-    "close_tv",
-    "close_d",
-    "close_v",
-    "close_c",
-    "close_vt",
-    "close_wt",
-)
+# Columns a close reads or writes: (name, kind); kind: byte width, "u" a stored uint64,
+# "i" a non-negative BIGINT. Both come out as numpy uint64.
+Layout = tuple[tuple[str, int | str], ...]
+_DELIVERIES: Final[Layout] = (
+    ("viewer", 20), ("session_id", 32), ("node", 20), ("bucket", "i"), ("bytes_served", "u"),
+    ("segments", "i"), ("issued_at", "u"), ("signature", 65),
+)  # fmt: skip
+_VIEWS: Final[Layout] = (
+    ("viewer", 20), ("session_id", 32), ("bucket", "i"), ("watch_seconds", "i"),
+    ("issued_at", "u"), ("signature", 65),
+)  # fmt: skip
+_SESSIONS: Final[Layout] = (
+    ("viewer", 20), ("session_id", 32), ("content_id", 32), ("started_at", "u"),
+    ("quarantined_at", "u"),
+)  # fmt: skip
+_DELIVERY_MARKS: Final[Layout] = (
+    ("viewer", 20), ("session_id", 32), ("node", 20), ("bytes_served", "u"), ("segments", "i"),
+)  # fmt: skip
+_VIEW_MARKS: Final[Layout] = (("viewer", 20), ("session_id", 32), ("watch_seconds", "i"))
 
 
-@dataclass(slots=True)
-class SetCloseTotals:
-    node: dict[bytes, int]
-    viewer: dict[bytes, int]
-    creator: dict[bytes, int]
-    capped_bytes: dict[bytes, dict[bytes, int]]
-    capped_watch: dict[bytes, dict[tuple[bytes, bytes], int]]
+def _record(layout: Layout) -> np.dtype:
+    """One row of a binary COPY whose fields are all present and of fixed size."""
+    fields: list[tuple[str, str]] = [("n_fields", ">i2")]
+    for name, kind in layout:
+        fields += [(f"{name}.len", ">i4"), (name, ">i8" if isinstance(kind, str) else f"V{kind}")]
+    return np.dtype(fields)
 
 
-def _int(x: Any) -> int:
-    """An exact integer from either driver (PostgreSQL sums come as Decimal)."""
-    if isinstance(x, float):  # SQLite went past 64 bits and fell back to a float
-        raise StoreError("a 64-bit sum overflowed in SQLite: close this epoch on PostgreSQL")
-    return int(x)
+def _from_blocks(n: int, batches: Iterator[list[tuple[Any, ...]]], layout: Layout) -> Cols:
+    """`n` rows of columns from `SetClose._read`'s blocks (per block, each column's values
+    concatenated), copied into place batch by batch."""
+    cols = [
+        np.empty(n, ">i8") if isinstance(k, str) else np.empty((n, k), np.uint8) for _, k in layout
+    ]
+    at = 0
+    for batch in batches:
+        for block in batch:
+            rows = len(block[0]) // _width(layout[0][1])
+            if at + rows > n:
+                raise StoreError("the close's reads disagree on a table's size")
+            for col, value, (name, kind) in zip(cols, block, layout, strict=True):
+                if len(value) != rows * _width(kind):
+                    raise StoreError(f"a stored {name} is not {_width(kind)} bytes long")
+                flat = col.reshape(-1).view(np.uint8)
+                flat[at * _width(kind) : (at + rows) * _width(kind)] = np.frombuffer(
+                    value, np.uint8
+                )
+            at += rows
+    if at != n:
+        raise StoreError("the close's reads disagree on a table's size")
+    out = Cols()
+    for col, (name, kind) in zip(cols, layout, strict=True):
+        if kind == "u":
+            out[name] = col.astype(np.int64).view(np.uint64) ^ _HIGH
+        elif kind == "i":
+            out[name] = col.astype(np.uint64)
+        else:
+            out[name] = col
+    return out
+
+
+def _width(kind: int | str) -> int:
+    return 8 if isinstance(kind, str) else kind
+
+
+def _from_rows(rows: list[tuple[Any, ...]], layout: Layout) -> Cols:
+    n = len(rows)
+    out = Cols()
+    for i, (name, kind) in enumerate(layout):
+        if isinstance(kind, str):
+            ints = np.fromiter((r[i] for r in rows), np.int64, n)
+            out[name] = ints.view(np.uint64) ^ _HIGH if kind == "u" else ints.astype(np.uint64)
+            continue
+        raw = b"".join(r[i] for r in rows)
+        if len(raw) != n * kind:
+            raise StoreError(f"a stored {name} is not {kind} bytes long")
+        out[name] = np.frombuffer(raw, np.uint8).reshape(n, kind)
+    return out
+
+
+def _to_records(cols: Cols, layout: Layout) -> bytes:
+    """Rows as binary COPY records (without the header and trailer)."""
+    n = len(cols)
+    rec = np.empty(n, _record(layout))
+    rec["n_fields"] = len(layout)
+    for name, kind in layout:
+        col = cols[name]
+        if isinstance(kind, str):
+            rec[f"{name}.len"] = 8
+            rec[name] = (col ^ _HIGH).view(np.int64) if kind == "u" else col.astype(np.int64)
+        else:
+            rec[f"{name}.len"] = kind
+            rec[name] = np.ascontiguousarray(col).view(f"V{kind}").reshape(n)
+    return rec.tobytes()
+
+
+def _to_rows(cols: Cols, layout: Layout) -> list[tuple[Any, ...]]:
+    out: list[list[Any]] = []
+    for name, kind in layout:
+        col = cols[name]
+        if kind == "u":
+            out.append((col ^ _HIGH).view(np.int64).tolist())
+        elif kind == "i":
+            out.append(col.astype(np.int64).tolist())
+        else:
+            out.append(as_bytes(col))
+    return list(zip(*out, strict=True))
 
 
 class SetClose:
-    """The credit side of one close as temporary tables in the close's transaction."""
+    """The credit side of one close: its stored rows as columns, credited in numpy."""
 
     def __init__(self, epochs: EpochStore, cur: Any, epoch: int, now: int, segment_seconds: int):
         self.epochs = epochs
@@ -528,17 +644,46 @@ class SetClose:
         self.seg = segment_seconds
         self.pg = epochs.dialect == "postgresql"
         self.timings: dict[str, float] = {}
+        self.credit: CloseCredit | None = None
 
-    def _x(self, sql: str, params: tuple = ()) -> Any:
-        self.cur.execute(self.epochs._q(sql), params)
-        return self.cur
+    def _x(self, sql: str, params: tuple = (), cur: Any = None) -> Any:
+        cur = self.cur if cur is None else cur
+        cur.execute(self.epochs._q(sql), params)
+        return cur
 
-    def _temp(self, name: str, select: str, params: tuple = ()) -> None:
+    def _read(
+        self, cur: Any, name: str, exprs: tuple[str, ...], source: str, layout: Layout
+    ) -> Cols:
+        """The columns `exprs` (in `layout`'s order, none NULL) of `source` (FROM ...).
+
+        PostgreSQL hands each column over in blocks, the values of a few thousand rows
+        concatenated by string_agg (integers as 8 big-endian bytes): a few hundred result
+        rows where a row-by-row COPY would cost Python a call per row, and the values of each
+        column land side by side, ready for numpy. All aggregates of one group see its rows
+        in the same order, so the columns stay aligned.
+        """
         t = time.perf_counter()
-        self._x(f"DROP TABLE IF EXISTS {name}")
-        on_commit = " ON COMMIT DROP" if self.pg else ""
-        self._x(f"CREATE TEMP TABLE {name}{on_commit} AS {select}", params)
-        self.timings[name] = time.perf_counter() - t
+        if self.pg:
+            aggs = ", ".join(
+                f"string_agg({f'int8send({e})' if isinstance(k, str) else e}, ''::bytea)"
+                for e, (_, k) in zip(exprs, layout, strict=True)
+            )
+            # Groups by the first byte of the session id: 256 blocks of about 1 MB a column
+            # at a million sessions.
+            # The columns are allocated once, at their size, and filled a few blocks at a
+            # time from a server-side cursor: the client never holds the whole result twice.
+            (n,) = self._x(f"SELECT COUNT(*) FROM {source}", cur=cur).fetchone()
+            with cur.connection.cursor(name=f"close_{name}") as blocks:
+                blocks.execute(
+                    f"SELECT {aggs} FROM {source} GROUP BY get_byte(x.session_id, 0)",
+                    binary=True,
+                )
+                cols = _from_blocks(n, iter(lambda: blocks.fetchmany(16), []), layout)
+        else:
+            select = f"SELECT {', '.join(exprs)} FROM {source}"
+            cols = _from_rows(self._x(select, cur=cur).fetchall(), layout)
+        self.timings[f"read_{name}"] = time.perf_counter() - t
+        return cols
 
     def touched_only(self) -> bool:
         """Whether to read only the sessions touched up to bucket `epoch` since the closes
@@ -568,336 +713,176 @@ class SetClose:
             live = self._x("SELECT COUNT(*) FROM receipt_session").fetchone()[0]
         return 2 * touched < live
 
-    def _touched(self, e: int) -> None:
-        """close_t, the sessions touched up to bucket `e`, and their rows of receipt_session,
-        delivery_best and view_best (close_ts, close_td, close_tv), found by primary key.
-
-        Lookups, not scans: the stored tables hold every live session (days of them), the
-        touched ones are an epoch's worth. Each copy is its own statement, a join of close_t
-        with one table, where the planner has nothing to misjudge; nested loops are the only
-        join left to it there (close_epoch turns them off for the statements that follow).
-        """
-        self._temp(
-            "close_t",
+    def _touched(self, e: int, cur: Any) -> None:
+        """close_t: the sessions touched up to bucket `e`, which the reads then join by
+        primary key. Nested loops are the only join left to the planner there: the stored
+        tables hold every live session (days of them), the touched ones an epoch's worth."""
+        self._x("DROP TABLE IF EXISTS close_t", cur=cur)
+        on_commit = " ON COMMIT DROP" if self.pg else ""
+        self._x(
+            f"CREATE TEMP TABLE close_t{on_commit} AS "
             "SELECT DISTINCT viewer, session_id FROM session_touch WHERE bucket <= %s",
             (e,),
+            cur,
         )
         if self.pg:
-            self._x("ANALYZE close_t")  # its size, for the plans below
-            self._x("SET LOCAL enable_nestloop = on")
-            self._x("SET LOCAL enable_hashjoin = off")
-            self._x("SET LOCAL enable_mergejoin = off")
-        join = "JOIN close_t t ON x.viewer = t.viewer AND x.session_id = t.session_id"
-        self._temp("close_ts", f"SELECT x.* FROM receipt_session x {join}")
-        self._temp("close_td", f"SELECT x.* FROM delivery_best x {join} WHERE x.bucket <= %s", (e,))
-        self._temp("close_tv", f"SELECT x.* FROM view_best x {join} WHERE x.bucket <= %s", (e,))
+            self._x("ANALYZE close_t", cur=cur)  # its size, for the plans below
+
+    def _lookups(self, cur: Any, on: bool) -> None:
+        """PostgreSQL: only nested loops (primary key lookups) for the touched sessions'
+        reads of the stored tables (`on`), else as close_epoch has it."""
         if self.pg:
-            self._x("SET LOCAL enable_nestloop = off")  # as close_epoch has it
-            self._x("SET LOCAL enable_hashjoin = DEFAULT")
-            self._x("SET LOCAL enable_mergejoin = DEFAULT")
-            for name in ("close_ts", "close_td", "close_tv"):
-                self._x(f"ANALYZE {name}")
+            self._x(f"SET LOCAL enable_nestloop = {'on' if on else 'off'}", cur=cur)
+            self._x(f"SET LOCAL enable_hashjoin = {'off' if on else 'DEFAULT'}", cur=cur)
+            self._x(f"SET LOCAL enable_mergejoin = {'off' if on else 'DEFAULT'}", cur=cur)
 
     def build(self, touched_only: bool | None = None) -> None:
-        """The temporary tables. close_d, close_v and close_c are stored in key order: the
-        watermark INSERTs, the exports, the joins and the aggregate that read them in that
-        order then find their input presorted (about 2.8 s less than sorting them each
-        time, at 1M sessions).
+        """Read the close's rows and credit them (`self.credit`).
 
         `touched_only`: read only the sessions of session_touch (None: `touched_only()`
-        decides; tests force each way and compare). Timings then include close_t's.
+        decides; tests force each way and compare). On PostgreSQL the tables are read at
+        once over three connections in this transaction's snapshot (exported to them).
         """
-        e, now_enc = self.epoch, enc(self.now)
+        e = int(self.epoch)
         if touched_only is None:
             touched_only = self.touched_only()
-        # Where the candidates and their sessions come from: the stored tables, or the rows
-        # of the touched sessions copied out of them; and which watermarks are read.
-        sessions, best_d, best_v, only = "receipt_session", "delivery_best", "view_best", ""
+        join, only = "", ""
         if touched_only:
-            self._touched(e)
-            sessions, best_d, best_v = "close_ts", "close_td", "close_tv"
-            only = "AND (viewer, session_id) IN (SELECT viewer, session_id FROM close_t)"
-        if self.pg and not touched_only:
-            # Merge joins for the candidates: the window's sort already orders them by key,
-            # the sessions come in key order from their primary key's index, and the result
-            # needs no sort of its own. The planner expects a handful of rows after the window
-            # (it cannot see that every key has one best row) and would hash a million
-            # receipts, then sort them again: 8.4 s against 4.6 s for close_d at 1M sessions.
-            self._x("SET LOCAL enable_hashjoin = off")
-        # Candidate of each delivery key among buckets <= e (highest counters; rows of one
-        # key never cross, a tie keeps the earliest bucket), with the key's watermark (the
-        # row of the latest earlier close that moved it), for sessions not quarantined.
-        # Watermarks never move down (componentwise), so a key's watermark, the row of the
-        # latest earlier close that moved it, is also its per-counter maximum.
-        self._temp(
-            "close_d",
-            f"""SELECT k.viewer, k.session_id, k.node, k.bucket, k.cb, k.cs, k.issued_at,
-                k.signature, s.content_id, s.started_at,
-                COALESCE(w.wb, {_ZERO}) AS wb, COALESCE(w.ws, 0) AS ws,
-                {_inc("k.cb", "k.cs", f"COALESCE(w.wb, {_ZERO})", "COALESCE(w.ws, 0)")} AS inc
-            FROM (SELECT d.viewer, d.session_id, d.node, d.bucket, d.bytes_served AS cb,
-                    d.segments_served AS cs, d.issued_at, d.signature,
-                    ROW_NUMBER() OVER (PARTITION BY d.viewer, d.session_id, d.node
-                        ORDER BY d.bytes_served DESC, d.segments_served DESC, d.bucket) AS rn
-                  FROM {best_d} d WHERE d.bucket <= %s) k
-            JOIN {sessions} s ON s.viewer = k.viewer AND s.session_id = k.session_id
-            LEFT JOIN (SELECT viewer, session_id, node, MAX(bytes_served) AS wb,
-                    MAX(segments_served) AS ws FROM delivery_watermark WHERE epoch < %s
-                    {only} GROUP BY viewer, session_id, node) w
-                ON w.viewer = k.viewer AND w.session_id = k.session_id AND w.node = k.node
-            WHERE k.rn = 1 AND (s.quarantined_at IS NULL OR s.quarantined_at >= %s)
-            ORDER BY k.viewer, k.session_id, k.node""",
-            (e, e, now_enc),
-        )
-        self._temp(
-            "close_v",
-            f"""SELECT k.viewer, k.session_id, k.bucket, k.vc, k.issued_at, k.signature,
-                s.content_id, s.started_at, COALESCE(w.vw, 0) AS vw,
-                CASE WHEN k.vc > COALESCE(w.vw, 0) THEN 1 ELSE 0 END AS v_inc
-            FROM (SELECT v.viewer, v.session_id, v.bucket, v.watch_seconds AS vc, v.issued_at,
-                    v.signature,
-                    ROW_NUMBER() OVER (PARTITION BY v.viewer, v.session_id
-                        ORDER BY v.watch_seconds DESC, v.bucket) AS rn
-                  FROM {best_v} v WHERE v.bucket <= %s) k
-            JOIN {sessions} s ON s.viewer = k.viewer AND s.session_id = k.session_id
-            LEFT JOIN (SELECT viewer, session_id, MAX(watch_seconds) AS vw FROM view_watermark
-                    WHERE epoch < %s {only} GROUP BY viewer, session_id) w
-                ON w.viewer = k.viewer AND w.session_id = k.session_id
-            WHERE k.rn = 1 AND (s.quarantined_at IS NULL OR s.quarantined_at >= %s)
-            ORDER BY k.viewer, k.session_id""",
-            (e, e, now_enc),
-        )
-        if self.pg and not touched_only:
-            self._x("SET LOCAL enable_hashjoin = DEFAULT")
-        if self.pg:
-            # Both inputs are stored in key order: a sorted aggregate finds them presorted
-            # and gives close_c its order, where hashing would need a 400 MB table at 1M
-            # sessions and a sort after it (0.75 s less here).
-            self._x("SET LOCAL enable_hashagg = off")
-        # Sessions with an included key: the delivered segments after this close, and the
-        # watch clip: watch_cum = the view candidate, else the view watermark; clipped =
-        # min(watch_cum, segment_seconds * segments); credit = max(0, clipped - watermark).
-        seg = int(self.seg)
-        self._temp(
-            "close_c",
-            f"""SELECT x.viewer, x.session_id, x.content_id, x.vw, x.clipped,
-                CASE WHEN x.clipped > x.vw THEN x.clipped - x.vw ELSE 0 END AS credit
-            FROM (SELECT viewer, session_id, content_id, vw,
-                    CASE WHEN COALESCE(vc, vw) < {seg} * segs THEN COALESCE(vc, vw)
-                         ELSE {seg} * segs END AS clipped
-                  FROM (SELECT a.viewer, a.session_id, a.content_id,
-                            CAST(SUM(a.segs) AS BIGINT) AS segs, MAX(a.vc) AS vc,
-                            MAX(a.vw) AS vw
-                        FROM (SELECT viewer, session_id, content_id, inc AS d_inc,
-                                CASE WHEN inc = 1 THEN cs ELSE ws END AS segs,
-                                CAST(NULL AS BIGINT) AS vc, 0 AS vw, 0 AS v_inc FROM close_d
-                              UNION ALL
-                              SELECT viewer, session_id, content_id, 0, 0, vc, vw, v_inc
-                              FROM close_v) a
-                        GROUP BY a.viewer, a.session_id, a.content_id
-                        HAVING SUM(a.d_inc) > 0 OR MAX(a.v_inc) = 1) s) x
-            ORDER BY x.viewer, x.session_id""",
-        )
-        if self.pg:
-            self._x("SET LOCAL enable_hashagg = DEFAULT")
-        self._temp(
-            "close_vt",
-            """SELECT viewer, SUM(cb - wb) AS t FROM close_d WHERE inc = 1 AND cb > wb
-            GROUP BY viewer""",
-        )
-        self._temp(
-            "close_wt",
-            "SELECT viewer, SUM(credit) AS t FROM close_c WHERE credit > 0 GROUP BY viewer",
-        )
+            join = "JOIN close_t t ON x.viewer = t.viewer AND x.session_id = t.session_id"
+            only = "AND (x.viewer, x.session_id) IN (SELECT viewer, session_id FROM close_t)"
+        # name: (columns, source, layout, by primary key): the stored tables of live sessions,
+        # then the watermark tables (scanned: they have no index).
+        reads = {
+            "deliveries": (
+                ("x.viewer", "x.session_id", "x.node", "x.bucket", "x.bytes_served",
+                 "x.segments_served", "x.issued_at", "x.signature"),
+                f"delivery_best x {join} WHERE x.bucket <= {e}",
+                _DELIVERIES,
+                touched_only,
+            ),
+            "views": (
+                ("x.viewer", "x.session_id", "x.bucket", "x.watch_seconds", "x.issued_at",
+                 "x.signature"),
+                f"view_best x {join} WHERE x.bucket <= {e}",
+                _VIEWS,
+                touched_only,
+            ),
+            "sessions": (
+                ("x.viewer", "x.session_id", "x.content_id", "x.started_at",
+                 f"COALESCE(x.quarantined_at, {_NOT_QUARANTINED})"),
+                f"receipt_session x {join}",
+                _SESSIONS,
+                touched_only,
+            ),
+            "delivery_marks": (
+                ("x.viewer", "x.session_id", "x.node", "x.bytes_served", "x.segments_served"),
+                f"delivery_watermark x WHERE x.epoch < {e} {only}",
+                _DELIVERY_MARKS,
+                False,
+            ),
+            "view_marks": (
+                ("x.viewer", "x.session_id", "x.watch_seconds"),
+                f"view_watermark x WHERE x.epoch < {e} {only}",
+                _VIEW_MARKS,
+                False,
+            ),
+        }  # fmt: skip
+        # Which connection reads what: about a third of the work each (deliveries are most).
+        plan = (("deliveries",), ("views", "view_marks"), ("sessions", "delivery_marks"))
+        got: dict[str, Cols] = {}
 
-    def totals(self, max_bytes_per_viewer: int, max_watch_seconds: int) -> SetCloseTotals:
-        """Weights of viewers under both caps, summed here; the others in full for Python."""
-        # Beyond int64 no SQLite sum can reach: those viewers go to Python, which re-checks.
-        bcap = min(max_bytes_per_viewer, _INT64_MAX)
-        wcap = min(max_watch_seconds, _INT64_MAX)
-        none_capped = "SELECT COUNT(*) FROM {} WHERE t > %s"
-        bytes_capped = self._x(none_capped.format("close_vt"), (bcap,)).fetchone()[0] > 0
-        # With no viewer above the bytes cap the join with the per-viewer totals is moot.
-        join = "JOIN close_vt t ON t.viewer = d.viewer AND t.t <= %s " if bytes_capped else ""
-        node = {
-            bytes(n): _int(b)
-            for n, b in self._x(
-                f"SELECT d.node, SUM(d.cb - d.wb) FROM close_d d {join}"
-                "WHERE d.inc = 1 AND d.cb > d.wb GROUP BY d.node",
-                (bcap,) if bytes_capped else (),
-            ).fetchall()
-        }
-        capped_bytes: dict[bytes, dict[bytes, int]] = {}
-        if bytes_capped:
-            for v, n, b in self._x(
-                "SELECT d.viewer, d.node, SUM(d.cb - d.wb) FROM close_d d JOIN close_vt t "
-                "ON t.viewer = d.viewer WHERE d.inc = 1 AND d.cb > d.wb AND t.t > %s "
-                "GROUP BY d.viewer, d.node",
-                (bcap,),
-            ).fetchall():
-                capped_bytes.setdefault(bytes(v), {})[bytes(n)] = _int(b)
-        viewer = {
-            bytes(v): _int(t)
-            for v, t in self._x("SELECT viewer, t FROM close_wt WHERE t <= %s", (wcap,)).fetchall()
-        }
-        watch_capped = self._x(none_capped.format("close_wt"), (wcap,)).fetchone()[0] > 0
-        join = "JOIN close_wt t ON t.viewer = c.viewer AND t.t <= %s " if watch_capped else ""
-        creator = {
-            bytes(c): _int(t)
-            for c, t in self._x(
-                f"SELECT rc.creator, SUM(c.credit) FROM close_c c {join}"
-                "JOIN registry_content rc ON rc.content_id = c.content_id "
-                "WHERE c.credit > 0 AND rc.creator <> c.viewer GROUP BY rc.creator",
-                (wcap,) if watch_capped else (),
-            ).fetchall()
-        }
-        capped_watch: dict[bytes, dict[tuple[bytes, bytes], int]] = {}
-        if watch_capped:
-            for v, cid, sid, credit in self._x(
-                "SELECT c.viewer, c.content_id, c.session_id, c.credit FROM close_c c "
-                "JOIN close_wt t ON t.viewer = c.viewer WHERE t.t > %s AND c.credit > 0",
-                (wcap,),
-            ).fetchall():
-                capped_watch.setdefault(bytes(v), {})[(bytes(cid), bytes(sid))] = _int(credit)
-        return SetCloseTotals(node, viewer, creator, capped_bytes, capped_watch)
+        def run(cur: Any, names: tuple[str, ...]) -> None:
+            if touched_only:
+                t = time.perf_counter()
+                self._touched(e, cur)
+                self.timings[f"touched_{names[0]}"] = time.perf_counter() - t
+            if self.pg:
+                # Blocks by hashing (256 groups): a sort would move every row once more.
+                self._x("SET LOCAL enable_sort = off", cur=cur)
+            for name in names:
+                exprs, source, layout, lookups = reads[name]
+                self._lookups(cur, lookups)
+                got[name] = self._read(cur, name, exprs, source, layout)
+            self._lookups(cur, False)
+            if self.pg:
+                self._x("SET LOCAL enable_sort = DEFAULT", cur=cur)
+
+        if self.pg:
+            with (
+                self.epochs.snapshot_cursors(self.cur, len(plan) - 1) as others,
+                ThreadPoolExecutor(len(plan), thread_name_prefix="close-read") as pool,
+            ):
+                jobs = [
+                    pool.submit(run, cur, names)
+                    for cur, names in zip((self.cur, *others), plan, strict=True)
+                ]
+                wait(jobs)
+                for job in jobs:
+                    job.result()
+        else:
+            run(self.cur, tuple(name for names in plan for name in names))
+        t = time.perf_counter()
+        self.credit = credit_epoch(
+            got["deliveries"],
+            got["views"],
+            got["sessions"],
+            got["delivery_marks"],
+            got["view_marks"],
+            now=self.now,
+            segment_seconds=self.seg,
+        )
+        self.timings["credit"] = time.perf_counter() - t
+
+    def _credited(self) -> CloseCredit:
+        if self.credit is None:
+            raise RuntimeError("SetClose.build() first")
+        return self.credit
+
+    def totals(
+        self, max_bytes_per_viewer: int, max_watch_seconds: int, creators: Mapping[bytes, bytes]
+    ) -> CreditWeights:
+        """Weights of viewers under both caps, summed; the others in full for Python."""
+        return self._credited().weights(max_bytes_per_viewer, max_watch_seconds, creators)
 
     def drop(self) -> None:
         """SQLite keeps temporary tables for the connection's life (PostgreSQL drops at commit)."""
         if not self.pg:
-            for name in _TEMP_TABLES:
-                self._x(f"DROP TABLE IF EXISTS {name}")
+            self._x("DROP TABLE IF EXISTS close_t")
 
     def write_watermarks(self) -> None:
         """The keys this close moved, as rows of this epoch (insert-only); and the touches it
-        consumed.
-
-        No ORDER BY: the row order changes nothing stored, and close_d and close_c are
-        written in key order (build), so a scan of them already appends the epoch's rows
-        at the end of the primary key's index in order, without sorting them once more.
-        """
+        consumed."""
+        c = self._credited()
         e = self.epoch
-        self._x(
-            "INSERT INTO delivery_watermark (viewer, session_id, node, epoch, bytes_served, "
-            "segments_served) SELECT viewer, session_id, node, %s, cb, cs FROM close_d "
-            "WHERE inc = 1",
-            (e,),
-        )
-        self._x(
-            "INSERT INTO view_watermark (viewer, session_id, epoch, watch_seconds) "
-            "SELECT viewer, session_id, %s, clipped FROM close_c WHERE clipped > vw",
-            (e,),
-        )
+        for table, cols, layout in (
+            (
+                "delivery_watermark (viewer, session_id, node, bytes_served, segments_served, "
+                "epoch)",
+                c.delivery_watermarks(),
+                (*_DELIVERY_MARKS, ("epoch", "i")),
+            ),
+            (
+                "view_watermark (viewer, session_id, watch_seconds, epoch)",
+                c.view_watermarks(),
+                (*_VIEW_MARKS, ("epoch", "i")),
+            ),
+        ):
+            cols = cols.with_(epoch=np.full(len(cols), e, np.uint64))
+            if not len(cols):
+                continue
+            if self.pg:
+                # A chunk of records at a time: the server parses one while the next is built.
+                with self.cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.write(_PGCOPY + b"\x00" * 8)
+                    for lo in range(0, len(cols), _MARK_CHUNK):
+                        copy.write(_to_records(cols.take(slice(lo, lo + _MARK_CHUNK)), layout))
+                    copy.write(b"\xff\xff")
+            else:
+                marks = ", ".join("?" * len(layout))
+                self.cur.executemany(
+                    f"INSERT INTO {table} VALUES ({marks})", _to_rows(cols, layout)
+                )
         # Only the rows this close's snapshot saw go (PostgreSQL's REPEATABLE READ; SQLite's
         # close holds the write lock): a batch that commits meanwhile keeps its rows for the
         # next close, which reads its sessions then.
         self._x("DELETE FROM session_touch WHERE bucket <= %s", (e,))
-
-    # -- published rows, in their files' order -------------------------------------------
-
-    _PUBLISH: Final = {
-        "delivery_receipts": (
-            "SELECT viewer, session_id, node, content_id, started_at, cb, cs, issued_at, "
-            "signature, bucket FROM close_d WHERE inc = 1 ORDER BY viewer, session_id, node"
-        ),
-        "view_receipts": (
-            "SELECT viewer, session_id, content_id, started_at, vc, issued_at, signature, bucket "
-            "FROM close_v WHERE v_inc = 1 ORDER BY viewer, session_id"
-        ),
-        "delivery_watermarks": (
-            "SELECT d.viewer, d.session_id, d.node, d.wb, d.ws FROM close_d d JOIN close_c s "
-            f"ON s.viewer = d.viewer AND s.session_id = d.session_id WHERE d.wb <> {_ZERO} "
-            "OR d.ws <> 0 ORDER BY d.viewer, d.session_id, d.node"
-        ),
-        "view_watermarks": (
-            "SELECT viewer, session_id, vw FROM close_c WHERE vw > 0 ORDER BY viewer, session_id"
-        ),
-    }
-    # PostgreSQL formats the big files itself (COPY ... TO STDOUT), byte for byte as
-    # publish.*_line do: hex lowercase, uint64 decoded, keys sorted.
-    # (key, column, kind): h = bytes as 0x hex, u = stored uint64, "" = integer.
-    _PG_LINES: Final = {
-        "delivery_receipts": (
-            ("bucket", "bucket", ""), ("bytesServed", "cb", "u"),
-            ("contentId", "content_id", "h"), ("issuedAt", "issued_at", "u"),
-            ("node", "node", "h"), ("segmentsServed", "cs", ""),
-            ("sessionId", "session_id", "h"), ("signature", "signature", "h"),
-            ("startedAt", "started_at", "u"), ("viewer", "viewer", "h"),
-        ),
-        "view_receipts": (
-            ("bucket", "bucket", ""), ("contentId", "content_id", "h"),
-            ("issuedAt", "issued_at", "u"), ("sessionId", "session_id", "h"),
-            ("signature", "signature", "h"), ("startedAt", "started_at", "u"),
-            ("viewer", "viewer", "h"), ("watchSeconds", "vc", ""),
-        ),
-        "delivery_watermarks": (
-            ("bytesServed", "d.wb", "u"), ("node", "d.node", "h"),
-            ("segmentsServed", "d.ws", ""), ("sessionId", "d.session_id", "h"),
-            ("viewer", "d.viewer", "h"),
-        ),
-        "view_watermarks": (
-            ("sessionId", "session_id", "h"), ("viewer", "viewer", "h"),
-            ("watchSeconds", "vw", ""),
-        ),
-    }  # fmt: skip
-
-    @staticmethod
-    def _pg_line(fields: tuple[tuple[str, str, str], ...]) -> str:
-        """Columns c0, c1, ... joined into the canonical line, as publish.*_line.
-
-        With || and explicit casts rather than concat(), which looks up each argument's
-        output function again on every row: 7.3 s against 6.5 s for the delivery receipts
-        of a million sessions. (No column is NULL, which || would spread.)
-        """
-        parts: list[str] = []
-        for i, (key, _, kind) in enumerate(fields):
-            # The quote that closes the previous value opens this key's part.
-            head = ("{" if i == 0 else '",') + f'"{key}":"' + ("0x" if kind == "h" else "")
-            parts.append(f"'{head}'")
-            col = f"c{i}"
-            if kind == "h":
-                parts.append(f"encode({col}, 'hex')")
-            elif kind == "u":
-                parts.append(_pg_u64(col))
-            else:
-                parts.append(f"{col}::text")
-        parts.append("'\"}'")
-        return " || ".join(parts)
-
-    def publish_rows(self, name: str, batch: int = 50_000) -> Iterator[tuple[Any, ...]]:
-        """Rows of a big file, uint64 columns decoded (SQLite and tests)."""
-        sql = self._PUBLISH[name]
-        cur = self._x(sql)
-        u64 = {
-            "delivery_receipts": (4, 5, 7),
-            "view_receipts": (3, 5),
-            "delivery_watermarks": (3,),
-            "view_watermarks": (),
-        }[name]
-        while True:
-            rows = cur.fetchmany(batch)
-            if not rows:
-                return
-            for row in rows:
-                row = [bytes(x) if isinstance(x, memoryview) else x for x in row]
-                for i in u64:
-                    row[i] = row[i] + U64_OFFSET
-                yield tuple(row)
-
-    def copy_lines(self, name: str) -> Iterator[bytes]:
-        """PostgreSQL only: the file's lines as COPY chunks (one line per row, \\n-ended).
-
-        The rows are sorted before the lines are built: the sort moves columns, not lines.
-        """
-        fields = self._PG_LINES[name]
-        body, _, order = self._PUBLISH[name].partition(" ORDER BY ")
-        _, _, source = body.partition(" FROM ")
-        cols = ", ".join(f"{col} AS c{i}" for i, (_, col, _) in enumerate(fields))
-        query = (
-            f"SELECT {self._pg_line(fields)} FROM "
-            f"(SELECT {cols} FROM {source} ORDER BY {order}) AS sorted_rows"
-        )
-        # The outer query only projects: it keeps the order of the sorted subquery (and the
-        # test that SQLite and PostgreSQL publish the same bytes would see otherwise).
-        with self.cur.copy(f"COPY ({query}) TO STDOUT") as copy:
-            for chunk in copy:
-                yield bytes(chunk)

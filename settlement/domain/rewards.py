@@ -1,12 +1,10 @@
 """Reward rules of PROTOCOL sections 4 and 5: watermarks, deltas, caps, pools, allocation.
 
 Pure and exact: integers in, integers out, no clock and no I/O. What the close and the
-auditor both run: per-key credit of PROTOCOL 4 set-based in SQL (adapters.epoch_db.SetClose,
-the same statements on PostgreSQL and on SQLite), then `settle_weights` here for the caps,
-pools and allocation. `credit_row` / `settle_rows` state the same per-key rules one session
-at a time: the readable reference that tests hold the SQL to (same allocations, pools,
-watermarks and root).
-"""
+auditor both run: per-key credit of PROTOCOL 4 over columns (`domain.credit`, numpy), then
+`settle_weights` here for the caps, pools and allocation. `credit_row` / `settle_rows` state
+the same per-key rules one session at a time: the readable reference that tests hold the
+columnar credit to (same allocations, pools, watermarks and root)."""
 
 from __future__ import annotations
 
@@ -341,7 +339,7 @@ class EpochWeights:
     `node`, `viewer`, `creator`: weights of viewers known to be within both caps, final.
     `capped_bytes` (viewer -> node -> bytes) and `capped_watch` (viewer -> (contentId,
     sessionId) -> seconds): viewers that may be above a cap, in full; `settle_weights` caps
-    them and adds them in. A set-based close sums the many viewers under the caps in SQL
+    them and adds them in. The columnar close sums the many viewers under the caps itself
     and hands over only the few above them; `EpochAccumulator` hands over every viewer.
     """
 

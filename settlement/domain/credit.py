@@ -1,0 +1,451 @@
+"""PROTOCOL 4's credit of one close, key by key, over columns (numpy).
+
+The close reads its stored rows into columns (`Cols`), and `credit_epoch` works on all of
+them at once: each key's candidate (its best row among the buckets `<= e`), its watermark,
+whether it is included, each session's delivered segments and watch clip. `CloseCredit`
+then gives the per-viewer, per-node and per-creator weights the caps and pools need
+(`rewards.settle_weights` splits them), the watermark rows the close writes and the rows
+it publishes, in their files' order. Pure: arrays in, arrays out; the close and the
+auditor run this same code, and tests hold it to `rewards.settle_rows`, the rules stated
+one session at a time.
+
+Keys are the stored bytes (addresses, ids) side by side in one fixed-width `S` value per
+row: numpy sorts and compares those as unsigned bytes, lexicographically, the order the
+stores give bytea and BLOB keys and the published files use. Counters are `uint64`;
+every sum is exact (`group_sum`): beyond 64 bits it falls back to Python integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+U64 = np.uint64
+_LOW32 = np.uint64(0xFFFF_FFFF)
+_MAX64 = 2**64 - 1
+_NEVER = _MAX64  # quarantined_at of a session that is not quarantined
+
+
+class Cols(dict[str, np.ndarray]):
+    """Columns of one table, all of one length: bytes as (n, width) uint8, integers uint64."""
+
+    def __len__(self) -> int:  # rows, not columns
+        return 0 if not dict.__len__(self) else len(next(iter(self.values())))
+
+    def take(self, rows: Any) -> Cols:
+        return Cols({k: v[rows] for k, v in self.items()})
+
+    def with_(self, **cols: np.ndarray) -> Cols:
+        return Cols({**self, **cols})
+
+
+def empty_bytes(width: int) -> np.ndarray:
+    return np.zeros((0, width), np.uint8)
+
+
+def key(*cols: np.ndarray) -> np.ndarray:
+    """The row keys: the byte columns side by side, one `S` value per row."""
+    n = cols[0].shape[0]
+    width = sum(c.shape[1] for c in cols)
+    out = np.empty((n, width), np.uint8)
+    at = 0
+    for c in cols:
+        out[:, at : at + c.shape[1]] = c
+        at += c.shape[1]
+    return out.view(f"S{width}").reshape(n)
+
+
+def as_bytes(matrix: np.ndarray) -> list[bytes]:
+    """Rows of an (n, width) uint8 matrix as bytes (an `S` value drops trailing zero bytes,
+    an address may end with some: never read keys back through `S`)."""
+    n, width = matrix.shape
+    raw = np.ascontiguousarray(matrix).tobytes()
+    return [raw[i : i + width] for i in range(0, n * width, width)]
+
+
+def starts_of(sorted_keys: np.ndarray) -> np.ndarray:
+    """Boolean: the first row of each run of equal keys."""
+    first = np.ones(len(sorted_keys), bool)
+    if len(sorted_keys) > 1:
+        first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    return first
+
+
+def group_sum(values: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Exact sums of uint64 `values` over runs starting where `first` is True: uint64, or
+    Python integers (object) when some sum needs more than 64 bits."""
+    starts = np.flatnonzero(first)
+    if len(values) == 0:
+        return np.zeros(0, U64)
+    # Halves of 32 bits: neither half's sum can overflow below 2**32 rows a run.
+    lo = np.add.reduceat(values & _LOW32, starts)
+    hi = np.add.reduceat(values >> U64(32), starts) + (lo >> U64(32))
+    if bool((hi >> U64(32)).any()):
+        return np.array(
+            [(int(h) << 32) + (int(x) & 0xFFFF_FFFF) for h, x in zip(hi, lo, strict=True)],
+            dtype=object,
+        )
+    return (hi << U64(32)) | (lo & _LOW32)
+
+
+def _best_per_key(keys: np.ndarray, tiebreak: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Row indices of the best row of each key, in key order. `tiebreak`: lexsort keys (the
+    last most significant) ranking the rows of one key, best first."""
+    order = np.argsort(keys, kind="stable")
+    first = starts_of(keys[order])
+    group = np.cumsum(first) - 1
+    several = np.bincount(group)[group] > 1
+    if several.any():
+        # Keys with rows in several buckets: rank just those rows, within their key's run.
+        at = np.flatnonzero(several)
+        rows = order[at]
+        ranked = np.lexsort((*(t[rows] for t in tiebreak), group[at]))
+        order[at] = rows[ranked]
+    return order[first]
+
+
+def _max_per_key(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(unique keys sorted, the maximum of each of `values` per key)."""
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    first = starts_of(k)
+    starts = np.flatnonzero(first)
+    if len(k) == 0:
+        return (k, *(np.zeros(0, U64) for _ in values))
+    return (k[first], *(np.maximum.reduceat(v[order], starts) for v in values))
+
+
+def lookup(table_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position in the sorted unique `table_keys`, found) of each of `keys`."""
+    if len(table_keys) == 0:
+        return np.zeros(len(keys), np.intp), np.zeros(len(keys), bool)
+    pos = np.searchsorted(table_keys, keys)
+    pos[pos == len(table_keys)] = 0
+    return pos, table_keys[pos] == keys
+
+
+@dataclass(slots=True)
+class CloseCredit:
+    """One close's credit. Rows in key order:
+
+    `d`: the candidate of every delivery key of a live session: `row` (in `deliveries`),
+    `session` (in `sessions`), viewer, node, bytes_served, segments, its watermark `wb` /
+    `ws`, `inc` and `credited` (its session is); `v`: the view candidates (`row`, `session`,
+    `vw`, `inc`); `c`: the credited sessions (viewer, session_id, content_id, `vw`,
+    `clipped`, `credit`). The stored rows' wide columns stay in the tables read.
+    """
+
+    d: Cols
+    v: Cols
+    c: Cols
+    deliveries: Cols
+    views: Cols
+    sessions: Cols
+
+    # -- the weights ----------------------------------------------------------------------
+
+    def weights(
+        self, max_bytes_per_viewer: int, max_watch_seconds: int, creators: Mapping[bytes, bytes]
+    ) -> CreditWeights:
+        """Node, viewer and creator weights of the viewers under each cap; the viewers above
+        it in detail (bytes by node, seconds by (contentId, sessionId)) for the cap rule."""
+        node: dict[bytes, int] = {}
+        capped_bytes: dict[bytes, dict[bytes, int]] = {}
+        d = self.d.take(self.d["inc"])
+        delta = d["bytes_served"] - d["wb"]
+        d, delta = d.take(delta > 0), delta[delta > 0]
+        if len(d):
+            vkeys = key(d["viewer"])
+            first = starts_of(vkeys)
+            per_viewer = group_sum(delta, first)
+            over = _above(per_viewer, max_bytes_per_viewer)[np.cumsum(first) - 1]
+            node = _sums(d["node"][~over], delta[~over])
+            if over.any():
+                for (viewer, n), b in _sums2(d["viewer"][over], d["node"][over], delta[over]):
+                    capped_bytes.setdefault(viewer, {})[n] = b
+        viewer: dict[bytes, int] = {}
+        creator: dict[bytes, int] = {}
+        capped_watch: dict[bytes, dict[tuple[bytes, bytes], int]] = {}
+        c = self.c.take(self.c["credit"] > 0)
+        if len(c):
+            first = starts_of(key(c["viewer"]))
+            per_viewer = group_sum(c["credit"], first)
+            over_v = _above(per_viewer, max_watch_seconds)
+            viewers = as_bytes(c["viewer"][first])
+            viewer = {
+                a: int(t) for a, t, o in zip(viewers, per_viewer, over_v, strict=True) if not o
+            }
+            over = over_v[np.cumsum(first) - 1]
+            under = c.take(~over)
+            # The creator of each session's content, where the snapshot has one other than the
+            # viewer: PROTOCOL 5 gives the others' seconds no weight.
+            who, found = _creator_of(under["content_id"], creators)
+            paid = found & ~(who == under["viewer"]).all(axis=1)
+            creator = _sums(who[paid], under["credit"][paid])
+            if over.any():
+                top = c.take(over)
+                for v, cid, sid, s in zip(
+                    as_bytes(top["viewer"]),
+                    as_bytes(top["content_id"]),
+                    as_bytes(top["session_id"]),
+                    top["credit"].tolist(),
+                    strict=True,
+                ):
+                    capped_watch.setdefault(v, {})[(cid, sid)] = s
+        return CreditWeights(node, viewer, creator, capped_bytes, capped_watch)
+
+    # -- what the close writes and publishes ----------------------------------------------
+
+    def delivery_watermarks(self) -> Cols:
+        """The delivery keys this close moves, to their candidate (viewer, session_id, node,
+        bytes_served, segments)."""
+        d = self.d.take(self.d["inc"])
+        return Cols(
+            viewer=d["viewer"],
+            session_id=self.sessions["session_id"][d["session"]],
+            node=d["node"],
+            bytes_served=d["bytes_served"],
+            segments=d["segments"],
+        )
+
+    def view_watermarks(self) -> Cols:
+        """The sessions whose view watermark moves (viewer, session_id, watch_seconds)."""
+        c = self.c.take(self.c["clipped"] > self.c["vw"])
+        return Cols(viewer=c["viewer"], session_id=c["session_id"], watch_seconds=c["clipped"])
+
+    def published_deliveries(self) -> Rows:
+        """The included delivery receipts: the stored columns and their session's."""
+        at = np.flatnonzero(self.d["inc"])
+        rows, sess = self.d["row"][at], self.d["session"][at]
+        table, sessions = self.deliveries, self.sessions
+
+        def gather(part: slice) -> Cols:
+            s = sess[part]
+            return table.take(rows[part]).with_(
+                content_id=sessions["content_id"][s], started_at=sessions["started_at"][s]
+            )
+
+        return Rows(len(at), gather)
+
+    def published_views(self) -> Rows:
+        """The included view receipts: the stored columns and their session's."""
+        at = np.flatnonzero(self.v["inc"])
+        rows, sess = self.v["row"][at], self.v["session"][at]
+        table, sessions = self.views, self.sessions
+
+        def gather(part: slice) -> Cols:
+            s = sess[part]
+            return table.take(rows[part]).with_(
+                content_id=sessions["content_id"][s], started_at=sessions["started_at"][s]
+            )
+
+        return Rows(len(at), gather)
+
+    def published_delivery_marks(self) -> Rows:
+        """The previous watermark of every delivery key of a credited session, where any."""
+        d = self.d
+        d = d.take(d["credited"] & ((d["wb"] > 0) | (d["ws"] > 0)))
+        d["session_id"] = self.sessions["session_id"][d["session"]]
+        return Rows(len(d), d.take)
+
+    def published_view_marks(self) -> Rows:
+        """The previous view watermark of every credited session, where any."""
+        c = self.c.take(self.c["vw"] > 0)
+        return Rows(len(c), c.take)
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """The rows of a published file, gathered a slice at a time (so that a million rows'
+    signatures are never all copied at once)."""
+
+    n: int
+    gather: Callable[[slice], Cols]
+
+    def chunks(self, size: int) -> Iterator[Cols]:
+        for lo in range(0, self.n, size):
+            yield self.gather(slice(lo, lo + size))
+
+    def all(self) -> Cols:
+        return self.gather(slice(None))
+
+
+@dataclass(slots=True)
+class CreditWeights:
+    node: dict[bytes, int]
+    viewer: dict[bytes, int]
+    creator: dict[bytes, int]
+    capped_bytes: dict[bytes, dict[bytes, int]]
+    capped_watch: dict[bytes, dict[tuple[bytes, bytes], int]]
+
+
+def _above(sums: np.ndarray, cap: int) -> np.ndarray:
+    if sums.dtype == object:
+        return np.array([s > cap for s in sums], bool)
+    return sums > U64(min(cap, _MAX64)) if cap < _MAX64 else np.zeros(len(sums), bool)
+
+
+def _creator_of(
+    content_ids: np.ndarray, creators: Mapping[bytes, bytes]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(creator as (n, 20) uint8, found) of each content id in the registry snapshot."""
+    width = content_ids.shape[1]
+    known = sorted((c, k) for c, k in creators.items() if len(c) == width and len(k) == 20)
+    if not known:
+        return np.zeros((len(content_ids), 20), np.uint8), np.zeros(len(content_ids), bool)
+    ids = np.frombuffer(b"".join(c for c, _ in known), np.uint8).reshape(-1, width)
+    who = np.frombuffer(b"".join(k for _, k in known), np.uint8).reshape(-1, 20)
+    at, found = lookup(key(ids), key(content_ids))
+    return who[at], found
+
+
+def _sums(keys: np.ndarray, values: np.ndarray) -> dict[bytes, int]:
+    """{key bytes: exact sum of `values`} over an (n, width) key matrix."""
+    if len(values) == 0:
+        return {}
+    order = np.argsort(key(keys), kind="stable")
+    k = keys[order]
+    first = starts_of(key(k))
+    totals = group_sum(values[order], first)
+    return dict(zip(as_bytes(k[first]), (int(t) for t in totals), strict=True))
+
+
+def _sums2(
+    a: np.ndarray, b: np.ndarray, values: np.ndarray
+) -> list[tuple[tuple[bytes, bytes], int]]:
+    width = a.shape[1]
+    joined = _sums(np.hstack((a, b)), values)
+    return [((k[:width], k[width:]), s) for k, s in joined.items()]
+
+
+def credit_epoch(
+    deliveries: Cols,
+    views: Cols,
+    sessions: Cols,
+    delivery_marks: Cols,
+    view_marks: Cols,
+    *,
+    now: int,
+    segment_seconds: int,
+) -> CloseCredit:
+    """PROTOCOL 4 over the stored rows a close reads.
+
+    `deliveries` / `views`: the stored best rows of buckets `<= e` (viewer, session_id,
+    [node,] bucket, bytes_served and segments / watch_seconds, issued_at, signature);
+    `sessions`: viewer, session_id, content_id, started_at, quarantined_at (2**64-1: not
+    quarantined); `*_marks`: rows of earlier closes' watermarks (several per key allowed:
+    watermarks never move down, the current one is the maximum). Sessions not in
+    `sessions`, or quarantined before `now`, credit nothing.
+    """
+    live_s = np.flatnonzero(sessions["quarantined_at"] >= U64(min(now, _MAX64)))
+    skeys = key(sessions["viewer"][live_s], sessions["session_id"][live_s])
+    s_order = np.argsort(skeys, kind="stable")
+    s_rows, skeys = live_s[s_order], skeys[s_order]  # live sessions, in key order
+
+    # Delivery candidates: per key the highest counters, a tie to the earliest bucket. The
+    # wide columns (signature...) stay where they are: `row` points at them.
+    dkeys = key(deliveries["viewer"], deliveries["session_id"], deliveries["node"])
+    best = _best_per_key(
+        dkeys, (deliveries["bucket"], ~deliveries["segments"], ~deliveries["bytes_served"])
+    )
+    dkeys = dkeys[best]
+    at, live = lookup(skeys, _prefix(dkeys, 52))
+    d_rows, dkeys, at = best[live], dkeys[live], at[live]
+    del best, live
+    mkeys, wb, ws = _max_per_key(
+        key(delivery_marks["viewer"], delivery_marks["session_id"], delivery_marks["node"]),
+        delivery_marks["bytes_served"],
+        delivery_marks["segments"],
+    )
+    w, has = lookup(mkeys, dkeys)
+    del dkeys, mkeys
+    d_wb = np.where(has, wb[w] if len(wb) else U64(0), U64(0))
+    d_ws = np.where(has, ws[w] if len(ws) else U64(0), U64(0))
+    cb, cs = deliveries["bytes_served"][d_rows], deliveries["segments"][d_rows]
+    d_inc = (cb >= d_wb) & (cs >= d_ws) & ((cb > d_wb) | (cs > d_ws))
+
+    # View candidates: per session the most seconds, a tie to the earliest bucket.
+    vkeys = key(views["viewer"], views["session_id"])
+    best = _best_per_key(vkeys, (views["bucket"], ~views["watch_seconds"]))
+    vkeys = vkeys[best]
+    v_at, live = lookup(skeys, vkeys)
+    v_rows, vkeys, v_at = best[live], vkeys[live], v_at[live]
+    mkeys, vwm = _max_per_key(
+        key(view_marks["viewer"], view_marks["session_id"]), view_marks["watch_seconds"]
+    )
+    w, has = lookup(mkeys, vkeys)
+    del vkeys, mkeys, skeys
+    v_vw = np.where(has, vwm[w] if len(vwm) else U64(0), U64(0))
+    vc_rows = views["watch_seconds"][v_rows]
+    v_inc = vc_rows > v_vw
+
+    # Per session (index into s_rows): delivered segments after this close, and the clip.
+    n = len(s_rows)
+    credited = np.zeros(n, bool)
+    segs: np.ndarray = np.zeros(n, U64)
+    if len(d_rows):
+        first = starts_of(at)
+        credited[at[d_inc]] = True
+        per = group_sum(np.where(d_inc, cs, d_ws), first)
+        if per.dtype == object:
+            segs = segs.astype(object)
+        segs[at[first]] = per
+    has_view = np.zeros(n, bool)
+    vc = np.zeros(n, U64)
+    vw = np.zeros(n, U64)
+    has_view[v_at] = True
+    vc[v_at] = vc_rows
+    vw[v_at] = v_vw
+    credited[v_at[v_inc]] = True
+    # watch_cum: the view candidate, else the view watermark (0: the session has no view row).
+    watch = np.where(has_view, vc, vw)
+    c_at = np.flatnonzero(credited)
+    clipped = _clip(watch[c_at], segs[c_at], segment_seconds)
+    c_vw = vw[c_at]
+    c_rows = s_rows[c_at]
+    c = Cols(
+        viewer=sessions["viewer"][c_rows],
+        session_id=sessions["session_id"][c_rows],
+        content_id=sessions["content_id"][c_rows],
+        vw=c_vw,
+        clipped=clipped,
+        credit=np.where(clipped > c_vw, clipped - c_vw, U64(0)),
+    )
+    d = Cols(
+        row=d_rows,
+        session=s_rows[at],
+        viewer=deliveries["viewer"][d_rows],
+        node=deliveries["node"][d_rows],
+        bytes_served=cb,
+        segments=cs,
+        wb=d_wb,
+        ws=d_ws,
+        inc=d_inc,
+        credited=credited[at],
+    )
+    v = Cols(row=v_rows, session=s_rows[v_at], vw=v_vw, inc=v_inc)
+    return CloseCredit(d, v, c, deliveries, views, sessions)
+
+
+def _prefix(keys: np.ndarray, width: int) -> np.ndarray:
+    """The first `width` bytes of each `S` key, as keys."""
+    n = len(keys)
+    return key(keys.view(np.uint8).reshape(n, keys.dtype.itemsize)[:, :width])
+
+
+def _clip(watch: np.ndarray, segs: np.ndarray, segment_seconds: int) -> np.ndarray:
+    """min(watch, segment_seconds * segs), exact (uint64 watch seconds)."""
+    if segs.dtype == object:
+        return np.array(
+            [min(int(w), segment_seconds * int(g)) for w, g in zip(watch, segs, strict=True)],
+            dtype=U64,
+        )
+    if segment_seconds == 0:
+        return np.zeros(len(watch), U64)
+    seg = U64(segment_seconds)
+    # Where segs * seg would pass the watch time (or 64 bits), the watch time is the minimum.
+    over = segs > watch // seg
+    return np.where(over, watch, segs * seg)
