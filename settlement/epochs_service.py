@@ -8,12 +8,14 @@ rows. Everything it publishes is a function of what it read: same inputs, same b
 
 from __future__ import annotations
 
-import queue
+import contextlib
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -239,19 +241,20 @@ def _compute(
     stages["credit_s"] = time.perf_counter() - t
     stages.update({f"credit.{k}_s": v for k, v in sc.timings.items()})
 
-    # From here the credit is in memory: a thread writes the watermarks (on PostgreSQL the
-    # server's work, the cursor held until joined), another formats and writes the big
-    # files (numpy, mostly without the GIL), while this one sums the weights, allocates,
-    # builds the tree and writes the small files. SQLite writes the watermarks here, first
-    # (its connection stays on this thread).
+    # From here the credit is in memory. A child process (forked: it shares the columns
+    # without copying them) formats and writes the big files on a core of its own; a thread
+    # writes the watermarks (on PostgreSQL the server's work, the cursor held until
+    # joined); this thread sums the weights, allocates, builds the tree and writes the
+    # small files. Threads alone would not do: the export and the rewards both need the GIL
+    # for much of their work. SQLite writes the watermarks here, first (its connection
+    # stays on this thread).
     pg = epochs.dialect == "postgresql"
-    exported: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="close") as pool:
-        if not pg:
-            stages["watermarks_s"] = _timed(sc.write_watermarks)
+    export = _BigFiles.start(sc, writer)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="close") as pool:
         marks = pool.submit(_timed, sc.write_watermarks) if pg else None
-        export = pool.submit(_export, sc, writer, exported)
         try:
+            if not pg:
+                stages["watermarks_s"] = _timed(sc.write_watermarks)
             t = time.perf_counter()
             totals = sc.totals(
                 params.max_bytes_per_viewer, params.max_watch_seconds_per_epoch, dict(content)
@@ -277,21 +280,7 @@ def _compute(
             prepared = epochs.prepare_close(epoch, allocations, balance_rows)
             stages["small_files_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            # fsync each file while the next is exported (those written here first).
-            for name in _SMALL_FILES:
-                if name in writer.sinks:
-                    writer.finish(name)
-            while True:
-                try:
-                    name = exported.get(timeout=0.05)
-                except queue.Empty:
-                    if export.done():
-                        export.result()  # failed: raises; else the queue holds the rest
-                    continue
-                if name is None:
-                    break
-                writer.finish(name)
-            stages["export_s"] = export.result()
+            stages["export_s"] = export.join()
             stages["export_wait_s"] = time.perf_counter() - t
             t = time.perf_counter()
             files = writer.finish_all()
@@ -330,8 +319,10 @@ def _compute(
                 stages["watermarks_s"] = marks.result()  # re-raises the watermarks' error
                 stages["watermarks_wait_s"] = time.perf_counter() - t
         except BaseException:
-            # Both must stop using the cursor and the files first.
-            wait([f for f in (marks, export) if f is not None])
+            # Neither may go on using the cursor or the files.
+            export.abort()
+            if marks is not None:
+                wait([marks])
             raise
     t = time.perf_counter()
     epochs.write_close(cur, result, prepared)
@@ -382,15 +373,90 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-def _export(
-    sc: SetClose, writer: publish.DatasetWriter, exported: queue.SimpleQueue[str | None]
-) -> float:
-    """The big files: their seconds. The name of each file written goes to `exported`,
-    then None."""
-    t = time.perf_counter()
-    _big_files(sc, writer, exported.put)
-    exported.put(None)
-    return time.perf_counter() - t
+class _BigFiles:
+    """The big files written by a forked child process (`_big_files`), or by a thread where
+    the platform has no fork. The child shares the parent's memory copy-on-write and only
+    reads it; it touches no database connection, reports its files through a pipe and
+    leaves by os._exit (no finalizer of the parent's objects runs in it)."""
+
+    def __init__(self, writer: publish.DatasetWriter) -> None:
+        self.writer = writer
+        self.pid = 0
+        self.fd = -1
+        self.thread: ThreadPoolExecutor | None = None
+        self.job: Future[float] | None = None
+
+    @classmethod
+    def start(cls, sc: SetClose, writer: publish.DatasetWriter) -> _BigFiles:
+        self = cls(writer)
+        if not hasattr(os, "fork"):
+            self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="close-export")
+            self.job = self.thread.submit(_timed, lambda: _big_files(sc, writer, writer.finish))
+            return self
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                os.close(read)
+                mine = publish.DatasetWriter(writer.directory)
+                seconds = _timed(lambda: _big_files(sc, mine, mine.finish))
+                report = orjson.dumps(
+                    {"seconds": seconds, "files": [astuple(f) for f in mine.files.values()]}
+                )
+                code = 0
+            except BaseException as error:  # reported to the parent, whatever it is
+                report = orjson.dumps({"error": f"{type(error).__name__}: {error}"})
+            finally:
+                try:
+                    with os.fdopen(write, "wb") as out:
+                        out.write(report)
+                finally:
+                    os._exit(code)
+        os.close(write)
+        self.pid, self.fd = pid, read
+        # The child has its copy-on-write view of the columns: here they would only take
+        # room (once freed here, their pages are the child's alone).
+        assert sc.credit is not None
+        sc.credit.drop_published()
+        return self
+
+    def join(self) -> float:
+        """Wait for the files; their seconds. Raises the child's error."""
+        if self.job is not None:
+            seconds = self.job.result()
+            self.thread.shutdown()  # type: ignore[union-attr]
+            return seconds
+        with os.fdopen(self.fd, "rb") as pipe:
+            self.fd = -1
+            data = pipe.read()
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        report = orjson.loads(data) if data else {"error": f"exit status {status}"}
+        if "error" in report or status != 0:
+            raise SettlementError(f"writing the dataset's big files failed: {report}")
+        for f in report["files"]:
+            published = publish.PublishedFile(*f)
+            self.writer.files[published.name] = published
+        return float(report["seconds"])
+
+    def abort(self) -> None:
+        """Stop the child (or wait for the thread) and drop what it left half-written."""
+        if self.job is not None:
+            wait([self.job])
+            self.thread.shutdown()  # type: ignore[union-attr]
+            return
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        for name in _BIG_FILES:
+            for tmp in self.writer.directory.glob(f".{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
 
 
 _SMALL_FILES: Final = (
@@ -405,6 +471,14 @@ _SMALL_FILES: Final = (
 
 # Rows gathered at a time by the big files' writer (formatted in ndjson's smaller chunks).
 _CHUNK: Final = 65_536
+
+
+_BIG_FILES: Final = (
+    publish.DELIVERY_RECEIPTS,
+    publish.VIEW_RECEIPTS,
+    publish.DELIVERY_WATERMARKS,
+    publish.VIEW_WATERMARKS,
+)
 
 
 def _big_files(sc: SetClose, writer: publish.DatasetWriter, written: Callable[[str], None]) -> None:

@@ -787,22 +787,29 @@ class SetClose:
                 False,
             ),
         }  # fmt: skip
-        # Which connection reads what: about a third of the work each (deliveries are most).
-        plan = (("deliveries",), ("views", "view_marks"), ("sessions", "delivery_marks"))
-        got: dict[str, Cols] = {}
+        # Which connection reads what, about a third of the work each (more connections than
+        # cores gained nothing). SQLite reads all on its one connection.
+        plan: tuple[tuple[str, ...], ...] = (
+            ("deliveries",),
+            ("views", "view_marks"),
+            ("sessions", "delivery_marks"),
+        )
+        if not self.pg:
+            plan = (tuple(reads),)
+        tables: dict[str, Cols] = {}
 
-        def run(cur: Any, names: tuple[str, ...]) -> None:
+        def run(at: int, cur: Any, names: tuple[str, ...]) -> None:
             if touched_only:
                 t = time.perf_counter()
                 self._touched(e, cur)
-                self.timings[f"touched_{names[0]}"] = time.perf_counter() - t
+                self.timings[f"touched_{at}"] = time.perf_counter() - t
             if self.pg:
                 # Blocks by hashing (256 groups): a sort would move every row once more.
                 self._x("SET LOCAL enable_sort = off", cur=cur)
             for name in names:
                 exprs, source, layout, lookups = reads[name]
                 self._lookups(cur, lookups)
-                got[name] = self._read(cur, name, exprs, source, layout)
+                tables[name] = self._read(cur, name, exprs, source, layout)
             self._lookups(cur, False)
             if self.pg:
                 self._x("SET LOCAL enable_sort = DEFAULT", cur=cur)
@@ -812,22 +819,22 @@ class SetClose:
                 self.epochs.snapshot_cursors(self.cur, len(plan) - 1) as others,
                 ThreadPoolExecutor(len(plan), thread_name_prefix="close-read") as pool,
             ):
-                jobs = [
-                    pool.submit(run, cur, names)
-                    for cur, names in zip((self.cur, *others), plan, strict=True)
+                futures = [
+                    pool.submit(run, at, cur, names)
+                    for at, (cur, names) in enumerate(zip((self.cur, *others), plan, strict=True))
                 ]
-                wait(jobs)
-                for job in jobs:
-                    job.result()
+                wait(futures)
+                for future in futures:
+                    future.result()
         else:
-            run(self.cur, tuple(name for names in plan for name in names))
+            run(0, self.cur, plan[0])
         t = time.perf_counter()
         self.credit = credit_epoch(
-            got["deliveries"],
-            got["views"],
-            got["sessions"],
-            got["delivery_marks"],
-            got["view_marks"],
+            tables["deliveries"],
+            tables["views"],
+            tables["sessions"],
+            tables["delivery_marks"],
+            tables["view_marks"],
             now=self.now,
             segment_seconds=self.seg,
         )
@@ -854,7 +861,7 @@ class SetClose:
         consumed."""
         c = self._credited()
         e = self.epoch
-        for table, cols, layout in (
+        for table, rows, layout in (
             (
                 "delivery_watermark (viewer, session_id, node, bytes_served, segments_served, "
                 "epoch)",
@@ -867,21 +874,26 @@ class SetClose:
                 (*_VIEW_MARKS, ("epoch", "i")),
             ),
         ):
-            cols = cols.with_(epoch=np.full(len(cols), e, np.uint64))
-            if not len(cols):
+            if not rows.n:
                 continue
+            # A chunk of rows at a time: gathered, then sent (PostgreSQL parses one chunk of
+            # binary COPY records while the next is built).
+            chunks = (
+                part.with_(epoch=np.full(len(part), e, np.uint64))
+                for part in rows.chunks(_MARK_CHUNK)
+            )
             if self.pg:
-                # A chunk of records at a time: the server parses one while the next is built.
                 with self.cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
                     copy.write(_PGCOPY + b"\x00" * 8)
-                    for lo in range(0, len(cols), _MARK_CHUNK):
-                        copy.write(_to_records(cols.take(slice(lo, lo + _MARK_CHUNK)), layout))
+                    for part in chunks:
+                        copy.write(_to_records(part, layout))
                     copy.write(b"\xff\xff")
             else:
                 marks = ", ".join("?" * len(layout))
-                self.cur.executemany(
-                    f"INSERT INTO {table} VALUES ({marks})", _to_rows(cols, layout)
-                )
+                for part in chunks:
+                    self.cur.executemany(
+                        f"INSERT INTO {table} VALUES ({marks})", _to_rows(part, layout)
+                    )
         # Only the rows this close's snapshot saw go (PostgreSQL's REPEATABLE READ; SQLite's
         # close holds the write lock): a batch that commits meanwhile keeps its rows for the
         # next close, which reads its sessions then.

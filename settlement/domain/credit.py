@@ -47,8 +47,11 @@ def empty_bytes(width: int) -> np.ndarray:
 
 
 def key(*cols: np.ndarray) -> np.ndarray:
-    """The row keys: the byte columns side by side, one `S` value per row."""
+    """The row keys: the byte columns side by side, one `S` value per row (a view of a single
+    contiguous column, else a copy)."""
     n = cols[0].shape[0]
+    if len(cols) == 1 and cols[0].flags.c_contiguous and cols[0].shape[1]:
+        return cols[0].view(f"S{cols[0].shape[1]}").reshape(n)
     width = sum(c.shape[1] for c in cols)
     out = np.empty((n, width), np.uint8)
     at = 0
@@ -145,6 +148,14 @@ class CloseCredit:
     views: Cols
     sessions: Cols
 
+    def drop_published(self) -> None:
+        """Let go of the stored columns only the published files need (the wide ones:
+        signatures, times, ids): a close that has handed them to the process writing the
+        files keeps just what the weights and watermarks read."""
+        self.deliveries = Cols()
+        self.views = Cols()
+        self.sessions = Cols(session_id=self.sessions["session_id"])
+
     # -- the weights ----------------------------------------------------------------------
 
     def weights(
@@ -152,69 +163,93 @@ class CloseCredit:
     ) -> CreditWeights:
         """Node, viewer and creator weights of the viewers under each cap; the viewers above
         it in detail (bytes by node, seconds by (contentId, sessionId)) for the cap rule."""
+        # Positions, then only the columns each sum needs: the tables are a million rows.
         node: dict[bytes, int] = {}
         capped_bytes: dict[bytes, dict[bytes, int]] = {}
-        d = self.d.take(self.d["inc"])
-        delta = d["bytes_served"] - d["wb"]
-        d, delta = d.take(delta > 0), delta[delta > 0]
-        if len(d):
-            vkeys = key(d["viewer"])
-            first = starts_of(vkeys)
-            per_viewer = group_sum(delta, first)
-            over = _above(per_viewer, max_bytes_per_viewer)[np.cumsum(first) - 1]
-            node = _sums(d["node"][~over], delta[~over])
+        d = self.d
+        delta = d["bytes_served"] - d["wb"]  # wraps where not included: masked next
+        at = np.flatnonzero(d["inc"] & (d["bytes_served"] > d["wb"]))
+        delta = delta[at]
+        if len(at):
+            viewers = d["viewer"][at]
+            first = starts_of(key(viewers))
+            over = _above(group_sum(delta, first), max_bytes_per_viewer)[np.cumsum(first) - 1]
+            node = _sums(d["node"][at[~over]], delta[~over])
             if over.any():
-                for (viewer, n), b in _sums2(d["viewer"][over], d["node"][over], delta[over]):
-                    capped_bytes.setdefault(viewer, {})[n] = b
+                top = at[over]
+                for (v, n), b in _sums2(d["viewer"][top], d["node"][top], delta[over]):
+                    capped_bytes.setdefault(v, {})[n] = b
+            del viewers, first, over
         viewer: dict[bytes, int] = {}
         creator: dict[bytes, int] = {}
         capped_watch: dict[bytes, dict[tuple[bytes, bytes], int]] = {}
-        c = self.c.take(self.c["credit"] > 0)
-        if len(c):
-            first = starts_of(key(c["viewer"]))
-            per_viewer = group_sum(c["credit"], first)
+        c = self.c
+        at = np.flatnonzero(c["credit"] > 0)
+        if len(at):
+            viewers = c["viewer"][at]
+            credit = c["credit"][at]
+            first = starts_of(key(viewers))
+            per_viewer = group_sum(credit, first)
             over_v = _above(per_viewer, max_watch_seconds)
-            viewers = as_bytes(c["viewer"][first])
             viewer = {
-                a: int(t) for a, t, o in zip(viewers, per_viewer, over_v, strict=True) if not o
+                a: int(t)
+                for a, t, o in zip(as_bytes(viewers[first]), per_viewer, over_v, strict=True)
+                if not o
             }
             over = over_v[np.cumsum(first) - 1]
-            under = c.take(~over)
+            under = at[~over]
             # The creator of each session's content, where the snapshot has one other than the
             # viewer: PROTOCOL 5 gives the others' seconds no weight.
-            who, found = _creator_of(under["content_id"], creators)
-            paid = found & ~(who == under["viewer"]).all(axis=1)
-            creator = _sums(who[paid], under["credit"][paid])
+            who, found = _creator_of(c["content_id"][under], creators)
+            paid = found & ~(who == viewers[~over]).all(axis=1)
+            creator = _sums(who[paid], credit[~over][paid])
             if over.any():
-                top = c.take(over)
-                for v, cid, sid, s in zip(
-                    as_bytes(top["viewer"]),
-                    as_bytes(top["content_id"]),
-                    as_bytes(top["session_id"]),
-                    top["credit"].tolist(),
+                top = at[over]
+                for v, cid, sid, x in zip(
+                    as_bytes(c["viewer"][top]),
+                    as_bytes(c["content_id"][top]),
+                    as_bytes(c["session_id"][top]),
+                    c["credit"][top].tolist(),
                     strict=True,
                 ):
-                    capped_watch.setdefault(v, {})[(cid, sid)] = s
+                    capped_watch.setdefault(v, {})[(cid, sid)] = x
         return CreditWeights(node, viewer, creator, capped_bytes, capped_watch)
 
     # -- what the close writes and publishes ----------------------------------------------
 
-    def delivery_watermarks(self) -> Cols:
+    def delivery_watermarks(self) -> Rows:
         """The delivery keys this close moves, to their candidate (viewer, session_id, node,
         bytes_served, segments)."""
-        d = self.d.take(self.d["inc"])
-        return Cols(
-            viewer=d["viewer"],
-            session_id=self.sessions["session_id"][d["session"]],
-            node=d["node"],
-            bytes_served=d["bytes_served"],
-            segments=d["segments"],
-        )
+        d = self.d
+        at = np.flatnonzero(d["inc"])
+        session_id = self.sessions["session_id"]
 
-    def view_watermarks(self) -> Cols:
+        def gather(part: slice) -> Cols:
+            rows = at[part]
+            return Cols(
+                viewer=d["viewer"][rows],
+                session_id=session_id[d["session"][rows]],
+                node=d["node"][rows],
+                bytes_served=d["bytes_served"][rows],
+                segments=d["segments"][rows],
+            )
+
+        return Rows(len(at), gather)
+
+    def view_watermarks(self) -> Rows:
         """The sessions whose view watermark moves (viewer, session_id, watch_seconds)."""
-        c = self.c.take(self.c["clipped"] > self.c["vw"])
-        return Cols(viewer=c["viewer"], session_id=c["session_id"], watch_seconds=c["clipped"])
+        c = self.c
+        at = np.flatnonzero(c["clipped"] > c["vw"])
+
+        def gather(part: slice) -> Cols:
+            rows = at[part]
+            return Cols(
+                viewer=c["viewer"][rows],
+                session_id=c["session_id"][rows],
+                watch_seconds=c["clipped"][rows],
+            )
+
+        return Rows(len(at), gather)
 
     def published_deliveries(self) -> Rows:
         """The included delivery receipts: the stored columns and their session's."""

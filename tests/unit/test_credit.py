@@ -165,7 +165,7 @@ def test_columnar_credit_equals_the_rules_session_by_session(epoch, seg, bytes_c
     expected = [c for c in (credit_row(r, seg) for r in rows) if c is not None]
 
     # Watermarks moved, in key order.
-    marks = credit.delivery_watermarks()
+    marks = credit.delivery_watermarks().all()
     got = list(
         zip(
             as_bytes(marks["viewer"]),
@@ -182,7 +182,7 @@ def test_columnar_credit_equals_the_rules_session_by_session(epoch, seg, bytes_c
         for n, (b, s) in c.delivery_watermarks.items()
     )
     assert got == want
-    vmoved = credit.view_watermarks()
+    vmoved = credit.view_watermarks().all()
     assert list(
         zip(
             as_bytes(vmoved["viewer"]),
@@ -238,8 +238,7 @@ def test_row_order_changes_nothing(epoch, rnd):
     )
 
     def cols(credit, output):
-        got = getattr(credit, output)()
-        return got if output.endswith("watermarks") else got.all()
+        return getattr(credit, output)().all()
 
     for x, y in [(a.c, b.c), *((cols(a, o), cols(b, o)) for o in outputs)]:
         # Indices into the tables read (row, session) follow their order; nothing else may.
