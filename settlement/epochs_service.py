@@ -376,8 +376,9 @@ def _timed(fn: Callable[[], object]) -> float:
 class _BigFiles:
     """The big files written by a forked child process (`_big_files`), or by a thread where
     the platform has no fork. The child shares the parent's memory copy-on-write and only
-    reads it; it touches no database connection, reports its files through a pipe and
-    leaves by os._exit (no finalizer of the parent's objects runs in it)."""
+    reads it; it runs numpy, hashlib and file writes only (no lock another thread of a
+    service may have held at the fork, no database connection), reports its files through
+    a pipe and leaves by os._exit (no finalizer of the parent's objects runs in it)."""
 
     def __init__(self, writer: publish.DatasetWriter) -> None:
         self.writer = writer
@@ -457,16 +458,6 @@ class _BigFiles:
         for name in _BIG_FILES:
             for tmp in self.writer.directory.glob(f".{name}.*.tmp"):
                 tmp.unlink(missing_ok=True)
-
-
-_SMALL_FILES: Final = (
-    publish.TREE,
-    publish.REGISTRY_NODES,
-    publish.REGISTRY_CONTENT,
-    publish.REGISTRY_VIEWERS,
-    publish.QUARANTINE,
-    publish.ALLOCATIONS,
-)
 
 
 # Rows gathered at a time by the big files' writer (formatted in ndjson's smaller chunks).

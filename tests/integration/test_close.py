@@ -18,7 +18,7 @@ from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, close_reads, key, r
 from settlement import epochs_service, publish, service
 from settlement.adapters.epoch_db import EPOCH_TABLES, SetClose
 from settlement.domain import merkle
-from settlement.domain.receipts import address_of, keccak
+from settlement.domain.receipts import DeliveryReceipt, address_of, keccak
 from settlement.epochs_service import EpochNotDue, close_epoch
 from settlement.errors import NotFound
 
@@ -494,3 +494,53 @@ def test_sqlite_and_postgresql_publish_the_same_bytes(stores, tmp_path):
         ingest(store, s, finals, now=B1 + 400)
         out.append(_dataset(close_epoch(store, s, now=CUT1)))
     assert out[0] == out[1]
+
+
+def test_the_thread_fallback_publishes_the_same_bytes(store, tmp_path, monkeypatch):
+    """Where the platform has no fork the big files are written by a thread: same dataset."""
+    w = World()
+    finals, _ = _epoch_receipts(w, 7)
+    out = []
+    for variant in ("fork", "thread"):
+        wipe(store)
+        w.register(store)
+        s = cfg(tmp_path / variant)
+        ingest(store, s, finals, now=B1 + 400)
+        with monkeypatch.context() as m:
+            if variant == "thread":
+                m.delattr(epochs_service.os, "fork")
+            out.append(_dataset(close_epoch(store, s, now=CUT1)))
+    assert out[0] == out[1]
+    deliveries = [r for r in finals if isinstance(r, DeliveryReceipt)]
+    assert len(out[0][publish.DELIVERY_RECEIPTS].splitlines()) == len(deliveries) > 0
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["fork", "thread"])
+def test_a_failure_writing_the_big_files_fails_the_close_and_leaves_nothing(
+    store, tmp_path, monkeypatch, fork
+):
+    w = World()
+    w.register(store)
+    s = cfg(tmp_path)
+    assert ingest(store, s, [w.delivery(key("fail-a"), 300, 3, B1)], now=B1 + 1) == ["accepted"]
+    real = epochs_service._big_files
+
+    def half_written(sc, writer, written):
+        writer.sink(publish.DELIVERY_RECEIPTS).write_raw(b"{}\n", 1)
+        raise OSError("no space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(epochs_service, "_big_files", half_written)
+        if not fork:
+            m.delattr(epochs_service.os, "fork")
+        with pytest.raises((OSError, epochs_service.SettlementError), match="no space left"):
+            close_epoch(store, s, now=CUT1)
+    directory = publish.epoch_dir(s.data_dir, 1)
+    assert epochs_service.EpochStore(store).last_closed() == 0  # nothing committed
+    assert not list(directory.glob(".*.tmp"))  # no half-written file left behind
+    assert not (directory / publish.MANIFEST).exists()
+    assert epochs_service._big_files is real
+    c = close_epoch(store, s, now=CUT1)  # the next try closes it
+    assert [r["sessionId"] for r in lines(c, publish.DELIVERY_RECEIPTS)] == [
+        "0x" + key("fail-a").hex()
+    ]
