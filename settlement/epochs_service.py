@@ -250,6 +250,7 @@ def _compute(
     # stays on this thread).
     pg = epochs.dialect == "postgresql"
     export = _BigFiles.start(sc, writer)
+    rows: Future[float] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="close") as pool:
         marks = pool.submit(_timed, sc.write_watermarks) if pg else None
         try:
@@ -276,8 +277,11 @@ def _compute(
             stages["tree_s"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            _small_files(writer, nodes, content, viewers, quarantined, allocations)
             prepared = epochs.prepare_close(epoch, allocations, balance_rows)
+            # The allocation and balance rows go in on the cursor's thread after the
+            # watermarks, while the small files are written here.
+            rows = pool.submit(_timed, lambda: epochs.write_rows(cur, prepared)) if pg else None
+            _small_files(writer, nodes, content, viewers, quarantined, allocations)
             stages["small_files_s"] = time.perf_counter() - t
             t = time.perf_counter()
             stages["export_s"] = export.join()
@@ -314,18 +318,20 @@ def _compute(
                 manifest=manifest,
             )
             result = CloseResult(stored, allocations, balance_rows)
-            if marks is not None:
+            if marks is not None and rows is not None:
                 t = time.perf_counter()
                 stages["watermarks_s"] = marks.result()  # re-raises the watermarks' error
-                stages["watermarks_wait_s"] = time.perf_counter() - t
+                stages["rows_s"] = rows.result()
+                stages["db_wait_s"] = time.perf_counter() - t
         except BaseException:
             # Neither may go on using the cursor or the files.
             export.abort()
-            if marks is not None:
-                wait([marks])
+            wait([f for f in (marks, rows) if f is not None])
             raise
     t = time.perf_counter()
-    epochs.write_close(cur, result, prepared)
+    if not pg:
+        epochs.write_rows(cur, prepared)
+    epochs.write_epoch(cur, result.epoch)
     sc.drop()
     stages["db_write_s"] = time.perf_counter() - t
     return result

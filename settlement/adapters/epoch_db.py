@@ -399,7 +399,13 @@ class EpochStore:
         self, cur: Any, result: CloseResult, prepared: PreparedClose | None = None
     ) -> None:
         """Insert the epoch and everything it moved (the caller's transaction)."""
-        e = result.epoch
+        if prepared is None:
+            prepared = self.prepare_close(result.epoch.epoch, result.allocations, result.balances)
+        self.write_rows(cur, prepared)
+        self.write_epoch(cur, result.epoch)
+
+    def write_epoch(self, cur: Any, e: StoredEpoch) -> None:
+        """The epoch's own row: with it the close is there (the caller's transaction)."""
         cur.execute(
             self._q(
                 f"INSERT INTO epoch ({_EPOCH_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -415,8 +421,10 @@ class EpochStore:
                 e.manifest,
             ),
         )
-        if prepared is None:
-            prepared = self.prepare_close(e.epoch, result.allocations, result.balances)
+
+    def write_rows(self, cur: Any, prepared: PreparedClose) -> None:
+        """The epoch's allocation and balance rows (the caller's transaction; they count only
+        with the epoch row, which `write_epoch` adds in the same transaction)."""
         if self.dialect == "postgresql":
             self._copy(cur, 'allocation (epoch, account, "class", amount)', prepared.allocations)
             self._copy(cur, "balance (account, epoch, node, viewer, creator)", prepared.balances)

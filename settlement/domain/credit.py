@@ -18,6 +18,7 @@ every sum is exact (`group_sum`): beyond 64 bits it falls back to Python integer
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,7 @@ import numpy as np
 
 U64 = np.uint64
 _LOW32 = np.uint64(0xFFFF_FFFF)
-_MAX64 = 2**64 - 1
-_NEVER = _MAX64  # quarantined_at of a session that is not quarantined
+_MAX64 = 2**64 - 1  # also the quarantined_at of a session that is not quarantined
 
 
 class Cols(dict[str, np.ndarray]):
@@ -40,10 +40,6 @@ class Cols(dict[str, np.ndarray]):
 
     def with_(self, **cols: np.ndarray) -> Cols:
         return Cols({**self, **cols})
-
-
-def empty_bytes(width: int) -> np.ndarray:
-    return np.zeros((0, width), np.uint8)
 
 
 def key(*cols: np.ndarray) -> np.ndarray:
@@ -253,23 +249,16 @@ class CloseCredit:
 
     def published_deliveries(self) -> Rows:
         """The included delivery receipts: the stored columns and their session's."""
-        at = np.flatnonzero(self.d["inc"])
-        rows, sess = self.d["row"][at], self.d["session"][at]
-        table, sessions = self.deliveries, self.sessions
-
-        def gather(part: slice) -> Cols:
-            s = sess[part]
-            return table.take(rows[part]).with_(
-                content_id=sessions["content_id"][s], started_at=sessions["started_at"][s]
-            )
-
-        return Rows(len(at), gather)
+        return self._receipts(self.d, self.deliveries)
 
     def published_views(self) -> Rows:
         """The included view receipts: the stored columns and their session's."""
-        at = np.flatnonzero(self.v["inc"])
-        rows, sess = self.v["row"][at], self.v["session"][at]
-        table, sessions = self.views, self.sessions
+        return self._receipts(self.v, self.views)
+
+    def _receipts(self, candidates: Cols, table: Cols) -> Rows:
+        at = np.flatnonzero(candidates["inc"])
+        rows, sess = candidates["row"][at], candidates["session"][at]
+        sessions = self.sessions
 
         def gather(part: slice) -> Cols:
             s = sess[part]
@@ -375,47 +364,15 @@ def credit_epoch(
     watermarks never move down, the current one is the maximum). Sessions not in
     `sessions`, or quarantined before `now`, credit nothing.
     """
-    live_s = np.flatnonzero(sessions["quarantined_at"] >= U64(min(now, _MAX64)))
-    skeys = key(sessions["viewer"][live_s], sessions["session_id"][live_s])
-    s_order = np.argsort(skeys, kind="stable")
-    s_rows, skeys = live_s[s_order], skeys[s_order]  # live sessions, in key order
-
-    # Delivery candidates: per key the highest counters, a tie to the earliest bucket. The
-    # wide columns (signature...) stay where they are: `row` points at them.
-    dkeys = key(deliveries["viewer"], deliveries["session_id"], deliveries["node"])
-    best = _best_per_key(
-        dkeys, (deliveries["bucket"], ~deliveries["segments"], ~deliveries["bytes_served"])
-    )
-    dkeys = dkeys[best]
-    at, live = lookup(skeys, _prefix(dkeys, 52))
-    d_rows, dkeys, at = best[live], dkeys[live], at[live]
-    del best, live
-    mkeys, wb, ws = _max_per_key(
-        key(delivery_marks["viewer"], delivery_marks["session_id"], delivery_marks["node"]),
-        delivery_marks["bytes_served"],
-        delivery_marks["segments"],
-    )
-    w, has = lookup(mkeys, dkeys)
-    del dkeys, mkeys
-    d_wb = np.where(has, wb[w] if len(wb) else U64(0), U64(0))
-    d_ws = np.where(has, ws[w] if len(ws) else U64(0), U64(0))
-    cb, cs = deliveries["bytes_served"][d_rows], deliveries["segments"][d_rows]
-    d_inc = (cb >= d_wb) & (cs >= d_ws) & ((cb > d_wb) | (cs > d_ws))
-
-    # View candidates: per session the most seconds, a tie to the earliest bucket.
-    vkeys = key(views["viewer"], views["session_id"])
-    best = _best_per_key(vkeys, (views["bucket"], ~views["watch_seconds"]))
-    vkeys = vkeys[best]
-    v_at, live = lookup(skeys, vkeys)
-    v_rows, vkeys, v_at = best[live], vkeys[live], v_at[live]
-    mkeys, vwm = _max_per_key(
-        key(view_marks["viewer"], view_marks["session_id"]), view_marks["watch_seconds"]
-    )
-    w, has = lookup(mkeys, vkeys)
-    del vkeys, mkeys, skeys
-    v_vw = np.where(has, vwm[w] if len(vwm) else U64(0), U64(0))
-    vc_rows = views["watch_seconds"][v_rows]
-    v_inc = vc_rows > v_vw
+    # The delivery side and the view side each sort their rows and then look them up among
+    # the live sessions: in two threads (numpy sorts and searches without the GIL).
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="credit") as pool:
+        live = pool.submit(_live_sessions, sessions, now)
+        d_side = pool.submit(_delivery_candidates, deliveries, delivery_marks, live)
+        v_side = pool.submit(_view_candidates, views, view_marks, live)
+        s_rows, _ = live.result()
+        d_rows, at, d_wb, d_ws, cb, cs, d_inc = d_side.result()
+        v_rows, v_at, v_vw, vc_rows, v_inc = v_side.result()
 
     # Per session (index into s_rows): delivered segments after this close, and the clip.
     n = len(s_rows)
@@ -463,6 +420,66 @@ def credit_epoch(
     )
     v = Cols(row=v_rows, session=s_rows[v_at], vw=v_vw, inc=v_inc)
     return CloseCredit(d, v, c, deliveries, views, sessions)
+
+
+def _live_sessions(sessions: Cols, now: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of the sessions not quarantined before `now`, their keys), in key order."""
+    live_s = np.flatnonzero(sessions["quarantined_at"] >= U64(min(now, _MAX64)))
+    skeys = key(sessions["viewer"][live_s], sessions["session_id"][live_s])
+    s_order = np.argsort(skeys, kind="stable")
+    return live_s[s_order], skeys[s_order]
+
+
+def _delivery_candidates(
+    deliveries: Cols, marks: Cols, live: Future[tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, ...]:
+    """Per delivery key of a live session, in key order: its candidate's row, its session
+    (index into the live sessions), watermark, counters and whether it is included.
+
+    The candidate is the highest counters, a tie to the earliest bucket. The wide columns
+    (signature...) stay where they are: the row points at them.
+    """
+    dkeys = key(deliveries["viewer"], deliveries["session_id"], deliveries["node"])
+    best = _best_per_key(
+        dkeys, (deliveries["bucket"], ~deliveries["segments"], ~deliveries["bytes_served"])
+    )
+    dkeys = dkeys[best]
+    mkeys, wb, ws = _max_per_key(
+        key(marks["viewer"], marks["session_id"], marks["node"]),
+        marks["bytes_served"],
+        marks["segments"],
+    )
+    _, skeys = live.result()
+    at, found = lookup(skeys, _prefix(dkeys, 52))
+    rows, dkeys, at = best[found], dkeys[found], at[found]
+    del best, found
+    w, has = lookup(mkeys, dkeys)
+    del dkeys, mkeys
+    d_wb = np.where(has, wb[w] if len(wb) else U64(0), U64(0))
+    d_ws = np.where(has, ws[w] if len(ws) else U64(0), U64(0))
+    cb, cs = deliveries["bytes_served"][rows], deliveries["segments"][rows]
+    inc = (cb >= d_wb) & (cs >= d_ws) & ((cb > d_wb) | (cs > d_ws))
+    return rows, at, d_wb, d_ws, cb, cs, inc
+
+
+def _view_candidates(
+    views: Cols, marks: Cols, live: Future[tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, ...]:
+    """Per live session with a view receipt, in key order: its candidate's row, its session,
+    view watermark, watch seconds and whether it is included (the most seconds, a tie to
+    the earliest bucket)."""
+    vkeys = key(views["viewer"], views["session_id"])
+    best = _best_per_key(vkeys, (views["bucket"], ~views["watch_seconds"]))
+    vkeys = vkeys[best]
+    mkeys, vwm = _max_per_key(key(marks["viewer"], marks["session_id"]), marks["watch_seconds"])
+    _, skeys = live.result()
+    at, found = lookup(skeys, vkeys)
+    rows, vkeys, at = best[found], vkeys[found], at[found]
+    w, has = lookup(mkeys, vkeys)
+    del vkeys, mkeys
+    vw = np.where(has, vwm[w] if len(vwm) else U64(0), U64(0))
+    vc = views["watch_seconds"][rows]
+    return rows, at, vw, vc, vc > vw
 
 
 def _prefix(keys: np.ndarray, width: int) -> np.ndarray:
