@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from settlement.domain import merkle
 from settlement.domain.merkle import (
+    UINT256_MAX,
     ZERO_ROOT,
     MerkleTree,
     encode_leaf,
@@ -406,3 +407,16 @@ def test_load_rejects_duplicate_account() -> None:
 def test_load_rejects_non_dumps(data: bytes) -> None:
     with pytest.raises(InputError, match="tree dump"):
         MerkleTree.load(data)
+
+
+@given(st.dictionaries(st.binary(min_size=20, max_size=20), st.integers(0, UINT256_MAX)))
+def test_protocol_values_of_byte_addresses_equal_those_of_their_hex(balances):
+    """The close's balances (20-byte keys) take a fast path: the same values as hex keys."""
+    as_hex = {"0x" + a.hex(): n for a, n in balances.items()}
+    assert protocol_values(balances) == protocol_values(as_hex)
+    assert all(n > 0 for _, n in protocol_values(balances))
+
+
+def test_protocol_values_refuse_a_negative_byte_address_balance():
+    with pytest.raises(InputError):
+        protocol_values({b"\x01" * 20: 5, b"\x02" * 20: -1})
