@@ -405,6 +405,7 @@ class _BigFiles:
         if pid == 0:  # the child
             code = 1
             try:
+                os.nice(10)
                 os.close(read)
                 mine = publish.DatasetWriter(writer.directory)
                 seconds = _timed(lambda: _big_files(sc, mine, mine.finish))

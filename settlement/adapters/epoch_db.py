@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -521,10 +521,11 @@ class CloseReader:
 
 # --- the columnar close -----------------------------------------------------------------------
 #
-# A close reads the stored rows it needs into columns (PostgreSQL: binary COPY, parsed as
-# fixed-size records; SQLite: rows), credits them with `credit.credit_epoch` (PROTOCOL 4,
-# numpy, the code the auditor runs too) and writes the watermarks it moved back (binary COPY
-# or executemany). The statements only select rows; no rule is in SQL.
+# A close reads the stored rows it needs into columns (PostgreSQL: blocks of string_agg'd
+# values over three connections in one snapshot; SQLite: rows), credits them with
+# `credit.credit_epoch` (PROTOCOL 4, numpy, the code the auditor runs too) and writes the
+# watermarks it moved back (binary COPY, or executemany). The statements only select rows;
+# no rule is in SQL.
 
 _HIGH: Final = np.uint64(U64_OFFSET)  # stored uint64 -> value: flip the top bit
 _NOT_QUARANTINED: Final = enc(2**64 - 1)  # credit.credit_epoch's "never"
@@ -804,49 +805,63 @@ class SetClose:
         )
         if not self.pg:
             plan = (tuple(reads),)
-        tables: dict[str, Cols] = {}
+        # Each table as soon as it is read: the credit starts on the first while the others
+        # are still coming (credit_epoch takes functions that wait for them).
+        tables: dict[str, Future[Cols]] = {name: Future() for name in reads}
 
         def run(at: int, cur: Any, names: tuple[str, ...]) -> None:
-            if touched_only:
-                t = time.perf_counter()
-                self._touched(e, cur)
-                self.timings[f"touched_{at}"] = time.perf_counter() - t
-            if self.pg:
-                # Blocks by hashing (256 groups): a sort would move every row once more.
-                self._x("SET LOCAL enable_sort = off", cur=cur)
-            for name in names:
-                exprs, source, layout, lookups = reads[name]
-                self._lookups(cur, lookups)
-                tables[name] = self._read(cur, name, exprs, source, layout)
-            self._lookups(cur, False)
-            if self.pg:
-                self._x("SET LOCAL enable_sort = DEFAULT", cur=cur)
+            try:
+                if touched_only:
+                    t = time.perf_counter()
+                    self._touched(e, cur)
+                    self.timings[f"touched_{at}"] = time.perf_counter() - t
+                if self.pg:
+                    # Blocks by hashing (256 groups): a sort would move every row once more.
+                    self._x("SET LOCAL enable_sort = off", cur=cur)
+                for name in names:
+                    exprs, source, layout, lookups = reads[name]
+                    self._lookups(cur, lookups)
+                    tables[name].set_result(self._read(cur, name, exprs, source, layout))
+                self._lookups(cur, False)
+                if self.pg:
+                    self._x("SET LOCAL enable_sort = DEFAULT", cur=cur)
+            except BaseException as error:
+                for name in names:  # nothing may wait for a table that will never come
+                    if not tables[name].done():
+                        tables[name].set_exception(error)
+                raise
 
-        if self.pg:
-            with (
-                self.epochs.snapshot_cursors(self.cur, len(plan) - 1) as others,
-                ThreadPoolExecutor(len(plan), thread_name_prefix="close-read") as pool,
-            ):
-                futures = [
-                    pool.submit(run, at, cur, names)
-                    for at, (cur, names) in enumerate(zip((self.cur, *others), plan, strict=True))
-                ]
-                wait(futures)
-                for future in futures:
-                    future.result()
-        else:
+        def credit() -> None:
+            t = time.perf_counter()
+            self.credit = credit_epoch(
+                tables["deliveries"].result,
+                tables["views"].result,
+                tables["sessions"].result,
+                tables["delivery_marks"].result,
+                tables["view_marks"].result,
+                now=self.now,
+                segment_seconds=self.seg,
+            )
+            self.timings["credit"] = time.perf_counter() - t
+
+        if not self.pg:
             run(0, self.cur, plan[0])
-        t = time.perf_counter()
-        self.credit = credit_epoch(
-            tables["deliveries"],
-            tables["views"],
-            tables["sessions"],
-            tables["delivery_marks"],
-            tables["view_marks"],
-            now=self.now,
-            segment_seconds=self.seg,
-        )
-        self.timings["credit"] = time.perf_counter() - t
+            credit()
+            return
+        with (
+            self.epochs.snapshot_cursors(self.cur, len(plan) - 1) as others,
+            ThreadPoolExecutor(len(plan), thread_name_prefix="close-read") as pool,
+        ):
+            futures = [
+                pool.submit(run, at, cur, names)
+                for at, (cur, names) in enumerate(zip((self.cur, *others), plan, strict=True))
+            ]
+            try:
+                credit()
+            finally:
+                wait(futures)
+            for future in futures:
+                future.result()
 
     def _credited(self) -> CloseCredit:
         if self.credit is None:

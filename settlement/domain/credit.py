@@ -345,12 +345,20 @@ def _sums2(
     return [((k[:width], k[width:]), s) for k, s in joined.items()]
 
 
+# A table, or a function that waits for it (a read still under way): see credit_epoch.
+Table = Cols | Callable[[], Cols]
+
+
+def _table(t: Table) -> Cols:
+    return t() if callable(t) else t
+
+
 def credit_epoch(
-    deliveries: Cols,
-    views: Cols,
-    sessions: Cols,
-    delivery_marks: Cols,
-    view_marks: Cols,
+    deliveries: Table,
+    views: Table,
+    sessions: Table,
+    delivery_marks: Table,
+    view_marks: Table,
     *,
     now: int,
     segment_seconds: int,
@@ -363,16 +371,22 @@ def credit_epoch(
     quarantined); `*_marks`: rows of earlier closes' watermarks (several per key allowed:
     watermarks never move down, the current one is the maximum). Sessions not in
     `sessions`, or quarantined before `now`, credit nothing.
+
+    Each table may be given as a function that returns it once read: the sessions, the
+    delivery side and the view side are each worked on in a thread of their own as soon as
+    their tables are there (numpy sorts and searches without the GIL), while the others
+    are still being read.
     """
-    # The delivery side and the view side each sort their rows and then look them up among
-    # the live sessions: in two threads (numpy sorts and searches without the GIL).
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="credit") as pool:
-        live = pool.submit(_live_sessions, sessions, now)
-        d_side = pool.submit(_delivery_candidates, deliveries, delivery_marks, live)
-        v_side = pool.submit(_view_candidates, views, view_marks, live)
+        live = pool.submit(lambda: _live_sessions(_table(sessions), now))
+        d_side = pool.submit(
+            lambda: _delivery_candidates(_table(deliveries), _table(delivery_marks), live)
+        )
+        v_side = pool.submit(lambda: _view_candidates(_table(views), _table(view_marks), live))
         s_rows, _ = live.result()
         d_rows, at, d_wb, d_ws, cb, cs, d_inc = d_side.result()
         v_rows, v_at, v_vw, vc_rows, v_inc = v_side.result()
+    deliveries, views, sessions = _table(deliveries), _table(views), _table(sessions)
 
     # Per session (index into s_rows): delivered segments after this close, and the clip.
     n = len(s_rows)
