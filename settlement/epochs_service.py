@@ -405,6 +405,8 @@ class _BigFiles:
         if pid == 0:  # the child
             code = 1
             try:
+                # Below the parent: its rewards are the close's critical path, and the
+                # ingest of a service beside it matters more than this export.
                 os.nice(10)
                 os.close(read)
                 mine = publish.DatasetWriter(writer.directory)
