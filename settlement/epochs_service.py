@@ -396,16 +396,26 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 class _BigFiles:
-    """The big files written by a forked child process (`_big_files`), or by a thread where
-    the platform has no fork. The child shares the parent's memory copy-on-write and only
+    """The big files written by forked child processes (`_big_files`), or by a thread where
+    the platform has no fork. Each child shares the parent's memory copy-on-write and only
     reads it; it runs numpy, hashlib and file writes only (no lock another thread of a
     service may have held at the fork, no database connection), reports its files through
-    a pipe and leaves by os._exit (no finalizer of the parent's objects runs in it)."""
+    a pipe and leaves by os._exit (no finalizer of the parent's objects runs in it).
+
+    Two children, at nice 10: below the parent, whose rewards are the close's critical
+    path (and below a service's ingest, which matters more than this export); once the
+    rewards are done, the two children have both cores.
+    """
+
+    # Two halves of about the same work: the delivery receipts are the most bytes.
+    GROUPS: Final = (
+        (publish.DELIVERY_RECEIPTS, publish.VIEW_WATERMARKS),
+        (publish.VIEW_RECEIPTS, publish.DELIVERY_WATERMARKS),
+    )
 
     def __init__(self, writer: publish.DatasetWriter) -> None:
         self.writer = writer
-        self.pid = 0
-        self.fd = -1
+        self.children: list[tuple[int, int]] = []  # (pid, read end of its pipe)
         self.thread: ThreadPoolExecutor | None = None
         self.job: Future[float] | None = None
 
@@ -414,75 +424,82 @@ class _BigFiles:
         self = cls(writer)
         if not hasattr(os, "fork"):
             self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="close-export")
-            self.job = self.thread.submit(_timed, lambda: _big_files(sc, writer, writer.finish))
+            self.job = self.thread.submit(
+                _timed, lambda: _big_files(sc, writer, writer.finish, _BIG_FILES)
+            )
             return self
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child
-            code = 1
-            try:
-                # Below the parent: its rewards are the close's critical path, and the
-                # ingest of a service beside it matters more than this export.
-                os.nice(10)
-                os.close(read)
-                mine = publish.DatasetWriter(writer.directory)
-                seconds = _timed(lambda: _big_files(sc, mine, mine.finish))
-                report = orjson.dumps(
-                    {"seconds": seconds, "files": [astuple(f) for f in mine.files.values()]}
-                )
-                code = 0
-            except BaseException as error:  # reported to the parent, whatever it is
-                report = orjson.dumps({"error": f"{type(error).__name__}: {error}"})
-            finally:
-                try:
-                    with os.fdopen(write, "wb") as out:
-                        out.write(report)
-                finally:
-                    os._exit(code)
-        os.close(write)
-        self.pid, self.fd = pid, read
-        # The child has its copy-on-write view of the columns: here they would only take
-        # room (once freed here, their pages are the child's alone).
+        for names in cls.GROUPS:
+            self.children.append(_fork_export(sc, writer.directory, names))
+        # The children have their copy-on-write view of the columns: here they would only
+        # take room (once freed here, their pages are the children's alone).
         assert sc.credit is not None
         sc.credit.drop_published()
         return self
 
     def join(self) -> float:
-        """Wait for the files; their seconds. Raises the child's error."""
+        """Wait for the files; the slowest writer's seconds. Raises a child's error."""
         if self.job is not None:
             seconds = self.job.result()
             self.thread.shutdown()  # type: ignore[union-attr]
             return seconds
-        with os.fdopen(self.fd, "rb") as pipe:
-            self.fd = -1
-            data = pipe.read()
-        _, status = os.waitpid(self.pid, 0)
-        self.pid = 0
-        report = orjson.loads(data) if data else {"error": f"exit status {status}"}
-        if "error" in report or status != 0:
-            raise SettlementError(f"writing the dataset's big files failed: {report}")
-        for f in report["files"]:
-            published = publish.PublishedFile(*f)
-            self.writer.files[published.name] = published
-        return float(report["seconds"])
+        seconds = 0.0
+        while self.children:
+            pid, fd = self.children.pop(0)
+            with os.fdopen(fd, "rb") as pipe:
+                data = pipe.read()
+            _, status = os.waitpid(pid, 0)
+            report = orjson.loads(data) if data else {"error": f"exit status {status}"}
+            if "error" in report or status != 0:
+                raise SettlementError(f"writing the dataset's big files failed: {report}")
+            for f in report["files"]:
+                published = publish.PublishedFile(*f)
+                self.writer.files[published.name] = published
+            seconds = max(seconds, float(report["seconds"]))
+        return seconds
 
     def abort(self) -> None:
-        """Stop the child (or wait for the thread) and drop what it left half-written."""
+        """Stop the children (or wait for the thread) and drop what they left half-written."""
         if self.job is not None:
             wait([self.job])
             self.thread.shutdown()  # type: ignore[union-attr]
             return
-        if self.pid:
+        for pid, fd in self.children:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-            self.pid = 0
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(fd)
+        self.children.clear()
         for name in _BIG_FILES:
             for tmp in self.writer.directory.glob(f".{name}.*.tmp"):
                 tmp.unlink(missing_ok=True)
+
+
+def _fork_export(sc: SetClose, directory: Path, names: tuple[str, ...]) -> tuple[int, int]:
+    """A child writing the big files `names` into `directory`: (its pid, the pipe it reports
+    through: {"seconds", "files"} or {"error"})."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write)
+        return pid, read
+    code = 1
+    try:
+        os.nice(10)
+        os.close(read)
+        mine = publish.DatasetWriter(directory)
+        seconds = _timed(lambda: _big_files(sc, mine, mine.finish, names))
+        report = orjson.dumps(
+            {"seconds": seconds, "files": [astuple(f) for f in mine.files.values()]}
+        )
+        code = 0
+    except BaseException as error:  # reported to the parent, whatever it is
+        report = orjson.dumps({"error": f"{type(error).__name__}: {error}"})
+    finally:
+        try:
+            with os.fdopen(write, "wb") as out:
+                out.write(report)
+        finally:
+            os._exit(code)
 
 
 # Rows gathered at a time by the big files' writer (formatted in ndjson's smaller chunks).
@@ -497,7 +514,12 @@ _BIG_FILES: Final = (
 )
 
 
-def _big_files(sc: SetClose, writer: publish.DatasetWriter, written: Callable[[str], None]) -> None:
+def _big_files(
+    sc: SetClose,
+    writer: publish.DatasetWriter,
+    written: Callable[[str], None],
+    names: tuple[str, ...],
+) -> None:
     """Included receipts and previous watermarks, in key order, formatted column-wise a
     chunk of rows at a time (their stored columns are gathered per chunk, not all at once)."""
     c = sc.credit
@@ -521,15 +543,17 @@ def _big_files(sc: SetClose, writer: publish.DatasetWriter, written: Callable[[s
     def view_marks(w: Cols) -> Iterator[bytes]:
         return ndjson.view_mark_lines(w["viewer"], w["session_id"], w["vw"])
 
-    files: tuple[tuple[str, Rows, Callable[[Cols], Iterator[bytes]]], ...] = (
-        (publish.DELIVERY_RECEIPTS, c.published_deliveries(), deliveries),
-        (publish.VIEW_RECEIPTS, c.published_views(), views),
-        (publish.DELIVERY_WATERMARKS, c.published_delivery_marks(), delivery_marks),
-        (publish.VIEW_WATERMARKS, c.published_view_marks(), view_marks),
+    files: tuple[tuple[str, Callable[[], Rows], Callable[[Cols], Iterator[bytes]]], ...] = (
+        (publish.DELIVERY_RECEIPTS, c.published_deliveries, deliveries),
+        (publish.VIEW_RECEIPTS, c.published_views, views),
+        (publish.DELIVERY_WATERMARKS, c.published_delivery_marks, delivery_marks),
+        (publish.VIEW_WATERMARKS, c.published_view_marks, view_marks),
     )
     for name, rows, lines in files:
+        if name not in names:
+            continue
         sink = writer.sink(name)
-        for part in rows.chunks(_CHUNK):
+        for part in rows().chunks(_CHUNK):
             for data in lines(part):
                 sink.write_raw(data, data.count(b"\n"))
         written(name)
