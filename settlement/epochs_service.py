@@ -552,7 +552,7 @@ def _big_files(
     for name, rows, lines in files:
         if name not in names:
             continue
-        sink = writer.sink(name)
+        sink = writer.sink(name, direct=True)
         for part in rows().chunks(_CHUNK):
             for data in lines(part):
                 sink.write_raw(data, data.count(b"\n"))

@@ -10,12 +10,13 @@ test holds each to `canonical_line` byte for byte.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import orjson
 
@@ -193,17 +194,90 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class DirectFile:
+    """A file written with O_DIRECT: whole aligned blocks from a page-aligned buffer, the
+    last one padded and the file then cut to its size.
+
+    The big dataset files are written once and not read back by the close: through the page
+    cache, the copy into it and the writeback at fsync cost this machine between 0.3 and 3
+    CPU-seconds of kernel time per GB (varying run to run), O_DIRECT about 0.05.
+    """
+
+    BLOCK: Final = 4096
+    SIZE: Final = 8 << 20  # the buffer: bytes per write
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = mmap.mmap(-1, self.SIZE)  # page-aligned, as O_DIRECT wants
+        self.used = 0
+        self.written = 0
+        self.closed = False
+
+    @classmethod
+    def open(cls, path: Path) -> DirectFile | None:
+        """None where the platform or file system has no O_DIRECT (tmpfs, macOS)."""
+        flag = getattr(os, "O_DIRECT", 0)
+        if not flag:
+            return None
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flag, 0o644)
+        except OSError:
+            return None
+        return cls(fd)
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            n = min(len(view), self.SIZE - self.used)
+            self.buf[self.used : self.used + n] = view[:n]
+            self.used += n
+            view = view[n:]
+            if self.used == self.SIZE:
+                self._drain(self.SIZE)
+        return len(data)
+
+    def _drain(self, n: int) -> None:
+        """Write the buffer's first n bytes (a multiple of BLOCK)."""
+        done = 0
+        with memoryview(self.buf) as whole:
+            while done < n:
+                done += os.write(self.fd, whole[done:n])
+        self.written += n
+        self.used = 0
+
+    def flush(self) -> None:
+        """Write what is buffered (padded to a block) and cut the file to its true size.
+        Called once, when the file is complete."""
+        if self.used:
+            size = self.written + self.used
+            padded = -(-self.used // self.BLOCK) * self.BLOCK
+            self.buf[self.used : padded] = bytes(padded - self.used)
+            self._drain(padded)
+            os.ftruncate(self.fd, size)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.buf.close()
+            os.close(self.fd)
+
+
 class FileSink:
     """One data file being written: text in, sha256 and size kept, renamed when finished."""
 
     _FLUSH: Final = 4096  # lines buffered between writes
 
-    def __init__(self, directory: Path, name: str, ext: str) -> None:
+    def __init__(self, directory: Path, name: str, ext: str, direct: bool = False) -> None:
         self.directory = directory
         self.name = name
         self.ext = ext
         self.tmp = directory / f".{name}.{secrets.token_hex(6)}.tmp"
-        self._f = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish/abort
+        direct_file = DirectFile.open(self.tmp) if direct else None
+        # Closed in finish or abort.
+        self._f: BinaryIO | DirectFile = direct_file or open(self.tmp, "wb")  # noqa: SIM115
         self._h = hashlib.sha256()
         self._buf: list[str] = []
         self.size = 0
@@ -260,8 +334,10 @@ class DatasetWriter:
         self.sinks: dict[str, FileSink] = {}
         self.files: dict[str, PublishedFile] = {}
 
-    def sink(self, name: str, ext: str = "ndjson") -> FileSink:
-        s = self.sinks[name] = FileSink(self.directory, name, ext)
+    def sink(self, name: str, ext: str = "ndjson", direct: bool = False) -> FileSink:
+        """A new file; `direct`: written past the page cache where the file system allows
+        (`DirectFile`), for files of hundreds of megabytes written in large pieces."""
+        s = self.sinks[name] = FileSink(self.directory, name, ext, direct)
         return s
 
     def finish(self, name: str) -> None:

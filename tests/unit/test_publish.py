@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
+import shutil
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from settlement import publish
@@ -154,3 +156,44 @@ def test_write_atomic_replaces_whole(tmp_path):
 def test_evidence_hex_is_lowercased(stored):
     out = publish.wire_evidence(stored)
     assert out is None if stored is None else out["viewer"] == "0xabcdef"
+
+
+@pytest.mark.parametrize("where", ["disk", "tmpfs"])
+@settings(max_examples=25, deadline=None)
+@given(
+    chunks=st.lists(
+        st.sampled_from([0, 1, 4095, 4096, 4097, 100_000, publish.DirectFile.SIZE, 9_000_000]),
+        max_size=5,
+    ),
+    seed=st.integers(0, 2**32),
+)
+def test_direct_files_hold_exactly_what_was_written(tmp_path_factory, where, chunks, seed):
+    """O_DIRECT writes whole padded blocks and cuts the file to its size afterwards: the file
+    and its sha256 equal a buffered write's. On tmpfs (no O_DIRECT) it falls back."""
+    if where == "tmpfs":
+        if not os.path.isdir("/dev/shm"):
+            pytest.skip("no tmpfs at /dev/shm")
+        import tempfile
+
+        directory = tempfile.mkdtemp(dir="/dev/shm")
+        request_cleanup = directory
+    else:
+        request_cleanup = None
+        directory = tmp_path_factory.mktemp("direct")
+    rnd = random.Random(seed)
+    data = [rnd.randbytes(n) for n in chunks]
+    files = {}
+    for direct in (False, True):
+        writer = publish.DatasetWriter(os.path.join(directory, str(direct)))
+        sink = writer.sink("delivery_receipts", direct=direct)
+        if direct and where == "disk" and hasattr(os, "O_DIRECT"):
+            assert isinstance(sink._f, publish.DirectFile)
+        for part in data:
+            sink.write_raw(part, 1)
+        (f,) = writer.finish_all()
+        files[direct] = (f, (writer.directory / f.filename).read_bytes())
+    if request_cleanup is not None:
+        shutil.rmtree(request_cleanup)
+    assert files[True] == files[False]
+    whole = b"".join(data)
+    assert files[True][1] == whole and files[True][0].sha256 == hashlib.sha256(whole).hexdigest()
