@@ -243,13 +243,13 @@ def _compute(
     stages["credit_s"] = time.perf_counter() - t
     stages.update({f"credit.{k}_s": v for k, v in sc.timings.items()})
 
-    # From here the credit is in memory. A child process (forked: it shares the columns
-    # without copying them) formats and writes the big files on a core of its own; a thread
-    # writes the watermarks (on PostgreSQL the server's work, the cursor held until
-    # joined); this thread sums the weights, allocates, builds the tree and writes the
-    # small files. Threads alone would not do: the export and the rewards both need the GIL
-    # for much of their work. SQLite writes the watermarks here, first (its connection
-    # stays on this thread).
+    # From here the credit is in memory. Two child processes (forked: they share the
+    # columns without copying them) format and write the big files (`_BigFiles`); a thread
+    # writes the watermarks, then the allocation and balance rows (on PostgreSQL the
+    # server's work, the cursor held until joined); this thread sums the weights,
+    # allocates, builds the tree and writes the small files. Threads alone would not do:
+    # the export and the rewards both need the GIL for much of their work. SQLite writes
+    # here, on this thread (its connection stays on it).
     pg = epochs.dialect == "postgresql"
     export = _BigFiles.start(sc, writer)
     rows: Future[float] | None = None
