@@ -26,7 +26,6 @@ from settlement import ndjson, publish
 from settlement.adapters.db import Store
 from settlement.adapters.epoch_db import (
     CLOSE_SETTINGS,
-    CloseResult,
     EpochStore,
     SetClose,
     StoredEpoch,
@@ -182,7 +181,7 @@ def close_epoch(
 
         directory = publish.epoch_dir(settings.data_dir, target)
         writer = publish.DatasetWriter(directory)
-        result: CloseResult | None = None
+        result: StoredEpoch | None = None
         try:
             # One transaction: the snapshot every input is read from, and every write. On
             # SQLite it holds the write lock throughout (ingest waits); on PostgreSQL it is
@@ -210,7 +209,7 @@ def close_epoch(
             assert stored is not None
             closed = _closed(stored, settings.data_dir, True, stages)
         else:
-            closed = _closed(result.epoch, settings.data_dir, False, stages)
+            closed = _closed(result, settings.data_dir, False, stages)
         t = time.perf_counter()
         _ensure_manifest_file(closed)  # last: the dataset is complete once it is there
         stages["manifest_s"] = time.perf_counter() - t
@@ -228,7 +227,7 @@ def _compute(
     prev: StoredEpoch | None,
     now: int,
     stages: dict[str, float],
-) -> CloseResult:
+) -> StoredEpoch:
     """Everything of one close inside its transaction: reads, rewards, files, writes."""
     reader = epochs.reader(cur)
     t = time.perf_counter()
@@ -319,7 +318,6 @@ def _compute(
                 carried=(carried.node, carried.viewer, carried.creator),
                 manifest=manifest,
             )
-            result = CloseResult(stored, allocations, balance_rows)
             if marks is not None and rows is not None:
                 t = time.perf_counter()
                 stages["watermarks_s"] = marks.result()  # re-raises the watermarks' error
@@ -333,10 +331,10 @@ def _compute(
     t = time.perf_counter()
     if not pg:
         epochs.write_rows(cur, prepared)
-    epochs.write_epoch(cur, result.epoch)
+    epochs.write_epoch(cur, stored)
     sc.drop()
     stages["db_write_s"] = time.perf_counter() - t
-    return result
+    return stored
 
 
 def _settle(

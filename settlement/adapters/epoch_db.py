@@ -8,7 +8,7 @@ about 14 times more at a million keys. Amounts are uint256: decimal text.
 A close reads and writes in one transaction: the registry snapshot and balances through
 `CloseReader`, the stored rows it credits through `SetClose` (read into columns and
 credited by `domain.credit`, the same code on SQLite and PostgreSQL), its rows through
-`EpochStore.write_close`."""
+`EpochStore.write_rows` and `write_epoch`."""
 
 from __future__ import annotations
 
@@ -157,16 +157,6 @@ def _stored_epoch(row: Any) -> StoredEpoch:
         (int(cn), int(cv), int(cc)),
         bytes(manifest),
     )
-
-
-@dataclass(slots=True)
-class CloseResult:
-    """What one close writes besides the watermarks (SetClose writes those)."""
-
-    epoch: StoredEpoch
-    allocations: list[tuple[bytes, str, int]]  # (account, class, amount)
-    # accounts paid this epoch: (account, cumulative node, viewer, creator)
-    balances: list[tuple[bytes, int, int, int]]
 
 
 _LOCKS_GUARD = threading.Lock()
@@ -386,7 +376,7 @@ class EpochStore:
         allocations: list[tuple[bytes, str, int]],
         balances: list[tuple[bytes, int, int, int]],
     ) -> PreparedClose:
-        """The allocation and balance rows `write_close` inserts, formatted for this dialect
+        """The allocation and balance rows `write_rows` inserts, formatted for this dialect
         (no database access: a close builds them while the database is busy)."""
         n = epoch
         alloc_rows = [(n, a, k, str(v)) for a, k, v in allocations]
@@ -394,15 +384,6 @@ class EpochStore:
         if self.dialect == "postgresql":
             return PreparedClose(self._copy_text(alloc_rows), self._copy_text(balance_rows))
         return PreparedClose(alloc_rows, balance_rows)
-
-    def write_close(
-        self, cur: Any, result: CloseResult, prepared: PreparedClose | None = None
-    ) -> None:
-        """Insert the epoch and everything it moved (the caller's transaction)."""
-        if prepared is None:
-            prepared = self.prepare_close(result.epoch.epoch, result.allocations, result.balances)
-        self.write_rows(cur, prepared)
-        self.write_epoch(cur, result.epoch)
 
     def write_epoch(self, cur: Any, e: StoredEpoch) -> None:
         """The epoch's own row: with it the close is there (the caller's transaction)."""
@@ -460,7 +441,7 @@ class EpochStore:
 
 @dataclass(slots=True)
 class PreparedClose:
-    """`write_close`'s rows: COPY text chunks on PostgreSQL, parameter tuples on SQLite."""
+    """`write_rows`' rows: COPY text chunks on PostgreSQL, parameter tuples on SQLite."""
 
     allocations: list[Any]
     balances: list[Any]
