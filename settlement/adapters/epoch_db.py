@@ -123,8 +123,11 @@ CLOSE_SETTINGS: Final = (
     "SET LOCAL jit = off",
 )
 
-# pg_advisory_lock key held for a whole close: two instances never close at once.
-PG_CLOSE_LOCK: Final = 0x5732_4543_4C4F_5345
+# pg_advisory_lock keys held for a whole close: two instances of one store never close at once.
+# The second key is the store's schema, so services (and test runs) in other schemas of the
+# same database do not wait on each other's closes.
+PG_CLOSE_LOCK: Final = 0x5732_4543  # "W2EC"
+_PG_LOCK_KEYS: Final = "%s, hashtext(current_schema())"
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,17 +244,17 @@ class EpochStore:
         cur = conn.cursor()
         try:
             if wait:
-                cur.execute("SELECT pg_advisory_lock(%s)", (PG_CLOSE_LOCK,))
+                cur.execute(f"SELECT pg_advisory_lock({_PG_LOCK_KEYS})", (PG_CLOSE_LOCK,))
                 got = True
             else:
-                cur.execute("SELECT pg_try_advisory_lock(%s)", (PG_CLOSE_LOCK,))
+                cur.execute(f"SELECT pg_try_advisory_lock({_PG_LOCK_KEYS})", (PG_CLOSE_LOCK,))
                 got = bool(cur.fetchone()[0])
             conn.commit()
             try:
                 yield got
             finally:
                 if got:
-                    cur.execute("SELECT pg_advisory_unlock(%s)", (PG_CLOSE_LOCK,))
+                    cur.execute(f"SELECT pg_advisory_unlock({_PG_LOCK_KEYS})", (PG_CLOSE_LOCK,))
                     conn.commit()
         finally:
             cur.close()
