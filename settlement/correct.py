@@ -1,6 +1,7 @@
 """Corrections (PROTOCOL 6-7): replace a bad accepted root while the guardian holds the
-distributor paused, with each leaf at max(recomputed cumulative, claimed on-chain), so the
-correction stays solvent and nobody's claimed tokens are taken back.
+distributor paused, with each leaf at max(balance after the last close, claimed on-chain at
+a block of the pause), so the correction stays solvent and nobody's claimed tokens are taken
+back. Once accepted, its leaves are the floor of every later close.
 
 `run_correction` is re-runnable: each call moves the procedure one stage on (publish and
 propose, then accept once due) and says what the operator or the guardian does next.
@@ -21,9 +22,10 @@ from settlement import publish
 from settlement.adapters import submitter_db as sdb
 from settlement.adapters.chain import Distributor, read_events, scan_claims
 from settlement.adapters.db import Store
-from settlement.adapters.epoch_db import CloseReader, EpochStore
+from settlement.adapters.epoch_db import CloseReader, EpochStore, StoredCorrection
 from settlement.config import Settings
 from settlement.domain import merkle
+from settlement.domain.floor import correction_leaves
 from settlement.errors import ChainError, InputError, NotFound
 from settlement.submitter import Candidate, Submitter
 
@@ -33,8 +35,9 @@ RECOMPUTED_FILE = "recomputed_balances"  # account, cumulative from the store's 
 
 @dataclasses.dataclass(frozen=True)
 class CorrectionPlan:
-    epoch: int
+    epoch: int  # the last closed epoch: its balances are recomputed
     corrects: str  # dataHash of the root replaced
+    claimed_at_block: int  # a block of the current pause; claims were read there
     recomputed: dict[str, int]
     claimed: dict[str, int]
     leaves: dict[str, int]
@@ -47,42 +50,60 @@ class CorrectionPlan:
 
 
 def corrected_data_hash(distributor: Distributor, deployment_block: int) -> str:
-    """dataHash of the distributor's accepted root, from its RootProposed event."""
+    """dataHash of the distributor's accepted root, from its proposal event (ordinary or
+    correction)."""
     root = distributor.root()
     if root == "0x" + "00" * 32:
         raise ChainError("no root has been accepted: there is nothing to correct")
     found = None
-    for e in read_events(distributor, deployment_block, names=("RootProposed",)):
+    for e in read_events(
+        distributor, deployment_block, names=("RootProposed", "CorrectionProposed")
+    ):
         if e.args["root"] == root:
             found = e.args["dataHash"]
     if found is None:
         raise ChainError(
-            f"no RootProposed event for the accepted root {root} since block {deployment_block}"
+            f"no proposal event for the accepted root {root} since block {deployment_block}"
         )
     return found
 
 
 def plan_correction(
-    store: Store, distributor: Distributor, deployment_block: int, epoch: int | None = None
+    store: Store, distributor: Distributor, deployment_block: int
 ) -> CorrectionPlan:
+    """Leaves max(balance after the last close, claimed at a block of the current pause)."""
     epochs = EpochStore(store)
-    epoch = epochs.last_closed() if epoch is None else epoch
-    if epoch < 1 or epochs.get(epoch) is None:
-        raise NotFound(f"epoch {epoch} is not closed: close it before correcting against it")
+    epoch = epochs.last_closed()
+    if epoch < 1:
+        raise NotFound("no epoch is closed: close one before correcting against it")
+    if not distributor.paused():
+        raise ChainError("a correction needs the distributor paused by the guardian first")
+    # The claimed amounts are read at a block of this pause, when no claim can land; the
+    # contract checks pausedAtBlock() <= claimedAtBlock < block.number at the proposal, so
+    # amounts read before the pause (or before a later one) can never be used.
+    claimed_at = distributor.chain.block_number()
+    paused_at = distributor.paused_at_block()
+    if claimed_at < paused_at:
+        raise ChainError(f"the chain head {claimed_at} is before the pause at {paused_at}")
     by_class = epochs.run(lambda cur: CloseReader(epochs, cur).balances(epoch + 1))
     recomputed = {"0x" + a.hex(): n + v + c for a, (n, v, c) in by_class.items()}
-    scan = scan_claims(distributor, deployment_block, confirmations=1)
-    # The contract's word is final: read each claimant's claimed() directly.
-    claimed = {a: distributor.claimed(a) for a in scan.claimed}
-    leaves = dict(recomputed)
+    scan = scan_claims(distributor, deployment_block, to_block=claimed_at)
+    claimed = dict(scan.claimed)
     for account, amount in claimed.items():
-        leaves[account] = max(leaves.get(account, 0), amount)
+        now = distributor.claimed(account)
+        if now != amount:
+            raise ChainError(
+                f"{account} has claimed {now}, not {amount} as at block {claimed_at}: claims "
+                "landed during the correction. Is the distributor still paused?"
+            )
+    leaves = correction_leaves(recomputed, claimed)
     tree = merkle.tree_for_balances(leaves)
     if tree is None:
         raise InputError("the corrected tree would be empty: nothing to propose")
     return CorrectionPlan(
         epoch=epoch,
         corrects=corrected_data_hash(distributor, deployment_block),
+        claimed_at_block=claimed_at,
         recomputed=recomputed,
         claimed=claimed,
         leaves=leaves,
@@ -90,56 +111,99 @@ def plan_correction(
     )
 
 
-def correction_dir(settings: Settings, plan: CorrectionPlan) -> Path:
+def correction_dir(settings: Settings, epoch: int, claimed_at_block: int, corrects: str) -> Path:
     return (
         Path(settings.data_dir)
         / "corrections"
-        / f"correction-{plan.epoch:08d}-{plan.corrects[2:14]}"
+        / f"correction-{epoch:08d}-{claimed_at_block:012d}-{corrects.removeprefix('0x')[:12]}"
     )
+
+
+def ensure_correction_manifests(store: Store, settings: Settings) -> None:
+    """A crash between a correction's commit and its manifest's rename leaves the file
+    missing: put every recorded correction's manifest back."""
+    for c in EpochStore(store).corrections():
+        directory = correction_dir(settings, c.epoch, c.claimed_at_block, c.corrects.hex())
+        path = directory / publish.MANIFEST
+        if not path.exists() or path.read_bytes() != c.manifest:
+            directory.mkdir(parents=True, exist_ok=True)
+            publish.write_atomic(path, c.manifest)
 
 
 def publish_correction(
     store: Store, settings: Settings, plan: CorrectionPlan
 ) -> tuple[Path, bytes, str]:
-    """Write the tree dump, the recomputed and claimed amounts, then the correcting manifest.
+    """Write the tree dump, the recomputed balances and claimed amounts, then the correcting
+    manifest, chained to the manifest published just before it; record it and its leaves.
+    Under the close lock: manifests are published one at a time (PROTOCOL 6).
     Returns (directory, manifest bytes, tree dump path)."""
-    stored = EpochStore(store).get(plan.epoch)
-    assert stored is not None
-    base = orjson.loads(stored.manifest)
-    directory = correction_dir(settings, plan)
+    epochs = EpochStore(store)
+    directory = correction_dir(settings, plan.epoch, plan.claimed_at_block, plan.corrects)
     writer = publish.DatasetWriter(directory)
     try:
-        writer.sink(publish.TREE, "json").write_raw(plan.tree.dump_json(), len(plan.tree))
-        writer.sink(RECOMPUTED_FILE).add_many(
-            publish.canonical_line({"account": a, "amount": v})
-            for a, v in sorted(plan.recomputed.items())
-            if v > 0
-        )
-        writer.sink(CLAIMED_FILE).add_many(
-            publish.canonical_line({"account": a, "claimed": v})
-            for a, v in sorted(plan.claimed.items())
-        )
-        files = writer.finish_all()
+        with (
+            epochs.connection() as conn,
+            epochs.close_lock(conn),
+            epochs.transaction(conn, write=True) as cur,
+        ):
+            if epochs.last_closed(cur) != plan.epoch:
+                raise InputError(
+                    f"epoch {plan.epoch + 1} closed while the correction was planned: "
+                    "run `settlement correct` again"
+                )
+            stored = epochs.get(plan.epoch, cur)
+            assert stored is not None
+            prev = epochs.last_manifest(plan.epoch, cur)
+            assert prev is not None
+            floor = epochs.floor(cur)
+            base = orjson.loads(stored.manifest)
+            writer.sink(publish.TREE, "json").write_raw(plan.tree.dump_json(), len(plan.tree))
+            writer.sink(RECOMPUTED_FILE).add_many(
+                publish.canonical_line({"account": a, "amount": v})
+                for a, v in sorted(plan.recomputed.items())
+                if v > 0
+            )
+            writer.sink(CLAIMED_FILE).add_many(
+                publish.canonical_line({"account": a, "claimed": v})
+                for a, v in sorted(plan.claimed.items())
+            )
+            files = writer.finish_all()
+            data = publish.manifest_bytes(
+                epoch=plan.epoch,
+                start=int(base["start"]),
+                end=int(base["end"]),
+                cutoff=int(base["cutoff"]),
+                parameters=base["parameters"],
+                pools=base["pools"],
+                root=plan.tree.root,
+                cumulative_total=plan.tree.cumulative_total,
+                floor="0x" + floor.data_hash.hex(),
+                prev_manifest_hash="0x" + publish.data_hash(prev).hex(),
+                files=files,
+                correction={
+                    "corrects": plan.corrects,
+                    "claimedAtBlock": plan.claimed_at_block,
+                },
+            )
+            epochs.record_correction(
+                cur,
+                StoredCorrection(
+                    id=0,
+                    data_hash=publish.data_hash(data),
+                    epoch=plan.epoch,
+                    corrects=bytes.fromhex(plan.corrects[2:]),
+                    claimed_at_block=plan.claimed_at_block,
+                    root=bytes.fromhex(plan.tree.root[2:]),
+                    cumulative_total=plan.tree.cumulative_total,
+                    manifest=data,
+                    accepted_block=None,
+                ),
+                {bytes.fromhex(a[2:]): v for a, v in plan.leaves.items()},
+            )
     except BaseException:
         writer.abort()
         raise
-    manifest = {
-        "protocolVersion": publish.PROTOCOL_VERSION,
-        "epoch": plan.epoch,
-        "start": int(base["start"]),
-        "end": int(base["end"]),
-        "cutoff": int(base["cutoff"]),
-        "parameters": base["parameters"],
-        "pools": base["pools"],
-        "counts": {f.name: f.rows for f in files},
-        "root": plan.tree.root,
-        "cumulativeTotal": plan.tree.cumulative_total,
-        # The recomputed balances are epoch `epoch`'s dataset: chain to its manifest.
-        "prevManifestHash": "0x" + stored.data_hash.hex(),
-        "files": [f.manifest_entry() for f in files],
-        "corrects": plan.corrects,
-    }
-    data = publish.canonical_bytes(manifest)
+    # Last, after the commit, as a close does: the dataset is complete once it is there.
     publish.write_atomic(directory / publish.MANIFEST, data)
     dump = next(f for f in files if f.name == publish.TREE)
     return directory, data, str(directory / dump.filename)
@@ -155,7 +219,6 @@ class CorrectionState:
 def run_correction(
     submitter: Submitter,
     *,
-    epoch: int | None = None,
     wait: bool = False,
     timeout: float = 3600,
     sleep: Callable[[float], None] = time.sleep,
@@ -165,6 +228,7 @@ def run_correction(
     d = submitter.distributor
     rows = submitter.rows
     say = submitter.say
+    ensure_correction_manifests(submitter.store, submitter.settings)
     row = next((r for r in rows.open() if r.kind == sdb.CORRECTION), None)
     if row is None:
         if not d.paused():
@@ -178,7 +242,7 @@ def run_correction(
                 f"root {pending.root} of epoch {pending.epoch} is pending: the guardian calls "
                 "revokeRoot() first if it is bad (a correction cannot be proposed over it)"
             )
-        plan = plan_correction(submitter.store, d, submitter.deployment_block, epoch)
+        plan = plan_correction(submitter.store, d, submitter.deployment_block)
         if plan.tree.root == d.root():
             step = (
                 f"the accepted root {plan.tree.root} already is max(recomputed, claimed) for "
@@ -191,7 +255,7 @@ def run_correction(
         say(
             f"correction of {plan.corrects} against epoch {plan.epoch}: root {plan.tree.root}, "
             f"total {plan.tree.cumulative_total}, {len(plan.raised)} leaf(s) raised to their "
-            f"on-chain claim; published in {directory}"
+            f"claim at block {plan.claimed_at_block}; published in {directory}"
         )
         uri = str((directory / publish.MANIFEST).resolve())
         if submitter.settings.data_base_uri:
@@ -206,6 +270,7 @@ def run_correction(
             data_uri=uri,
             dump_path=dump,
             corrects=plan.corrects,
+            claimed_at_block=plan.claimed_at_block,
         )
         row = submitter.propose(candidate, correction=True)
         if row is None:
@@ -242,10 +307,6 @@ def _state(submitter: Submitter, row: sdb.Proposal) -> CorrectionState:
 
 
 def cli_correct(
-    epoch: Annotated[
-        int | None,
-        typer.Option(min=1, help="recompute against this closed epoch (default: the latest)"),
-    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="stay until the correction is accepted (validAt)")
     ] = False,
@@ -253,10 +314,12 @@ def cli_correct(
     """Correct a bad accepted root (PROTOCOL 6-7), one stage per run.
 
     1. The guardian pauses the distributor (and revokes any pending root).
-    2. `settlement correct` recomputes every leaf as max(cumulative from the store's closes,
-       claimed on-chain), publishes the tree and a manifest with `corrects` under
-       W2E_DATA_DIR/corrections/, and proposes it (a correction, since the contract is paused).
-    3. After the challenge period, `settlement correct` again (or --wait) accepts it.
+    2. `settlement correct` recomputes every leaf as max(balance after the last close,
+       claimed on-chain at a block of this pause), publishes the tree, those amounts and a
+       manifest with `corrects` and `claimedAtBlock` under W2E_DATA_DIR/corrections/, and
+       proposes it with proposeCorrection.
+    3. After the challenge period, `settlement correct` again (or --wait) accepts it; its
+       leaves become the floor of every later close.
     4. It then tells the guardian to unpause. Exit 3 when the chain refuses a stage.
     """
     import logging
@@ -269,7 +332,7 @@ def cli_correct(
     try:
         settings = load_settings()
         with open_submitter(settings, say=typer.echo) as submitter:
-            state = run_correction(submitter, epoch=epoch, wait=wait)
+            state = run_correction(submitter, wait=wait)
     except SettlementError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(error.exit_code) from None

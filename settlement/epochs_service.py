@@ -34,6 +34,7 @@ from settlement.config import Settings
 from settlement.domain import merkle
 from settlement.domain.credit import Cols, Rows
 from settlement.domain.epochs import EpochClock
+from settlement.domain.floor import leaves_under_floor
 from settlement.domain.rewards import (
     CLASSES,
     ClassAmounts,
@@ -234,6 +235,8 @@ def _compute(
     nodes, content, viewers = reader.registry()
     prev_by_class = reader.balances(epoch)
     quarantined = reader.quarantine(now)
+    floor = epochs.floor(cur)  # the floor in force when the close starts (PROTOCOL 6)
+    prev_manifest = epochs.last_manifest(epoch - 1, cur)
     stages["snapshot_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -269,9 +272,10 @@ def _compute(
             stages["allocate_s"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            tree = merkle.tree_for_balances(rewards.balances)
+            leaves = leaves_under_floor(rewards.balances, floor.leaves)
+            tree = merkle.tree_for_balances(leaves)
             root = merkle.root_of(tree)
-            cumulative_total = sum(rewards.balances.values())
+            cumulative_total = sum(leaves.values())
             if tree is not None:
                 dump = writer.sink(publish.TREE, "json")
                 dump.write_raw(tree.dump_json(), len(tree))
@@ -300,9 +304,10 @@ def _compute(
                 pools=_pools(rewards),
                 root=root,
                 cumulative_total=cumulative_total,
+                floor="0x" + floor.data_hash.hex(),
                 prev_manifest_hash=(
-                    "0x" + publish.data_hash(prev.manifest).hex()
-                    if prev is not None
+                    "0x" + publish.data_hash(prev_manifest).hex()
+                    if prev_manifest is not None
                     else publish.ZERO_HASH
                 ),
                 files=files,
@@ -314,9 +319,11 @@ def _compute(
                 root=bytes.fromhex(root[2:]),
                 data_hash=publish.data_hash(manifest),
                 cumulative_total=cumulative_total,
-                proposes=rewards.changed_balances() and tree is not None,
+                # PROTOCOL 5: an epoch whose tree equals the one before proposes nothing.
+                proposes=tree is not None and (prev is None or prev.root.hex() != root[2:]),
                 carried=(carried.node, carried.viewer, carried.creator),
                 manifest=manifest,
+                floor=floor.data_hash,
             )
             if marks is not None and rows is not None:
                 t = time.perf_counter()

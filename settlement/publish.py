@@ -22,7 +22,7 @@ import orjson
 
 from settlement.domain.merkle import keccak256
 
-PROTOCOL_VERSION: Final = "1"
+PROTOCOL_VERSION: Final = "2"
 ZERO_HASH: Final = "0x" + "00" * 32
 MANIFEST: Final = "manifest.json"
 MANIFEST_FIELDS: Final = tuple(
@@ -38,11 +38,14 @@ MANIFEST_FIELDS: Final = tuple(
             "counts",
             "root",
             "cumulativeTotal",
+            "floor",
             "prevManifestHash",
             "files",
         )
     )
 )
+# A correction's manifest has these two fields more (PROTOCOL 6).
+CORRECTION_FIELDS: Final = ("claimedAtBlock", "corrects")
 
 # Logical names of the data files (the manifest's `files[].name`) and their key fields.
 DELIVERY_RECEIPTS: Final = "delivery_receipts"  # viewer, sessionId, node
@@ -385,10 +388,14 @@ def manifest_bytes(
     pools: Mapping[str, Mapping[str, int]],
     root: str,
     cumulative_total: int,
+    floor: str,
     prev_manifest_hash: str,
     files: Iterable[PublishedFile],
+    correction: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """The manifest's bytes: exactly the PROTOCOL 6 fields, canonical JSON."""
+    """The manifest's bytes: exactly the PROTOCOL 6 fields, canonical JSON. `floor`: the
+    dataHash of the correction whose leaves are the floor (ZERO_HASH: none). `correction`:
+    a correction's `corrects` and `claimedAtBlock`."""
     files = sorted(files, key=lambda f: f.name)
     manifest = {
         "protocolVersion": PROTOCOL_VERSION,
@@ -401,10 +408,14 @@ def manifest_bytes(
         "counts": {f.name: f.rows for f in files},
         "root": root,
         "cumulativeTotal": cumulative_total,
+        "floor": floor,
         "prevManifestHash": prev_manifest_hash,
         "files": [f.manifest_entry() for f in files],
     }
     assert tuple(sorted(manifest)) == MANIFEST_FIELDS
+    if correction is not None:
+        assert tuple(sorted(correction)) == CORRECTION_FIELDS
+        manifest.update(correction)
     return canonical_bytes(manifest)
 
 

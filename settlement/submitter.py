@@ -56,6 +56,21 @@ PAUSED = Gauge("w2e_distributor_paused", "1 while the distributor is paused (no 
 PENDING_EPOCHS = Gauge(
     "w2e_submitter_unproposed_epochs", "Closed epochs not yet carried by an accepted root"
 )
+FOREIGN_ROOT = Gauge(
+    "w2e_submitter_foreign_root",
+    "1 while the distributor's root is not this service's last accepted proposal: a root it "
+    "did not make was accepted; no proposal until a correction is accepted",
+)
+BELOW_CHAIN = Gauge(
+    "w2e_submitter_tree_below_chain_total",
+    "1 when the next tree's total is below the distributor's cumulativeTotal (never expected: "
+    "leaves are max(balance, floor)); nothing is proposed",
+)
+STALE_FLOOR = Gauge(
+    "w2e_submitter_stale_floor_epoch",
+    "The latest closed epoch when it was built under an older floor than the one in force "
+    "(not proposed: the next close folds it); 0 otherwise",
+)
 
 CLAIMS_CURSOR = "claimed"
 
@@ -72,6 +87,7 @@ class Candidate:
     data_uri: str
     dump_path: str | None = None
     corrects: str | None = None
+    claimed_at_block: int | None = None  # a correction's: where its claimed amounts were read
 
 
 def data_uri(settings: Settings, epoch: int) -> str:
@@ -188,6 +204,12 @@ class Submitter:
             return self.rows.update(row.id, status=sdb.FAILED, note=note or "not on chain")
         last = history.events[-1]
         if status == "accepted":
+            # A correction: first the floor, then the row. A crash in between re-syncs the
+            # open row and sets the floor again (idempotent).
+            if row.kind == sdb.CORRECTION and not self.epochs.accept_correction(
+                bytes.fromhex(row.data_hash[2:]), last.block_number
+            ):
+                log.error("ALERT: correction %s was not published here", row.data_hash)
             if row.kind == sdb.CORRECTION and row.status != sdb.ACCEPTED:
                 for old in self.rows.all():
                     if old.status == sdb.ACCEPTED and old.data_hash == row.corrects:
@@ -321,9 +343,21 @@ class Submitter:
         current = self.distributor.current_epoch()
         PENDING_EPOCHS.set(max(0, last - current))
         epoch = last
+        floor = self.epochs.floor().data_hash
         while epoch > current:
             stored = self.epochs.get(epoch)
             if stored is not None and stored.proposes:
+                if stored.floor != floor:
+                    # PROTOCOL 6: its leaves may fall below what was claimed against the
+                    # correction; the next close, built under the floor in force, folds it.
+                    STALE_FLOOR.set(epoch)
+                    self.say(
+                        f"not proposing epoch {epoch}: it was closed under floor "
+                        f"0x{stored.floor.hex()}, the floor in force is 0x{floor.hex()}; "
+                        "the next close folds it"
+                    )
+                    return None
+                STALE_FLOOR.set(0)
                 return Candidate(
                     epoch=epoch,
                     first_epoch=current + 1,
@@ -336,7 +370,29 @@ class Submitter:
             epoch -= 1
         return None
 
+    def foreign_root(self) -> str | None:
+        """Why not to propose, when the distributor's root is not this service's last accepted
+        proposal (ordinary or correction): a root it did not make was accepted (PROTOCOL 6).
+        None when it is."""
+        own = self.rows.latest_accepted()
+        expected = own.root if own is not None else "0x" + "00" * 32
+        on_chain = self.distributor.root()
+        if on_chain == expected:
+            FOREIGN_ROOT.set(0)
+            return None
+        FOREIGN_ROOT.set(1)
+        return (
+            f"the distributor's root {on_chain} is not this service's last accepted proposal "
+            f"({expected}): a root it did not make was accepted. No proposal until a correction "
+            "is accepted: the guardian pauses, then `settlement correct`"
+        )
+
     def propose_next(self) -> sdb.Proposal | None:
+        foreign = self.foreign_root()
+        if foreign is not None:
+            log.error("ALERT: %s", foreign)
+            self.say(f"ALERT: {foreign}")
+            return None
         candidate = self.candidate()
         if candidate is None:
             return None
@@ -371,20 +427,46 @@ class Submitter:
             self.say(f"not proposing epoch {candidate.epoch}: {error}")
             return None
         SHORTFALL.set(0)
-        call = self.distributor.propose_root(
-            candidate.epoch,
-            candidate.root,
-            candidate.cumulative_total,
-            candidate.data_hash,
-            candidate.data_uri,
-        )
+        if correction:
+            if candidate.claimed_at_block is None:
+                raise ChainError("a correction names the block its claimed amounts were read at")
+            call = self.distributor.propose_correction(
+                candidate.epoch,
+                candidate.root,
+                candidate.cumulative_total,
+                candidate.data_hash,
+                candidate.data_uri,
+                candidate.claimed_at_block,
+            )
+        else:
+            on_chain = self.distributor.cumulative_total()
+            if candidate.cumulative_total < on_chain:
+                # Unreachable by construction (leaves are max(balance, floor) and the floor
+                # holds every leaf of the last correction): a bug or a foreign root. Loud.
+                BELOW_CHAIN.set(1)
+                message = (
+                    f"the tree of epoch {candidate.epoch} totals {candidate.cumulative_total}, "
+                    f"below the distributor's cumulativeTotal {on_chain}: not proposed. This "
+                    "should not happen (leaves are max(balance, floor)): check the floor in "
+                    "force and whether a root this service did not make was accepted"
+                )
+                log.error("ALERT: %s", message)
+                self.say(f"ALERT: {message}")
+                return None
+            BELOW_CHAIN.set(0)
+            call = self.distributor.propose_root(
+                candidate.epoch,
+                candidate.root,
+                candidate.cumulative_total,
+                candidate.data_hash,
+                candidate.data_uri,
+            )
         from_block = self.chain.block_number()
         self.chain.nonces.resync(self.key.address)
         try:
             prepared = self.chain.build(self.key, call)  # a revert surfaces here, unsent
         except ContractRevert as error:
-            # e.g. TotalDecreased after a correction raised leaves above the store's balances:
-            # nothing is sent; the next close (more emission) or an operator decides.
+            # e.g. EnforcedPause when the guardian paused after the check: nothing is sent.
             self.chain.nonces.resync(self.key.address)
             log.error("ALERT: proposal of epoch %d refused: %s", candidate.epoch, error)
             self.say(f"ALERT: proposal of epoch {candidate.epoch} refused: {error}")
@@ -401,6 +483,7 @@ class Submitter:
             prepared=prepared,
             dump_path=candidate.dump_path,
             corrects=candidate.corrects,
+            claimed_at_block=candidate.claimed_at_block,
         )
         what = "correction" if correction else "root"
         folded = (

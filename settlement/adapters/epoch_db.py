@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy import BigInteger, Boolean, Column, LargeBinary, Text
+from sqlalchemy import BigInteger, Boolean, Column, Integer, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
 from settlement.adapters.db import (
@@ -55,6 +55,38 @@ class EpochRow(SQLModel, table=True):
     carried_viewer: str = Field(sa_column=Column(Text, nullable=False))
     carried_creator: str = Field(sa_column=Column(Text, nullable=False))
     manifest: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # dataHash of the correction whose leaves were the floor this close built under (PROTOCOL
+    # 6); NULL: no floor. A close built under an older floor than the one in force is never
+    # proposed.
+    floor: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class CorrectionRow(SQLModel, table=True):
+    """A published correction (PROTOCOL 6), in publication order. Once the distributor has
+    accepted it (`accepted_block`), its leaves are the floor of every later close."""
+
+    __tablename__ = "correction"
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    data_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False, unique=True))
+    # The last closed epoch when it was published: the manifest before it is that epoch's or
+    # a correction published after it, and the next close chains to it.
+    epoch: int = Field(sa_column=Column(BigInteger, nullable=False))
+    corrects: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    claimed_at_block: int = Field(sa_column=Column(BigInteger, nullable=False))
+    root: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    cumulative_total: str = Field(sa_column=Column(Text, nullable=False))
+    manifest: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    accepted_block: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class CorrectionLeafRow(SQLModel, table=True):
+    """One leaf of a correction: max(balance, claimed) of one account; the floor once the
+    correction is accepted."""
+
+    __tablename__ = "correction_leaf"
+    data_hash: bytes = pk_bytes()
+    account: bytes = pk_bytes()
+    amount: str = Field(sa_column=Column(Text, nullable=False))
 
 
 class AllocationRow(SQLModel, table=True):
@@ -110,6 +142,8 @@ EPOCH_TABLES: Final = (
     BalanceRow.__tablename__,
     DELIVERY_WATERMARK.name,
     VIEW_WATERMARK.name,
+    CorrectionRow.__tablename__,
+    CorrectionLeafRow.__tablename__,
 )
 
 # A close's planner settings (PostgreSQL, its transaction's): its reads join on (viewer,
@@ -127,6 +161,7 @@ CLOSE_SETTINGS: Final = (
 # The second key is the store's schema, so services (and test runs) in other schemas of the
 # same database do not wait on each other's closes.
 PG_CLOSE_LOCK: Final = 0x5732_4543  # "W2EC"
+NO_FLOOR: Final = bytes(32)
 _PG_LOCK_KEYS: Final = "%s, hashtext(current_schema())"
 
 
@@ -140,16 +175,17 @@ class StoredEpoch:
     proposes: bool
     carried: tuple[int, int, int]  # node, viewer, creator
     manifest: bytes
+    floor: bytes = NO_FLOOR  # dataHash of the correction whose leaves were the floor
 
 
 _EPOCH_COLS = (
     "epoch, close_started, root, data_hash, cumulative_total, proposes, "
-    "carried_node, carried_viewer, carried_creator, manifest"
+    "carried_node, carried_viewer, carried_creator, manifest, floor"
 )
 
 
 def _stored_epoch(row: Any) -> StoredEpoch:
-    e, started, root, dh, total, proposes, cn, cv, cc, manifest = row
+    e, started, root, dh, total, proposes, cn, cv, cc, manifest, floor = row
     return StoredEpoch(
         e,
         dec(started),
@@ -159,6 +195,41 @@ def _stored_epoch(row: Any) -> StoredEpoch:
         bool(proposes),
         (int(cn), int(cv), int(cc)),
         bytes(manifest),
+        NO_FLOOR if floor is None else bytes(floor),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """The floor in force (PROTOCOL 6): the leaves of the last accepted correction."""
+
+    data_hash: bytes  # NO_FLOOR before any correction is accepted
+    leaves: dict[bytes, int]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCorrection:
+    id: int
+    data_hash: bytes
+    epoch: int
+    corrects: bytes
+    claimed_at_block: int
+    root: bytes
+    cumulative_total: int
+    manifest: bytes
+    accepted_block: int | None
+
+
+_CORRECTION_COLS = (
+    "id, data_hash, epoch, corrects, claimed_at_block, root, cumulative_total, manifest, "
+    "accepted_block"
+)
+
+
+def _stored_correction(row: Any) -> StoredCorrection:
+    i, dh, e, corrects, block, root, total, manifest, accepted = row
+    return StoredCorrection(
+        i, bytes(dh), e, bytes(corrects), block, bytes(root), int(total), bytes(manifest), accepted
     )
 
 
@@ -368,6 +439,103 @@ class EpochStore:
 
         return self.run(fn)
 
+    # -- corrections and the floor (PROTOCOL 6) ---------------------------------------------
+
+    def floor(self, cur: Any | None = None) -> Floor:
+        """The floor in force: the leaves of the correction the distributor accepted last."""
+
+        def fn(c: Any) -> Floor:
+            c.execute(
+                "SELECT data_hash FROM correction WHERE accepted_block IS NOT NULL "
+                "ORDER BY accepted_block DESC, id DESC LIMIT 1"
+            )
+            row = c.fetchone()
+            if row is None:
+                return Floor(NO_FLOOR, {})
+            data_hash = bytes(row[0])
+            c.execute(
+                self._q("SELECT account, amount FROM correction_leaf WHERE data_hash = %s"),
+                (data_hash,),
+            )
+            return Floor(data_hash, {bytes(a): int(v) for a, v in c.fetchall()})
+
+        return fn(cur) if cur is not None else self.run(fn)
+
+    def last_manifest(self, epoch: int, cur: Any | None = None) -> bytes | None:
+        """The manifest published last while `epoch` was the last closed one: the last
+        correction published since its close, else its own (None before epoch 1)."""
+
+        def fn(c: Any) -> bytes | None:
+            c.execute(
+                self._q(
+                    "SELECT manifest FROM correction WHERE epoch = %s ORDER BY id DESC LIMIT 1"
+                ),
+                (epoch,),
+            )
+            row = c.fetchone()
+            if row is not None:
+                return bytes(row[0])
+            stored = self.get(epoch, c) if epoch >= 1 else None
+            return None if stored is None else stored.manifest
+
+        return fn(cur) if cur is not None else self.run(fn)
+
+    def record_correction(
+        self, cur: Any, correction: StoredCorrection, leaves: Mapping[bytes, int]
+    ) -> None:
+        """A published correction and its leaves (the caller's transaction, under the close
+        lock: manifests are published one at a time)."""
+        cur.execute(
+            self._q(
+                "INSERT INTO correction (data_hash, epoch, corrects, claimed_at_block, root, "
+                "cumulative_total, manifest) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            ),
+            (
+                correction.data_hash,
+                correction.epoch,
+                correction.corrects,
+                correction.claimed_at_block,
+                correction.root,
+                str(correction.cumulative_total),
+                correction.manifest,
+            ),
+        )
+        rows = [(correction.data_hash, a, str(v)) for a, v in sorted(leaves.items())]
+        if self.dialect == "postgresql":
+            self._copy(cur, "correction_leaf (data_hash, account, amount)", self._copy_text(rows))
+        else:
+            cur.executemany(
+                "INSERT INTO correction_leaf (data_hash, account, amount) VALUES (?, ?, ?)", rows
+            )
+
+    def corrections(self) -> list[StoredCorrection]:
+        """Every published correction, oldest first."""
+
+        def fn(c: Any) -> list[StoredCorrection]:
+            c.execute(f"SELECT {_CORRECTION_COLS} FROM correction ORDER BY id")
+            return [_stored_correction(r) for r in c.fetchall()]
+
+        return self.run(fn)
+
+    def accept_correction(self, data_hash: bytes, block: int) -> bool:
+        """The distributor accepted this correction in `block`: its leaves become the floor.
+        Idempotent; False when no such correction was published here."""
+
+        def fn(c: Any) -> bool:
+            c.execute(
+                self._q(
+                    "UPDATE correction SET accepted_block = %s "
+                    "WHERE data_hash = %s AND accepted_block IS NULL"
+                ),
+                (block, data_hash),
+            )
+            c.execute(
+                self._q("SELECT accepted_block FROM correction WHERE data_hash = %s"), (data_hash,)
+            )
+            return c.fetchone() is not None
+
+        return self.run(fn, write=True)
+
     # -- the close -------------------------------------------------------------------------
 
     def reader(self, cur: Any) -> CloseReader:
@@ -392,7 +560,8 @@ class EpochStore:
         """The epoch's own row: with it the close is there (the caller's transaction)."""
         cur.execute(
             self._q(
-                f"INSERT INTO epoch ({_EPOCH_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                f"INSERT INTO epoch ({_EPOCH_COLS}) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ),
             (
                 e.epoch,
@@ -403,6 +572,7 @@ class EpochStore:
                 e.proposes,
                 *(str(x) for x in e.carried),
                 e.manifest,
+                None if e.floor == NO_FLOOR else e.floor,
             ),
         )
 

@@ -51,6 +51,8 @@ class ProposalRow(SQLModel, table=True):
     data_uri: str = Field(sa_column=Column(Text, nullable=False))
     dump_path: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     corrects: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # A correction's claimedAtBlock: the block of the pause its claimed amounts were read at.
+    claimed_at_block: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     status: str = Field(sa_column=Column(Text, nullable=False, index=True))
     from_block: int = Field(sa_column=Column(BigInteger, nullable=False))
     txs: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of PreparedTx JSON
@@ -99,6 +101,7 @@ class Proposal:
     data_uri: str
     dump_path: str | None
     corrects: str | None
+    claimed_at_block: int | None
     status: str
     from_block: int
     txs: tuple[PreparedTx, ...]
@@ -128,6 +131,7 @@ def _proposal(row: Any) -> Proposal:
         data_uri=m["data_uri"],
         dump_path=m["dump_path"],
         corrects=m["corrects"],
+        claimed_at_block=m["claimed_at_block"],
         status=m["status"],
         from_block=m["from_block"],
         txs=tuple(PreparedTx.from_json(t) for t in json.loads(m["txs"])),
@@ -167,6 +171,7 @@ class SubmitterStore:
         prepared: PreparedTx,
         dump_path: str | None = None,
         corrects: str | None = None,
+        claimed_at_block: int | None = None,
     ) -> Proposal:
         now = int(time.time())
         with self.engine.begin() as conn:
@@ -181,6 +186,7 @@ class SubmitterStore:
                     data_uri=data_uri,
                     dump_path=dump_path,
                     corrects=corrects,
+                    claimed_at_block=claimed_at_block,
                     status=PREPARED,
                     from_block=from_block,
                     txs=_txs([prepared]),

@@ -130,19 +130,46 @@ def test_manifest_has_exactly_the_protocol_fields_and_chains(tmp_path):
         pools={"node": {"emitted": 1}},
         root="0x" + "11" * 32,
         cumulative_total=2**255,
+        floor=publish.ZERO_HASH,
         files=files,
     )
     m1 = publish.manifest_bytes(prev_manifest_hash=publish.ZERO_HASH, **kwargs)
     obj = orjson.loads(m1)
     assert tuple(sorted(obj)) == publish.MANIFEST_FIELDS
     assert obj["epoch"] == "2" and obj["cumulativeTotal"] == str(2**255)
-    assert obj["protocolVersion"] == "1"
+    assert obj["protocolVersion"] == "2" and obj["floor"] == publish.ZERO_HASH
     assert [f["name"] for f in obj["files"]] == ["a", "b"]
     assert obj["files"][1]["rows"] == "1" and obj["counts"] == {"a": "0", "b": "1"}
     assert b" " not in m1 and publish.canonical_bytes(obj) == m1
     assert publish.data_hash(m1) == keccak(m1)
     m2 = publish.manifest_bytes(prev_manifest_hash="0x" + keccak(m1).hex(), **kwargs)
     assert orjson.loads(m2)["prevManifestHash"] == "0x" + publish.data_hash(m1).hex()
+
+
+def test_a_correction_manifest_has_exactly_two_fields_more(tmp_path):
+    files = publish.DatasetWriter(tmp_path).finish_all()
+    kwargs = dict(
+        epoch=3,
+        start=10,
+        end=20,
+        cutoff=25,
+        parameters={},
+        pools={},
+        root="0x" + "11" * 32,
+        cumulative_total=7,
+        floor="0x" + "22" * 32,
+        prev_manifest_hash="0x" + "33" * 32,
+        files=files,
+    )
+    m = orjson.loads(
+        publish.manifest_bytes(
+            **kwargs, correction={"corrects": "0x" + "44" * 32, "claimedAtBlock": 12}
+        )
+    )
+    assert set(m) == {*publish.MANIFEST_FIELDS, *publish.CORRECTION_FIELDS}
+    assert m["claimedAtBlock"] == "12" and m["floor"] == "0x" + "22" * 32
+    with pytest.raises(AssertionError):
+        publish.manifest_bytes(**kwargs, correction={"corrects": "0x" + "44" * 32})
 
 
 def test_write_atomic_replaces_whole(tmp_path):
