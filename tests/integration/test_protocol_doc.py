@@ -361,6 +361,7 @@ def dataset(tmp_path_factory: Any) -> Dataset:
         plan = correct.CorrectionPlan(
             epoch=2,
             corrects=closed.data_hash,
+            claimed_at_block=41,
             recomputed=recomputed,
             claimed=claimed,
             leaves=leaves,

@@ -86,8 +86,16 @@ def _rpc(url: str, method: str, *params: object) -> object:
 
 
 def make_net(
-    tmp: Path, url: str, *, challenge: int = HOUR, funded_epochs: int = 4, dev: bool = False
+    tmp: Path,
+    url: str,
+    *,
+    challenge: int = HOUR,
+    funded_epochs: int = 4,
+    dev: bool = False,
+    window: int = 3000,
 ) -> Net:
+    """A deployed distributor and a store holding simulated receipts issued over `window`
+    seconds from genesis; `url` "" is the embedded chain."""
     chain = c.connect(rpc_url=url, poll_interval=0.02, bump_blocks=2)
     secrets = {n: Account.create() for n in ("admin", "poster", "guardian", "relayer")}
     keys = {n: Key(a, n) for n, a in secrets.items()}
@@ -135,7 +143,7 @@ def make_net(
         chain_id=chain.chain_id,
         distributor=bytes.fromhex(deployment.distributor[2:]),
         start=GENESIS,
-        window=3000,
+        window=window,
         params=Params.from_settings(settings),
         workers=1,
     )
