@@ -672,6 +672,7 @@ class AccountView:
     creator: int
     root: str | None  # of the latest closed epoch
     proof: list[str] | None  # against that root; None when the account has no leaf
+    leaf: int = 0  # its amount in that tree: max(balance, floor) (PROTOCOL 6)
 
     @property
     def total(self) -> int:
@@ -685,9 +686,13 @@ def account(store: Store, settings: Settings, address: bytes) -> AccountView:
     if latest == 0:
         return AccountView(address, 0, n, v, c, None, None)
     closed = get_epoch(store, settings, latest)
-    proof = None
-    if n + v + c > 0:
-        tree = epoch_tree(store, settings, closed)
-        if tree is not None:
-            proof = tree.proof_for(address)
-    return AccountView(address, latest, n, v, c, closed.root, proof)
+    tree = epoch_tree(store, settings, closed)
+    if tree is None:
+        return AccountView(address, latest, n, v, c, closed.root, None)
+    try:  # an account with a floor has a leaf without a balance (PROTOCOL 6)
+        index = tree.index_of(address)
+    except InputError:
+        return AccountView(address, latest, n, v, c, closed.root, None)
+    return AccountView(
+        address, latest, n, v, c, closed.root, tree.proof(index), tree.values[index][1]
+    )

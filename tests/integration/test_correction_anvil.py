@@ -96,12 +96,23 @@ def test_bad_root_to_paid_correct_claims(
     (row,) = [r for r in sub.rows.all() if r.kind == sdb.CORRECTION]
     assert row.status == sdb.MINED and row.corrects == bad_hash
 
-    # The correcting manifest: leaves at max(recomputed, claimed), `corrects` the bad hash.
+    # The correcting manifest: leaves at max(recomputed, claimed), `corrects` the bad hash,
+    # claims read at a block of this pause, chained to epoch 2's manifest.
     manifest_path = Path(row.data_uri)
     manifest = manifest_path.read_bytes()
     assert "0x" + publish.data_hash(manifest).hex() == row.data_hash == d.pending_root().data_hash
     doc = json.loads(manifest)
     assert doc["corrects"] == bad_hash and doc["epoch"] == "2"
+    assert row.claimed_at_block is not None and doc["claimedAtBlock"] == str(row.claimed_at_block)
+    assert d.paused_at_block() <= row.claimed_at_block < chain.block_number()
+    epoch2 = EpochStore(n.store).get(2)
+    assert epoch2 is not None
+    assert doc["prevManifestHash"] == "0x" + publish.data_hash(epoch2.manifest).hex()
+    assert doc["floor"] == "0x" + "00" * 32
+    assert "proposeCorrection" not in out and any(
+        e.name == "CorrectionProposed" and e.args["dataHash"] == row.data_hash
+        for e in c.read_events(d, n.deployment.block)
+    )
     fixed = MerkleTree.load(Path(row.dump_path).read_bytes())
     leaves = dict(fixed.values)
     assert leaves[attacker] == 500 * 10**18  # what it took, and not a unit more
@@ -134,8 +145,13 @@ def test_bad_root_to_paid_correct_claims(
     for account, amount in fixed.values:
         assert d.token.balance_of(account) == amount == d.claimed(account)
 
-    # The submitter goes on from the corrected epoch: epochs 3-4, everyone whole again.
+    # The submitter goes on from the corrected epoch: epochs 3-4, built under the floor (the
+    # correction's leaves) and chained to the correction; everyone whole again.
     n.close(4)
+    epochs = EpochStore(n.store)
+    assert "0x" + epochs.floor().data_hash.hex() == row.data_hash
+    three = json.loads(epochs.get(3).manifest)
+    assert three["floor"] == row.data_hash and three["prevManifestHash"] == row.data_hash
     (nxt,) = sub.step()
     assert (nxt.first_epoch, nxt.epoch, nxt.status) == (3, 4, sdb.MINED)
     chain.increase_time(HOUR)

@@ -67,12 +67,13 @@ def test_epoch_routes(client_and_world):
     acct = client.get(f"/v1/accounts/0x{w.node.hex().upper()}").json()
     assert acct["epoch"] == 1 and acct["root"] == closed.root
     assert acct["earned"] == {"node": "450", "viewer": "0", "creator": "0", "total": "450"}
-    assert merkle.verify(closed.root, w.node, 450, acct["proof"])
+    assert acct["leaf"] == "450" and merkle.verify(closed.root, w.node, 450, acct["proof"])
     # Chain-facing fields stay null until a chain is configured.
     assert acct["claimableNow"] is None and acct["pending"] is None
 
     nobody = client.get("/v1/accounts/0x" + "77" * 20).json()
     assert nobody["earned"]["total"] == "0" and nobody["proof"] is None
+    assert nobody["leaf"] == "0"
     assert client.get("/v1/accounts/0x1234").status_code == 422
     assert client.get("/v1/epochs/0").status_code == 422
     assert orjson.loads(client.get("/v1/epochs?limit=1").content)[0]["epoch"] == 1

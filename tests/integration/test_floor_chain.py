@@ -79,7 +79,9 @@ def test_overpaid_by_a_bad_root_then_corrected_then_three_epochs(net: Net) -> No
     bad_values[top] += 50 * 10**18
     bad_values[outsider] = 7 * 10**18
     bad = MerkleTree.of(sorted(bad_values.items()))
-    chain.transact(n.poster, d.propose_root(2, bad.root, bad.cumulative_total, "0x" + "bd" * 32, "x"))
+    chain.transact(
+        n.poster, d.propose_root(2, bad.root, bad.cumulative_total, "0x" + "bd" * 32, "x")
+    )
     chain.increase_time(HOUR)
     chain.transact(n.relayer, d.accept_root())
     totals.append(d.cumulative_total())

@@ -62,8 +62,12 @@ class AccountOut(BaseModel):
     epoch: int = Field(description="latest closed epoch (0: none yet)")
     earned: EarnedOut = Field(description="cumulative, by class, after that epoch")
     root: str | None = Field(description="root of the latest closed epoch")
+    leaf: str = Field(
+        description="the account's leaf in that tree: max(earned.total, its floor after a "
+        "correction), what a claim against `root` pays up to; 0 without a leaf"
+    )
     proof: list[str] | None = Field(
-        description="proof of (account, earned.total) against `root`; null without a leaf"
+        description="proof of (account, leaf) against `root`; null without a leaf"
     )
     claimed: str | None = Field(
         default=None, description="claimed on-chain so far; null until a chain is configured"
@@ -169,5 +173,6 @@ def get_account(
             total=str(view.total),
         ),
         root=view.root,
+        leaf=str(view.leaf),
         proof=view.proof,
     )
