@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 from test_submitter_anvil import ANVIL, EMISSION, EPOCH, HOUR, Net, make_net
 
-from settlement import publish
+from settlement import epochs_service, publish
 from settlement import submitter as submitter_mod
 from settlement.adapters import chain as c
 from settlement.adapters import submitter_db as sdb
 from settlement.adapters.epoch_db import CloseReader, EpochStore
 from settlement.correct import run_correction
 from settlement.domain.merkle import MerkleTree
+from settlement.submitter import Candidate
 
 ZERO = "0x" + "00" * 32
 
@@ -118,6 +119,12 @@ def test_overpaid_by_a_bad_root_then_corrected_then_three_epochs(net: Net) -> No
     assert leaves[outsider] == bad_values[outsider]
     assert epochs.floor().data_hash == bytes(32)  # not in force until accepted
 
+    # Epoch 3 closes before the correction is accepted: under the older floor, never proposed.
+    n.close(3)
+    three = epochs.get(3)
+    assert three is not None and three.floor == bytes(32) and three.proposes
+    assert json.loads(three.manifest)["prevManifestHash"] == row.data_hash
+
     chain.increase_time(HOUR)
     state = run_correction(sub)
     assert state.stage == "accepted"
@@ -127,10 +134,12 @@ def test_overpaid_by_a_bad_root_then_corrected_then_three_epochs(net: Net) -> No
     assert {"0x" + a.hex(): v for a, v in floor.leaves.items()} == leaves
     totals.append(d.cumulative_total())
     chain.transact(n.guardian, d.unpause())
+    assert sub.step() == []  # epoch 3 was built under the older floor
+    assert submitter_mod.STALE_FLOOR._value.get() == 3
 
-    # Three ordinary epochs: each built under the floor, chained to the correction, accepted.
-    prev_hash = row.data_hash
-    for epoch in (3, 4, 5):
+    # Three ordinary epochs: each built under the floor, chained, accepted (4 folds 3).
+    prev_hash = "0x" + three.data_hash.hex()
+    for epoch in (4, 5, 6):
         n.close(epoch)
         stored = epochs.get(epoch)
         assert stored is not None and stored.proposes
@@ -139,13 +148,19 @@ def test_overpaid_by_a_bad_root_then_corrected_then_three_epochs(net: Net) -> No
         prev_hash = "0x" + stored.data_hash.hex()
         accepted = _accepted(n, sub)
         assert accepted.epoch == epoch and d.current_epoch() == epoch
+        assert accepted.first_epoch == (3 if epoch == 4 else epoch)
+        assert submitter_mod.STALE_FLOOR._value.get() == 0
         totals.append(d.cumulative_total())
         assert submitter_mod.FOREIGN_ROOT._value.get() == 0
         _solvent(d, paid)
     assert totals == sorted(totals), totals  # the contract's total never fell
 
+    # The outsider earned nothing, yet keeps a leaf at what it claimed (no proof fails it).
+    view = epochs_service.account(n.store, n.settings, bytes.fromhex(outsider[2:]))
+    assert view.total == 0 and view.leaf == bad_values[outsider] and view.proof is not None
+
     # Everybody claims: exactly max(balance, claimed at the correction), solvent to the unit.
-    final = _balances(n, 5)
+    final = _balances(n, 6)
     tree = MerkleTree.load(Path(accepted.dump_path).read_bytes())
     infos = [i for i in c.claim_infos(d, tree, [a for a, _ in tree.values]) if i.claimable > 0]
     paid += sum(r.total for r in c.relay_claims(n.relayer, d, infos, batch_size=50))
@@ -155,4 +170,47 @@ def test_overpaid_by_a_bad_root_then_corrected_then_three_epochs(net: Net) -> No
     assert paid == d.cumulative_total() == sum(dict(tree.values).values())
     _solvent(d, paid)
     assert d.token.balance_of(d.address) == d.total_funded() - d.cumulative_total()
-    assert sum(final.values()) == 5 * EMISSION
+    assert sum(final.values()) == 6 * EMISSION
+
+
+def test_a_pause_that_races_a_proposal_stages_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guardian's pause is mined after the submitter's checks and gas estimate, before
+    its proposal: the proposal reverts (EnforcedPause) and nothing is staged, above all no
+    correction (in version 1 the contract staged it as one)."""
+    n = make_net(tmp_path, "")
+    try:
+        d = n.distributor
+        n.close(1)
+        sub = n.submitter()
+        send = n.chain.send
+
+        def pause_first(prepared: c.PreparedTx) -> str:
+            if prepared.sender.lower() == n.poster.address.lower() and not d.paused():
+                n.chain.transact(n.guardian, d.pause())
+            return send(prepared)
+
+        monkeypatch.setattr(n.chain, "send", pause_first)
+        (row,) = sub.step()
+        assert row.status == sdb.FAILED and "reverted" in (row.note or "")
+        assert d.paused() and d.pending_root() is None and d.current_epoch() == 0
+        assert not [e for e in c.read_events(d, n.deployment.block) if "Proposed" in e.name]
+    finally:
+        n.store.close()
+
+
+def test_a_tree_below_the_chain_total_is_never_sent(tmp_path: Path) -> None:
+    n = make_net(tmp_path, "")
+    try:
+        n.close(1)
+        sub = n.submitter()
+        _accepted(n, sub)
+        total = n.distributor.cumulative_total()
+        below = Candidate(2, 2, "0x" + "ab" * 32, total - 1, "0x" + "cd" * 32, "x")
+        assert sub.propose(below) is None
+        assert submitter_mod.BELOW_CHAIN._value.get() == 1
+        assert n.distributor.pending_root() is None and n.distributor.current_epoch() == 1
+        assert len(sub.rows.all()) == 1
+    finally:
+        n.store.close()
