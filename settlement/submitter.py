@@ -252,7 +252,10 @@ class Submitter:
                 status=sdb.FAILED,
                 tx_hash=mined.tx_hash,
                 block=mined.block_number,
-                note=f"proposeRoot {mined.tx_hash} reverted in block {mined.block_number}",
+                note=(
+                    f"{'proposeCorrection' if row.kind == sdb.CORRECTION else 'proposeRoot'} "
+                    f"{mined.tx_hash} reverted in block {mined.block_number}"
+                ),
             )
         row = self.rows.update(
             row.id, status=sdb.MINED, tx_hash=mined.tx_hash, block=mined.block_number
