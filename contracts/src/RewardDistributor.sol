@@ -54,6 +54,7 @@ contract RewardDistributor is IRewardDistributor, AccessControl {
     uint256 public cumulativeTotal;
     /// @inheritdoc IRewardDistributor
     uint256 public totalFunded;
+
     /// @dev `claimed(account)` in a one-word struct: a claim takes a storage pointer and hashes
     /// the account's slot once for its read and its write (a plain mapping hashes it twice).
     /// Same slot as a `mapping(address => uint256)` here would have.
