@@ -150,11 +150,12 @@ interface IRewardDistributor {
     /// @notice Drops the pending root (guardian only), also after `validAt`.
     function revokeRoot() external;
 
-    /// @notice Stops every claim and ordinary acceptance (guardian only).
+    /// @notice Stops every claim, ordinary proposal and ordinary acceptance (guardian only) and
+    /// records `pausedAtBlock()`.
     function pause() external;
 
     /// @notice Restarts claims and acceptance (guardian only); refuses while a correction is
-    /// pending, whose leaves assume no claim since its proposal.
+    /// pending, whose leaves assume no claim since its `claimedAtBlock`.
     function unpause() external;
 
     /// @notice Pays `cumulativeAmount - claimed(account)` to `account` (anyone may call).
@@ -162,7 +163,7 @@ interface IRewardDistributor {
     function claim(address account, uint256 cumulativeAmount, bytes32[] calldata proof) external;
 
     /// @notice Batch of `claim`: any invalid proof reverts the whole call; entries with nothing
-    /// left are skipped.
+    /// left are skipped. While paused it reverts `EnforcedPause`, even when empty.
     function claimMany(
         address[] calldata accounts,
         uint256[] calldata cumulativeAmounts,
