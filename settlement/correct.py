@@ -20,7 +20,7 @@ import typer
 
 from settlement import publish
 from settlement.adapters import submitter_db as sdb
-from settlement.adapters.chain import Distributor, read_events, scan_claims
+from settlement.adapters.chain import Distributor, find_proposal, scan_claims
 from settlement.adapters.db import Store
 from settlement.adapters.epoch_db import CloseReader, EpochStore, StoredCorrection
 from settlement.config import Settings
@@ -50,22 +50,18 @@ class CorrectionPlan:
 
 
 def corrected_data_hash(distributor: Distributor, deployment_block: int) -> str:
-    """dataHash of the distributor's accepted root, from its proposal event (ordinary or
-    correction)."""
+    """dataHash of the distributor's accepted root, from the event that proposed it
+    (RootProposed, or CorrectionProposed when the root is itself a correction)."""
     root = distributor.root()
     if root == "0x" + "00" * 32:
         raise ChainError("no root has been accepted: there is nothing to correct")
-    found = None
-    for e in read_events(
-        distributor, deployment_block, names=("RootProposed", "CorrectionProposed")
-    ):
-        if e.args["root"] == root:
-            found = e.args["dataHash"]
+    found = find_proposal(distributor, root, deployment_block)
     if found is None:
         raise ChainError(
-            f"no proposal event for the accepted root {root} since block {deployment_block}"
+            f"no RootProposed or CorrectionProposed event for the accepted root {root} "
+            f"since block {deployment_block}"
         )
-    return found
+    return found.args["dataHash"]
 
 
 def plan_correction(

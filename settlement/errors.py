@@ -145,6 +145,14 @@ class DistributorPaused(ContractRevert):
         super().__init__(message, "EnforcedPause")
 
 
+class StaleClaims(ContractRevert):
+    """A correction's claimed amounts were not read at a mined block of the current pause: read
+    them again (at a block from `pausedAtBlock()` on) and rebuild the correction."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "StaleClaims")
+
+
 class NothingToClaim(ChainError):
     """The account's cumulative amount is already claimed; wait for the next root."""
 

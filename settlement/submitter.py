@@ -22,6 +22,7 @@ from prometheus_client import Gauge
 from settlement import publish
 from settlement.adapters import submitter_db as sdb
 from settlement.adapters.chain import (
+    PROPOSAL_EVENTS,
     Chain,
     Distributor,
     Mined,
@@ -531,9 +532,9 @@ def index_claims(store: Store, distributor: Distributor, deployment_block: int) 
 
 
 def proposals_on_chain(distributor: Distributor, from_block: int) -> dict[str, int]:
-    """root -> how many times it was proposed since `from_block` (for audits and tests)."""
+    """root -> how many times it was proposed (ordinary or correction) since `from_block`."""
     counts: dict[str, int] = {}
-    for e in read_events(distributor, from_block, names=("RootProposed",)):
+    for e in read_events(distributor, from_block, names=PROPOSAL_EVENTS):
         counts[e.args["root"]] = counts.get(e.args["root"], 0) + 1
     return counts
 

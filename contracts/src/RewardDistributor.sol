@@ -17,7 +17,9 @@ import {IRewardDistributor} from "./interfaces/IRewardDistributor.sol";
 /// - pausing moves the accepted root aside into `_pausedRoot` and zeroes `_claimRoot`, so no
 ///   proof can verify and the pause flag is only read once a proof has failed;
 /// - the previous root is only read when the proof fails against the current one;
-/// - solvency is checked once per root at proposal, against `totalFunded`, not per claim.
+/// - solvency is checked once per root at proposal, against `totalFunded`, not per claim;
+/// - the block of the latest pause (`pausedAtBlock`) is packed with the pause flag, so
+///   recording it costs `pause` nothing extra and no claim reads it.
 contract RewardDistributor is IRewardDistributor, AccessControl {
     using SafeERC20 for IERC20;
 
@@ -39,10 +41,12 @@ contract RewardDistributor is IRewardDistributor, AccessControl {
     /// @inheritdoc IRewardDistributor
     bytes32 public previousRoot;
 
-    /// @dev Packed: both change together on acceptance and neither is read by a good claim.
+    /// @dev Packed in one slot, none of it read by a good claim: the epoch changes on acceptance,
+    /// the flag and the pause block change together in `pause`.
     struct State {
         uint64 currentEpoch;
         bool paused;
+        uint64 pausedAtBlock;
     }
 
     State private _state;
@@ -50,8 +54,15 @@ contract RewardDistributor is IRewardDistributor, AccessControl {
     uint256 public cumulativeTotal;
     /// @inheritdoc IRewardDistributor
     uint256 public totalFunded;
-    /// @inheritdoc IRewardDistributor
-    mapping(address account => uint256) public claimed;
+
+    /// @dev `claimed(account)` in a one-word struct: a claim takes a storage pointer and hashes
+    /// the account's slot once for its read and its write (a plain mapping hashes it twice).
+    /// Same slot as a `mapping(address => uint256)` here would have.
+    struct Account {
+        uint256 claimed;
+    }
+
+    mapping(address account => Account) private _accounts;
 
     /// @dev The staged root. Acceptance and revocation only clear `pending` and leave the other
     /// words in place, so the next proposal rewrites non-zero slots (5,000 gas each) instead of
@@ -99,6 +110,16 @@ contract RewardDistributor is IRewardDistributor, AccessControl {
     }
 
     /// @inheritdoc IRewardDistributor
+    function claimed(address account) external view returns (uint256) {
+        return _accounts[account].claimed;
+    }
+
+    /// @inheritdoc IRewardDistributor
+    function pausedAtBlock() external view returns (uint64) {
+        return _state.pausedAtBlock;
+    }
+
+    /// @inheritdoc IRewardDistributor
     function pendingRoot()
         external
         view
@@ -127,38 +148,55 @@ contract RewardDistributor is IRewardDistributor, AccessControl {
         bytes32 dataHash,
         string calldata dataURI
     ) external onlyRole(POSTER_ROLE) {
+        State memory state = _state;
+        // A pause that lands before this proposal must not turn it into a correction: those
+        // have their own entry point, which names the block their claimed amounts were read at.
+        if (state.paused) revert EnforcedPause();
         if (root_ == bytes32(0)) revert InvalidRoot();
         if (_pending.pending) revert RootPending();
         // Solvency is checked here, once per root, so claims never read the funding state.
         if (cumulativeTotal_ > totalFunded) revert Insolvent();
-
-        State memory state = _state;
-        if (state.paused) {
-            // A correction replaces a bad root: any epoch and total (its leaves are
-            // max(recomputed, claimed), so it stays solvent), staged under pause.
-            if (epoch == 0) revert EpochNotAfter();
-        } else {
-            if (epoch <= state.currentEpoch) revert EpochNotAfter();
-            if (cumulativeTotal_ < cumulativeTotal) revert TotalDecreased();
-        }
+        if (epoch <= state.currentEpoch) revert EpochNotAfter();
+        if (cumulativeTotal_ < cumulativeTotal) revert TotalDecreased();
 
         uint64 validAt = uint64(block.timestamp) + challengePeriod;
         emit RootProposed(epoch, root_, cumulativeTotal_, dataHash, validAt, dataURI);
 
-        if (challengePeriod == 0 && !state.paused) {
+        if (challengePeriod == 0) {
             // Nothing to wait for: skip the staging writes.
             _accept(epoch, root_, cumulativeTotal_, false);
             return;
         }
-        _pending = Pending({
-            epoch: epoch,
-            validAt: validAt,
-            pending: true,
-            correction: state.paused,
-            root: root_,
-            cumulativeTotal: cumulativeTotal_,
-            dataHash: dataHash
-        });
+        _stage(epoch, validAt, false, root_, cumulativeTotal_, dataHash);
+    }
+
+    /// @inheritdoc IRewardDistributor
+    function proposeCorrection(
+        uint64 epoch,
+        bytes32 root_,
+        uint256 cumulativeTotal_,
+        bytes32 dataHash,
+        string calldata dataURI,
+        uint64 claimedAtBlock
+    ) external onlyRole(POSTER_ROLE) {
+        State memory state = _state;
+        if (!state.paused) revert ExpectedPause();
+        if (root_ == bytes32(0)) revert InvalidRoot();
+        if (_pending.pending) revert RootPending();
+        // Any total: the leaves are max(recomputed, claimed), but it must still be funded.
+        if (cumulativeTotal_ > totalFunded) revert Insolvent();
+        // Any epoch: a correction may replace an older root than the latest.
+        if (epoch == 0) revert EpochNotAfter();
+        // The claimed amounts the leaves were raised to must be read at a mined block of this
+        // pause (its own block counts: the pause ends that block's claims). Read earlier, a claim
+        // may have landed since above the account's leaf, and what was paid could exceed the
+        // correction's total.
+        if (claimedAtBlock < state.pausedAtBlock || claimedAtBlock >= block.number) revert StaleClaims();
+
+        uint64 validAt = uint64(block.timestamp) + challengePeriod;
+        emit CorrectionProposed(epoch, root_, cumulativeTotal_, dataHash, validAt, dataURI);
+        // Staged even with a zero challenge period: `acceptRoot` accepts it under the pause.
+        _stage(epoch, validAt, true, root_, cumulativeTotal_, dataHash);
     }
 
     /// @inheritdoc IRewardDistributor
@@ -189,19 +227,21 @@ contract RewardDistributor is IRewardDistributor, AccessControl {
 
     /// @inheritdoc IRewardDistributor
     function pause() external onlyRole(GUARDIAN_ROLE) {
-        if (_state.paused) revert EnforcedPause();
+        State memory state = _state;
+        if (state.paused) revert EnforcedPause();
         // Setting the root aside is what stops claims: no proof verifies against zero.
         _pausedRoot = _claimRoot;
         _claimRoot = bytes32(0);
-        _state.paused = true;
+        // One write of the packed slot: the flag and the block a correction's claims date from.
+        _state = State({currentEpoch: state.currentEpoch, paused: true, pausedAtBlock: uint64(block.number)});
         emit Paused(msg.sender);
     }
 
     /// @inheritdoc IRewardDistributor
     function unpause() external onlyRole(GUARDIAN_ROLE) {
         if (!_state.paused) revert ExpectedPause();
-        // A correction's leaves are max(recomputed, claimed) as of its proposal; claims in
-        // between would make it stale. Accept or revoke it first.
+        // A correction's leaves are max(recomputed, claimed) as of a block of this pause; claims
+        // after an unpause would make it stale. Accept or revoke it first.
         if (_pending.pending && _pending.correction) revert RootPending();
         _claimRoot = _pausedRoot;
         _pausedRoot = bytes32(0);
@@ -216,9 +256,10 @@ contract RewardDistributor is IRewardDistributor, AccessControl {
         bytes32 leaf = _leaf(account, cumulativeAmount);
         if (!MerkleProof.verifyCalldata(proof, _claimRoot, leaf)) _verifyOffPath(proof, leaf);
 
-        uint256 already = claimed[account];
+        Account storage a = _accounts[account];
+        uint256 already = a.claimed;
         if (cumulativeAmount <= already) revert NothingToClaim();
-        _pay(account, cumulativeAmount, already);
+        _pay(a, account, cumulativeAmount, already);
     }
 
     /// @inheritdoc IRewardDistributor
@@ -240,12 +281,33 @@ contract RewardDistributor is IRewardDistributor, AccessControl {
             bytes32[] calldata proof = proofs[i];
             if (!MerkleProof.verifyCalldata(proof, activeRoot, leaf)) _verifyOffPath(proof, leaf);
 
-            uint256 already = claimed[account];
-            if (cumulativeAmount > already) _pay(account, cumulativeAmount, already);
+            Account storage a = _accounts[account];
+            uint256 already = a.claimed;
+            if (cumulativeAmount > already) _pay(a, account, cumulativeAmount, already);
         }
     }
 
     // ---------------------------------------------------------------- internals
+
+    /// @dev See `Pending`: after the first proposal these writes rewrite non-zero words.
+    function _stage(
+        uint64 epoch,
+        uint64 validAt,
+        bool correction,
+        bytes32 root_,
+        uint256 cumulativeTotal_,
+        bytes32 dataHash
+    ) private {
+        _pending = Pending({
+            epoch: epoch,
+            validAt: validAt,
+            pending: true,
+            correction: correction,
+            root: root_,
+            cumulativeTotal: cumulativeTotal_,
+            dataHash: dataHash
+        });
+    }
 
     function _accept(uint64 epoch, bytes32 root_, uint256 cumulativeTotal_, bool correction) private {
         if (correction) {
@@ -262,8 +324,8 @@ contract RewardDistributor is IRewardDistributor, AccessControl {
         emit RootAccepted(epoch, root_, cumulativeTotal_);
     }
 
-    function _pay(address account, uint256 cumulativeAmount, uint256 already) private {
-        claimed[account] = cumulativeAmount;
+    function _pay(Account storage a, address account, uint256 cumulativeAmount, uint256 already) private {
+        a.claimed = cumulativeAmount;
         uint256 amount;
         unchecked {
             amount = cumulativeAmount - already; // caller checked cumulativeAmount > already

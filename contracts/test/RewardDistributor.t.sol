@@ -209,44 +209,231 @@ contract RewardDistributorTest is DistributorFixture {
         assertEq(token.balanceOf(alice), 100e18, "claimable at once");
     }
 
-    function test_ProposeRoot_correctionUnderPauseAllowsAnyEpochAndTotal() public {
+    function test_ProposeRoot_revertsWhilePaused() public {
+        _post(1, t1);
+        Tree memory t2 = _tree3(110e18, 50e18, 25e18);
+        _fund(t2.total - t1.total);
+        _pause();
+        vm.prank(poster);
+        vm.expectRevert(IRewardDistributor.EnforcedPause.selector);
+        rd.proposeRoot(2, t2.root, t2.total, bytes32(0), "");
+    }
+
+    /// @dev The race of version 1: the service checked `paused()`, then the guardian's pause landed
+    /// before its ordinary proposal. That proposal must revert, not be staged as a correction.
+    function test_ProposeRoot_pauseRaceStagesNothing() public {
+        _post(1, t1);
+        Tree memory t2 = _tree3(110e18, 50e18, 25e18);
+        _fund(t2.total - t1.total);
+        assertFalse(rd.paused(), "checked unpaused");
+        _pause(); // lands first, in the same block
+        vm.prank(poster);
+        vm.expectRevert(IRewardDistributor.EnforcedPause.selector);
+        rd.proposeRoot(2, t2.root, t2.total, keccak256("m2"), "ipfs://m2");
+
+        (uint64 epoch, bytes32 root, uint256 total, bytes32 dataHash, uint64 validAt) = rd.pendingRoot();
+        assertEq(epoch, 0, "pending epoch");
+        assertEq(root, bytes32(0), "pending root");
+        assertEq(total, 0, "pending total");
+        assertEq(dataHash, bytes32(0), "pending dataHash");
+        assertEq(validAt, 0, "pending validAt");
+        // Nothing to accept under the pause, and the guardian can unpause at once.
+        vm.warp(block.timestamp + PERIOD);
+        vm.expectRevert(IRewardDistributor.NoPendingRoot.selector);
+        rd.acceptRoot();
+        _unpause();
+        assertEq(rd.root(), t1.root, "root unchanged");
+    }
+
+    // ================================================================ proposeCorrection
+
+    function test_ProposeCorrection_stagesPendingCorrection() public {
+        _post(1, t1);
+        _pause();
+        vm.roll(block.number + 1);
+        Tree memory fix = _tree3(90e18, 50e18, 25e18);
+        uint64 validAt = uint64(block.timestamp) + PERIOD;
+        vm.expectEmit(address(rd));
+        emit IRewardDistributor.CorrectionProposed(
+            1, fix.root, fix.total, keccak256("c1"), validAt, "ipfs://c1"
+        );
+        vm.prank(poster);
+        rd.proposeCorrection(1, fix.root, fix.total, keccak256("c1"), "ipfs://c1", uint64(block.number - 1));
+
+        (uint64 epoch, bytes32 root, uint256 total, bytes32 dataHash, uint64 pendingValidAt) =
+            rd.pendingRoot();
+        assertEq(epoch, 1, "epoch");
+        assertEq(root, fix.root, "root");
+        assertEq(total, fix.total, "total");
+        assertEq(dataHash, keccak256("c1"), "dataHash");
+        assertEq(pendingValidAt, validAt, "validAt");
+        assertEq(rd.root(), t1.root, "not accepted yet");
+    }
+
+    function test_ProposeCorrection_allowsAnyEpochAndTotal() public {
         _post(1, t1);
         Tree memory t2 = _tree3(300e18, 50e18, 25e18);
         _post(5, t2);
         _pause();
         Tree memory fix = _tree3(100e18, 10e18, 0);
-        _propose(2, fix); // lower epoch and lower total: allowed as a correction
+        _proposeCorrection(2, fix); // lower epoch and lower total
         (uint64 epoch, bytes32 root, uint256 total,,) = rd.pendingRoot();
         assertEq(epoch, 2, "epoch");
         assertEq(root, fix.root, "root");
         assertEq(total, fix.total, "total");
     }
 
-    function test_ProposeRoot_correctionRevertsOnEpochZero() public {
+    function test_ProposeCorrection_revertsWhenNotPaused() public {
         _post(1, t1);
-        _pause();
+        vm.roll(block.number + 1);
+        Tree memory fix = _tree3(90e18, 50e18, 25e18);
         vm.prank(poster);
-        vm.expectRevert(IRewardDistributor.EpochNotAfter.selector);
-        rd.proposeRoot(0, t1.root, t1.total, bytes32(0), "");
+        vm.expectRevert(IRewardDistributor.ExpectedPause.selector);
+        rd.proposeCorrection(1, fix.root, fix.total, bytes32(0), "", uint64(block.number - 1));
     }
 
-    function test_ProposeRoot_correctionStillNeedsSolvency() public {
+    function test_ProposeCorrection_revertsAfterUnpause() public {
         _post(1, t1);
         _pause();
+        vm.roll(block.number + 1);
+        _unpause();
+        Tree memory fix = _tree3(90e18, 50e18, 25e18);
+        vm.prank(poster);
+        vm.expectRevert(IRewardDistributor.ExpectedPause.selector);
+        rd.proposeCorrection(1, fix.root, fix.total, bytes32(0), "", uint64(block.number - 1));
+    }
+
+    function test_ProposeCorrection_revertsForNonPoster() public {
+        _post(1, t1);
+        _pause();
+        vm.roll(block.number + 1);
+        Tree memory fix = _tree3(90e18, 50e18, 25e18);
+        uint64 claimedAt = uint64(block.number - 1);
+        address[3] memory others = [admin, guardian, mallory];
+        bytes32 role = rd.POSTER_ROLE();
+        for (uint256 i; i < others.length; ++i) {
+            vm.prank(others[i]);
+            vm.expectRevert(_unauthorized(others[i], role));
+            rd.proposeCorrection(1, fix.root, fix.total, bytes32(0), "", claimedAt);
+        }
+    }
+
+    function test_ProposeCorrection_revertsOnZeroRoot() public {
+        _post(1, t1);
+        _pause();
+        vm.roll(block.number + 1);
+        vm.prank(poster);
+        vm.expectRevert(IRewardDistributor.InvalidRoot.selector);
+        rd.proposeCorrection(1, bytes32(0), 0, bytes32(0), "", uint64(block.number - 1));
+    }
+
+    function test_ProposeCorrection_revertsWhileCorrectionPending() public {
+        _post(1, t1);
+        _pause();
+        _proposeCorrection(1, _tree3(90e18, 50e18, 25e18));
+        Tree memory other = _tree3(80e18, 50e18, 25e18);
+        vm.prank(poster);
+        vm.expectRevert(IRewardDistributor.RootPending.selector);
+        rd.proposeCorrection(1, other.root, other.total, bytes32(0), "", uint64(block.number - 1));
+    }
+
+    function test_ProposeCorrection_revertsWhileOrdinaryRootPending() public {
+        _post(1, t1);
+        Tree memory t2 = _tree3(110e18, 50e18, 25e18);
+        _fund(t2.total - t1.total);
+        _propose(2, t2);
+        _pause();
+        vm.roll(block.number + 1);
+        Tree memory fix = _tree3(90e18, 50e18, 25e18);
+        vm.prank(poster);
+        vm.expectRevert(IRewardDistributor.RootPending.selector);
+        rd.proposeCorrection(1, fix.root, fix.total, bytes32(0), "", uint64(block.number - 1));
+    }
+
+    function test_ProposeCorrection_revertsWhenInsolvent() public {
+        _post(1, t1);
+        _pause();
+        vm.roll(block.number + 1);
         Tree memory big = _tree3(100e18, 50e18, 26e18);
         vm.prank(poster);
         vm.expectRevert(IRewardDistributor.Insolvent.selector);
-        rd.proposeRoot(1, big.root, big.total, bytes32(0), "");
+        rd.proposeCorrection(1, big.root, big.total, bytes32(0), "", uint64(block.number - 1));
     }
 
-    function test_ProposeRoot_correctionWaitsEvenWithZeroPeriod() public {
+    function test_ProposeCorrection_revertsOnEpochZero() public {
+        _post(1, t1);
+        _pause();
+        vm.roll(block.number + 1);
+        vm.prank(poster);
+        vm.expectRevert(IRewardDistributor.EpochNotAfter.selector);
+        rd.proposeCorrection(0, t1.root, t1.total, bytes32(0), "", uint64(block.number - 1));
+    }
+
+    function test_ProposeCorrection_revertsOnClaimsReadBeforePause() public {
+        _post(1, t1);
+        vm.roll(100);
+        _pause();
+        vm.roll(105);
+        Tree memory fix = _tree3(90e18, 50e18, 25e18);
+        vm.prank(poster);
+        vm.expectRevert(IRewardDistributor.StaleClaims.selector);
+        rd.proposeCorrection(1, fix.root, fix.total, bytes32(0), "", 99);
+    }
+
+    function test_ProposeCorrection_acceptsClaimsReadAtPauseBlock() public {
+        _post(1, t1);
+        vm.roll(100);
+        _pause();
+        vm.roll(101);
+        Tree memory fix = _tree3(90e18, 50e18, 25e18);
+        vm.prank(poster);
+        rd.proposeCorrection(1, fix.root, fix.total, bytes32(0), "", 100);
+        (, bytes32 root,,,) = rd.pendingRoot();
+        assertEq(root, fix.root, "staged");
+    }
+
+    function test_ProposeCorrection_revertsOnClaimsReadAtCurrentBlock() public {
+        _post(1, t1);
+        vm.roll(100);
+        _pause();
+        vm.roll(105);
+        Tree memory fix = _tree3(90e18, 50e18, 25e18);
+        vm.prank(poster);
+        vm.expectRevert(IRewardDistributor.StaleClaims.selector);
+        rd.proposeCorrection(1, fix.root, fix.total, bytes32(0), "", 105);
+    }
+
+    function test_ProposeCorrection_revertsOnClaimsReadAfterCurrentBlock() public {
+        _post(1, t1);
+        vm.roll(100);
+        _pause();
+        vm.roll(105);
+        Tree memory fix = _tree3(90e18, 50e18, 25e18);
+        vm.prank(poster);
+        vm.expectRevert(IRewardDistributor.StaleClaims.selector);
+        rd.proposeCorrection(1, fix.root, fix.total, bytes32(0), "", 106);
+    }
+
+    /// @dev Same block as the pause: no block of the pause is mined yet, so none can have been read.
+    function test_ProposeCorrection_revertsInThePauseBlock() public {
+        _post(1, t1);
+        vm.roll(100);
+        _pause();
+        Tree memory fix = _tree3(90e18, 50e18, 25e18);
+        vm.prank(poster);
+        vm.expectRevert(IRewardDistributor.StaleClaims.selector);
+        rd.proposeCorrection(1, fix.root, fix.total, bytes32(0), "", 100);
+    }
+
+    function test_ProposeCorrection_waitsEvenWithZeroPeriod() public {
         RewardDistributor instant = new RewardDistributor(token, 0, poster);
         token.mint(address(this), t1.total);
         token.approve(address(instant), t1.total);
         instant.fund(t1.total);
         vm.startPrank(poster);
         instant.pause();
-        instant.proposeRoot(1, t1.root, t1.total, bytes32(0), "");
+        vm.roll(block.number + 1);
+        instant.proposeCorrection(1, t1.root, t1.total, bytes32(0), "", uint64(block.number - 1));
         assertEq(instant.root(), bytes32(0), "staged, not accepted");
         instant.acceptRoot();
         vm.stopPrank();
@@ -319,7 +506,7 @@ contract RewardDistributorTest is DistributorFixture {
         assertEq(rd.previousRoot(), t1.root, "previous before");
         _pause();
         Tree memory fix = _tree3(120e18, 60e18, 25e18);
-        _propose(2, fix);
+        _proposeCorrection(2, fix);
         vm.warp(block.timestamp + PERIOD - 1);
         vm.expectRevert(IRewardDistributor.TooEarly.selector);
         rd.acceptRoot();
@@ -409,6 +596,36 @@ contract RewardDistributorTest is DistributorFixture {
         rd.claim(alice, 100e18, proof);
     }
 
+    function test_Pause_recordsPausedAtBlock() public {
+        assertEq(rd.pausedAtBlock(), 0, "before any pause");
+        vm.roll(100);
+        _pause();
+        assertEq(rd.pausedAtBlock(), 100, "pause block");
+    }
+
+    function test_Pause_secondPauseUpdatesPausedAtBlock() public {
+        vm.roll(100);
+        _pause();
+        vm.roll(150);
+        _unpause();
+        assertEq(rd.pausedAtBlock(), 100, "kept after unpause");
+        vm.roll(200);
+        _pause();
+        assertEq(rd.pausedAtBlock(), 200, "second pause");
+    }
+
+    function test_Pause_keepsEpochInThePackedSlot() public {
+        _post(3, t1);
+        vm.roll(100);
+        _pause();
+        assertEq(rd.currentEpoch(), 3, "epoch");
+        assertTrue(rd.paused(), "paused");
+        assertEq(rd.pausedAtBlock(), 100, "pause block");
+        _unpause();
+        assertEq(rd.currentEpoch(), 3, "epoch after unpause");
+        assertEq(rd.pausedAtBlock(), 100, "pause block after unpause");
+    }
+
     function test_Pause_revertsForNonGuardian() public {
         address[3] memory others = [admin, poster, mallory];
         bytes32 role = rd.GUARDIAN_ROLE();
@@ -468,7 +685,7 @@ contract RewardDistributorTest is DistributorFixture {
         _post(1, t1);
         _pause();
         Tree memory fix = _tree3(90e18, 50e18, 25e18);
-        _propose(1, fix);
+        _proposeCorrection(1, fix);
         vm.prank(guardian);
         vm.expectRevert(IRewardDistributor.RootPending.selector);
         rd.unpause();
@@ -476,6 +693,18 @@ contract RewardDistributorTest is DistributorFixture {
         rd.revokeRoot();
         _unpause();
         assertEq(rd.root(), t1.root, "root unchanged");
+    }
+
+    function test_Unpause_allowedOnceCorrectionAccepted() public {
+        _post(1, t1);
+        _pause();
+        Tree memory fix = _tree3(90e18, 50e18, 25e18);
+        _proposeCorrection(1, fix);
+        _acceptWhenValid();
+        _unpause();
+        assertFalse(rd.paused(), "unpaused");
+        _claim(fix, 0);
+        assertEq(token.balanceOf(alice), 90e18, "claims the correction");
     }
 
     function test_Unpause_allowedWithOrdinaryRootPending() public {
@@ -577,6 +806,17 @@ contract RewardDistributorTest is DistributorFixture {
         _unpause();
         rd.claim(bob, 50e18, proof);
         assertEq(token.balanceOf(bob), 50e18, "paid after unpause");
+    }
+
+    function test_Claim_revertsUnderPauseAfterCorrectionAccepted() public {
+        _post(1, t1);
+        _pause();
+        Tree memory fix = _tree3(90e18, 50e18, 25e18);
+        _proposeCorrection(1, fix);
+        _acceptWhenValid();
+        bytes32[] memory proof = _proof(fix, 0);
+        vm.expectRevert(IRewardDistributor.EnforcedPause.selector);
+        rd.claim(alice, 90e18, proof);
     }
 
     function test_Claim_lowerAmountOfPreviousRootIsNothingToClaim() public {
@@ -700,6 +940,18 @@ contract RewardDistributorTest is DistributorFixture {
         rd.claimMany(a, v, p);
         vm.expectRevert(IRewardDistributor.EnforcedPause.selector);
         rd.claimMany(new address[](0), new uint256[](0), new bytes32[][](0));
+    }
+
+    function test_ClaimMany_revertsUnderPauseAfterCorrectionAccepted() public {
+        _post(1, t1);
+        _pause();
+        Tree memory fix = _tree3(90e18, 50e18, 25e18);
+        _proposeCorrection(1, fix);
+        _acceptWhenValid();
+        (address[] memory a, uint256[] memory v, bytes32[][] memory p) = _batch(fix, _all3());
+        vm.expectRevert(IRewardDistributor.EnforcedPause.selector);
+        rd.claimMany(a, v, p);
+        assertEq(token.balanceOf(alice), 0, "nothing paid");
     }
 
     function test_ClaimMany_duplicateEntryPaysOnce() public {
@@ -892,7 +1144,7 @@ contract RewardDistributorTest is DistributorFixture {
         (amounts[0], amounts[1], amounts[2], amounts[3]) = (110e18, 60e18, 30e18, 0);
         Tree memory fix = _tree(accounts, amounts);
         assertLe(fix.total, bad.total, "lower total");
-        _propose(2, fix);
+        _proposeCorrection(2, fix);
         _acceptWhenValid();
         assertTrue(rd.paused(), "still paused");
         assertEq(rd.previousRoot(), bytes32(0), "bad root not kept as previous");
@@ -916,6 +1168,51 @@ contract RewardDistributorTest is DistributorFixture {
         assertEq(token.balanceOf(mallory), 0, "mallory unpaid");
         assertEq(token.balanceOf(bob), 60e18, "bob");
         assertEq(token.balanceOf(carol), 30e18, "carol");
+    }
+
+    /// @dev Claimed amounts read during a first pause, a correction built on them, an unpause in
+    /// which bob claims more, a second pause: the old reading would give bob a leaf below what
+    /// he holds (the total would then undercount what was paid), so it is refused.
+    function test_Attack_correctionOnClaimsOfAnEarlierPause() public {
+        _post(1, t1);
+        Tree memory t2 = _tree3(100e18, 80e18, 25e18);
+        _post(2, t2);
+        _claim(t1, 1); // bob: 50e18
+        vm.roll(100);
+        _pause();
+        vm.roll(101);
+        uint64 readAt = 100; // bob's claimed read as 50e18, inside the first pause
+        vm.roll(110);
+        _unpause();
+        _claim(t2, 1); // bob: 80e18
+        vm.roll(120);
+        _pause();
+        vm.roll(121);
+        Tree memory stale = _tree3(100e18, 50e18, 25e18); // bob's leaf from the old reading
+        vm.prank(poster);
+        vm.expectRevert(IRewardDistributor.StaleClaims.selector);
+        rd.proposeCorrection(2, stale.root, stale.total, bytes32(0), "", readAt);
+        // Read again in this pause: bob's leaf is 80e18 and the correction is staged.
+        Tree memory fresh = _tree3(100e18, 80e18, 25e18);
+        vm.prank(poster);
+        rd.proposeCorrection(2, fresh.root, fresh.total, bytes32(0), "", 120);
+        (, bytes32 root,,,) = rd.pendingRoot();
+        assertEq(root, fresh.root, "fresh correction staged");
+    }
+
+    /// @dev Claimed amounts read before the pause: a claim can land between the reading and the
+    /// pause, so such a reading is refused even when nothing changed.
+    function test_Attack_correctionOnClaimsReadBeforePause() public {
+        _post(1, t1);
+        vm.roll(100);
+        uint64 readAt = 99;
+        _claim(t1, 1); // lands in block 100, before the pause
+        _pause();
+        vm.roll(101);
+        Tree memory stale = _tree3(100e18, 0, 25e18); // bob's claim not seen at block 99
+        vm.prank(poster);
+        vm.expectRevert(IRewardDistributor.StaleClaims.selector);
+        rd.proposeCorrection(1, stale.root, stale.total, bytes32(0), "", readAt);
     }
 
     function test_Attack_adminAloneCannotRemoveGuardian() public {

@@ -192,13 +192,15 @@ contract RewardDistributorFuzzTest is DistributorFixture {
 
         bytes32 root = zeroRoot ? bytes32(0) : keccak256(abi.encode(epoch, total));
         bytes4 expected;
-        if (zeroRoot) {
+        if (pausedFirst) {
+            expected = IRewardDistributor.EnforcedPause.selector;
+        } else if (zeroRoot) {
             expected = IRewardDistributor.InvalidRoot.selector;
         } else if (total > funded) {
             expected = IRewardDistributor.Insolvent.selector;
-        } else if (pausedFirst ? epoch == 0 : epoch <= currentEpoch) {
+        } else if (epoch <= currentEpoch) {
             expected = IRewardDistributor.EpochNotAfter.selector;
-        } else if (!pausedFirst && total < currentTotal) {
+        } else if (total < currentTotal) {
             expected = IRewardDistributor.TotalDecreased.selector;
         }
 
@@ -206,6 +208,66 @@ contract RewardDistributorFuzzTest is DistributorFixture {
         vm.prank(poster);
         rd.proposeRoot(epoch, root, total, keccak256("data"), "uri");
         if (expected == bytes4(0)) _assertPending(epoch, root, total);
+        else _assertNothingPending();
+    }
+
+    /// @dev Model check of every correction rule, the claimedAtBlock window included.
+    function testFuzz_ProposeCorrection_followsTheRules(
+        uint64 currentEpoch,
+        uint256 currentTotal,
+        uint256 funded,
+        uint64 epoch,
+        uint256 total,
+        bool zeroRoot,
+        bool paused,
+        uint256 pausedAt,
+        uint256 nowBlock,
+        uint64 claimedAt
+    ) public {
+        currentEpoch = uint64(bound(currentEpoch, 1, type(uint64).max - 1));
+        currentTotal = bound(currentTotal, 0, MAX_AMOUNT);
+        funded = bound(funded, currentTotal, MAX_AMOUNT);
+        total = bound(total, 0, MAX_AMOUNT);
+        pausedAt = bound(pausedAt, 1, type(uint64).max - 1);
+        nowBlock = bound(nowBlock, pausedAt, type(uint64).max);
+        // Near the window's edges half the time, so both sides of each bound are hit.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        if (claimedAt % 4 == 0) claimedAt = uint64(pausedAt - 1 + (claimedAt / 4) % 3);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        else if (claimedAt % 4 == 1) claimedAt = uint64(nowBlock - 1 + (claimedAt / 4) % 2);
+
+        _fund(funded);
+        vm.prank(poster);
+        rd.proposeRoot(currentEpoch, keccak256("current"), currentTotal, bytes32(0), "");
+        _acceptWhenValid();
+        vm.roll(pausedAt);
+        if (paused) _pause();
+        vm.roll(nowBlock);
+
+        bytes32 root = zeroRoot ? bytes32(0) : keccak256(abi.encode(epoch, total));
+        bytes4 expected;
+        if (!paused) {
+            expected = IRewardDistributor.ExpectedPause.selector;
+        } else if (zeroRoot) {
+            expected = IRewardDistributor.InvalidRoot.selector;
+        } else if (total > funded) {
+            expected = IRewardDistributor.Insolvent.selector;
+        } else if (epoch == 0) {
+            expected = IRewardDistributor.EpochNotAfter.selector;
+        } else if (claimedAt < pausedAt || claimedAt >= nowBlock) {
+            expected = IRewardDistributor.StaleClaims.selector;
+        }
+
+        if (expected != bytes4(0)) vm.expectRevert(expected);
+        vm.prank(poster);
+        rd.proposeCorrection(epoch, root, total, keccak256("data"), "uri", claimedAt);
+        if (expected == bytes4(0)) _assertPending(epoch, root, total);
+        else _assertNothingPending();
+    }
+
+    function _assertNothingPending() internal view {
+        (, bytes32 pRoot,,,) = rd.pendingRoot();
+        assertEq(pRoot, bytes32(0), "nothing staged");
     }
 
     function _assertPending(uint64 epoch, bytes32 root, uint256 total) internal view {
@@ -248,7 +310,7 @@ contract RewardDistributorFuzzTest is DistributorFixture {
             fixed_[i] = recomputed > claimed ? recomputed : claimed;
         }
         Tree memory fix = _tree(accounts, fixed_);
-        _propose(1, fix);
+        _proposeCorrection(1, fix);
         _acceptWhenValid();
         _unpause();
         uint256 paid;

@@ -56,6 +56,7 @@ from settlement.errors import (
     InsolventProposal,
     NothingToClaim,
     RpcUnavailable,
+    StaleClaims,
     TransactionFailed,
 )
 
@@ -599,6 +600,12 @@ class Chain:
                 raise DistributorPaused(
                     f"{label}: the distributor is paused; wait for the guardian's unpause"
                 ) from None
+            if name == "StaleClaims":
+                raise StaleClaims(
+                    f"{label} reverts: StaleClaims(): the claimed amounts were not read at a mined "
+                    "block of the current pause (pausedAtBlock() <= claimedAtBlock < the "
+                    "proposal's block); read them again and rebuild the correction"
+                ) from None
             hint = _REVERT_HINTS.get(name or "", "")
             raise ContractRevert(f"{label} reverts: {what}{hint}", name) from None
 
@@ -659,7 +666,7 @@ _REVERT_HINTS = {
     "InvalidRoot": ": the root is zero",
     "LengthMismatch": ": accounts, amounts and proofs differ in length",
     "AccessControlUnauthorizedAccount": ": the key lacks the role; use the right key",
-    "ExpectedPause": ": the distributor is not paused",
+    "ExpectedPause": ": the distributor is not paused; a correction needs the guardian's pause",
 }
 
 
@@ -908,6 +915,11 @@ class Distributor(_Contract):
     def paused(self) -> bool:
         return self._view("paused")
 
+    def paused_at_block(self) -> int:
+        """Block of the latest pause (0 before the first; kept after an unpause). A correction's
+        claimed amounts must be read at a block from here on, while still paused."""
+        return self._view("pausedAtBlock")
+
     def pending_root(self) -> PendingRoot | None:
         """The staged root, or None (the contract reports zeros when nothing is pending)."""
         epoch, root, total, data_hash, valid_at = self._view("pendingRoot")
@@ -923,17 +935,42 @@ class Distributor(_Contract):
 
     # -- calls --------------------------------------------------------------------------------
 
-    def check_proposal(self, cumulative_total: int, *, correction: bool = False) -> None:
-        """Refuse before sending what proposeRoot would refuse: a paused distributor (unless
-        `correction`), a pending root, or a total above what is funded (with the shortfall)."""
+    def check_proposal(
+        self,
+        cumulative_total: int,
+        *,
+        correction: bool = False,
+        claimed_at_block: int | None = None,
+    ) -> None:
+        """Refuse before sending what the contract would refuse: an ordinary proposal while
+        paused (proposeRoot reverts EnforcedPause) or a correction while not paused
+        (proposeCorrection reverts ExpectedPause), a pending root, a total above what is funded
+        (with the shortfall), and, for a correction given `claimed_at_block`, a reading outside
+        the current pause (StaleClaims)."""
         paused = self.paused()
         if paused and not correction:
             raise DistributorPaused(
-                "the distributor is paused: a proposal now would be a correction. Propose only "
-                "after the guardian unpauses, or run the correction procedure on purpose"
+                "the distributor is paused: proposeRoot reverts until the guardian unpauses. "
+                "A correction is a separate call (propose_correction) made on purpose"
             )
         if correction and not paused:
-            raise ChainError("a correction needs the distributor paused by the guardian first")
+            raise ContractRevert(
+                "a correction needs the distributor paused by the guardian first "
+                "(proposeCorrection reverts ExpectedPause)",
+                "ExpectedPause",
+            )
+        if correction and claimed_at_block is not None:
+            paused_at, head = self.paused_at_block(), self.chain.block_number()
+            # Contract: pausedAtBlock <= claimedAtBlock < block.number. Nodes estimate and
+            # simulate at the head block (block.number == head), so a reading at the head itself
+            # reverts there: it must be from an earlier block of the pause.
+            if not paused_at <= claimed_at_block < head:
+                raise StaleClaims(
+                    f"claimed amounts read at block {claimed_at_block}, not in the current pause "
+                    f"before the head (paused at block {paused_at}, head {head}): read them at a "
+                    f"block from {paused_at} to {head - 1} (after the pause's block, wait for one "
+                    "more) and rebuild the correction"
+                )
         pending = self.pending_root()
         if pending is not None:
             raise ContractRevert(
@@ -966,6 +1003,28 @@ class Distributor(_Contract):
             _uint(cumulative_total),
             _bytes32(data_hash),
             data_uri,
+        )
+
+    def propose_correction(
+        self,
+        epoch: int,
+        root: str | bytes,
+        cumulative_total: int,
+        data_hash: str | bytes,
+        data_uri: str,
+        claimed_at_block: int,
+    ) -> Call:
+        """proposeCorrection: only while paused; `claimed_at_block` is the block of this pause at
+        which the claimed amounts in the leaves were read, mined before the head (see
+        check_proposal)."""
+        return self._call(
+            "proposeCorrection",
+            epoch,
+            _bytes32(root),
+            _uint(cumulative_total),
+            _bytes32(data_hash),
+            data_uri,
+            _block(claimed_at_block),
         )
 
     def accept_root(self) -> Call:
@@ -1006,6 +1065,12 @@ def _uint(value: int) -> int:
     return value
 
 
+def _block(value: int) -> int:
+    if type(value) is not int or value < 0:
+        raise InputError(f"a block number must be a non-negative int, got {value!r}")
+    return value
+
+
 def _bytes32(value: str | bytes) -> bytes:
     raw = bytes(HexBytes(value)) if isinstance(value, str) else bytes(value)
     if len(raw) != 32:
@@ -1023,11 +1088,24 @@ def submit_proposal(
     data_uri: str,
     *,
     correction: bool = False,
+    claimed_at_block: int | None = None,
 ) -> Mined:
-    """Check (paused, pending, solvency) then propose and wait: the one-shot path. The
+    """Check (paused, pending, solvency, for a correction its reading's block) then propose
+    (proposeRoot, or proposeCorrection when `correction`) and wait: the one-shot path. The
     submitter uses check_proposal + Chain.build/send/wait to persist between steps."""
-    distributor.check_proposal(cumulative_total, correction=correction)
-    call = distributor.propose_root(epoch, root, cumulative_total, data_hash, data_uri)
+    if not correction:
+        distributor.check_proposal(cumulative_total)
+        call = distributor.propose_root(epoch, root, cumulative_total, data_hash, data_uri)
+        return distributor.chain.transact(key, call)
+    if claimed_at_block is None:
+        raise InputError(
+            "a correction names the block its claimed amounts were read at: pass "
+            "claimed_at_block (a mined block of the current pause)"
+        )
+    distributor.check_proposal(cumulative_total, correction=True, claimed_at_block=claimed_at_block)
+    call = distributor.propose_correction(
+        epoch, root, cumulative_total, data_hash, data_uri, claimed_at_block
+    )
     return distributor.chain.transact(key, call)
 
 
@@ -1237,6 +1315,7 @@ class ChainEvent:
 
 DISTRIBUTOR_EVENTS = (
     "RootProposed",
+    "CorrectionProposed",
     "RootAccepted",
     "RootRevoked",
     "Funded",
@@ -1244,6 +1323,10 @@ DISTRIBUTOR_EVENTS = (
     "Paused",
     "Unpaused",
 )
+
+
+# A root is announced by one of these (same arguments): ordinary roots and corrections.
+PROPOSAL_EVENTS = ("RootProposed", "CorrectionProposed")
 
 
 @functools.cache
@@ -1381,8 +1464,8 @@ def scan_claims(
 
 @dataclasses.dataclass(frozen=True)
 class RootHistory:
-    """What the chain says about one root: its RootProposed / RootAccepted / RootRevoked
-    events in chain order, for reconciling a persisted proposal after a restart."""
+    """What the chain says about one root: its RootProposed / CorrectionProposed / RootAccepted
+    / RootRevoked events in chain order, for reconciling a persisted proposal after a restart."""
 
     root: str
     events: list[ChainEvent]
@@ -1392,13 +1475,17 @@ class RootHistory:
         """ "absent" (never proposed), "pending", "accepted" or "revoked": its latest event."""
         if not self.events:
             return "absent"
-        return {"RootProposed": "pending", "RootAccepted": "accepted", "RootRevoked": "revoked"}[
-            self.events[-1].name
-        ]
+        return {
+            "RootProposed": "pending",
+            "CorrectionProposed": "pending",
+            "RootAccepted": "accepted",
+            "RootRevoked": "revoked",
+        }[self.events[-1].name]
 
     @property
     def proposals(self) -> list[ChainEvent]:
-        return [e for e in self.events if e.name == "RootProposed"]
+        """Its proposals of either kind (ordinary or correction), in chain order."""
+        return [e for e in self.events if e.name in PROPOSAL_EVENTS]
 
 
 def root_history(
@@ -1416,10 +1503,28 @@ def root_history(
         distributor,
         from_block,
         to_block,
-        names=("RootProposed", "RootAccepted", "RootRevoked"),
+        names=(*PROPOSAL_EVENTS, "RootAccepted", "RootRevoked"),
         chunk=chunk,
     )
     return RootHistory(wanted, [e for e in events if e.args["root"] == wanted])
+
+
+def find_proposal(
+    distributor: Distributor,
+    root: str | bytes,
+    from_block: int,
+    to_block: int | None = None,
+    *,
+    chunk: int | None = None,
+) -> ChainEvent | None:
+    """The latest event that proposed `root` since `from_block`, RootProposed or
+    CorrectionProposed (its args carry dataHash and dataURI), or None."""
+    wanted = "0x" + _bytes32(root).hex()
+    found = None
+    for e in read_events(distributor, from_block, to_block, names=PROPOSAL_EVENTS, chunk=chunk):
+        if e.args["root"] == wanted:
+            found = e
+    return found
 
 
 # ---------------------------------------------------------------------------------- claims

@@ -61,6 +61,10 @@ def test_artifact_shape(name: str) -> None:
             "acceptRoot",
             "Claimed",
             "RootProposed",
+            "proposeCorrection",
+            "pausedAtBlock",
+            "CorrectionProposed",
+            "StaleClaims",
         } <= names
     else:
         assert {"mint", "permit", "MINTER_ROLE"} <= names

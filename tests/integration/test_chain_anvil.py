@@ -18,7 +18,13 @@ from settlement.adapters import chain as c
 from settlement.adapters.keys import Key, save_keystore
 from settlement.cli import app
 from settlement.domain.merkle import MerkleTree
-from settlement.errors import ContractRevert, DistributorPaused, RpcUnavailable, TransactionFailed
+from settlement.errors import (
+    ContractRevert,
+    DistributorPaused,
+    RpcUnavailable,
+    StaleClaims,
+    TransactionFailed,
+)
 
 ANVIL = c.find_anvil()
 if ANVIL is None:
@@ -150,12 +156,108 @@ def test_pause_blocks_claims_and_proposals_until_unpause(anvil: c.Anvil) -> None
         c.send_claim(relayer, d, infos[0])
     with pytest.raises(DistributorPaused):
         c.relay_claims(relayer, d, infos)
-    with pytest.raises(DistributorPaused, match="correction"):
+    with pytest.raises(DistributorPaused, match="propose_correction"):
         c.submit_proposal(poster, d, 2, tree.root, tree.cumulative_total, DATA_HASH, "")
     assert d.token.balance_of(infos[0].account) == 0
 
     chain.transact(guardian, d.unpause())
     assert c.send_claim(relayer, d, infos[0]).paid == {infos[0].account: infos[0].cumulative_amount}
+
+
+def _accepted(
+    chain: c.Chain, d: c.Distributor, tree: MerkleTree, poster: Key, relayer: Key
+) -> None:
+    c.submit_proposal(poster, d, 1, tree.root, tree.cumulative_total, DATA_HASH, "ipfs://1")
+    chain.increase_time(HOUR)
+    chain.transact(relayer, d.accept_root())
+
+
+def _lowered(tree: MerkleTree) -> MerkleTree:
+    top = max(tree.values, key=lambda v: v[1])
+    return MerkleTree.of(sorted((a, n // 2 if (a, n) == top else n) for a, n in tree.values))
+
+
+def _correct(poster: Key, d: c.Distributor, fix: MerkleTree, claimed_at_block: int) -> c.Mined:
+    return c.submit_proposal(
+        poster, d, 1, fix.root, fix.cumulative_total, DATA_HASH, "ipfs://fix", correction=True,
+        claimed_at_block=claimed_at_block,
+    )  # fmt: skip
+
+
+def test_pause_racing_an_ordinary_proposal_makes_it_revert(anvil: c.Anvil) -> None:
+    chain = c.connect(rpc_url=anvil.url)
+    d, tree, poster, guardian, relayer = _setup(chain)
+    _accepted(chain, d, tree, poster, relayer)
+    start = chain.block_number() + 1
+    d.check_proposal(tree.cumulative_total)  # the service's check passes: not paused
+    prepared = chain.build(
+        poster, d.propose_root(2, tree.root, tree.cumulative_total, DATA_HASH, "")
+    )
+    chain.transact(guardian, d.pause())  # lands first
+    chain.send(prepared)
+    with pytest.raises(TransactionFailed, match="EnforcedPause"):
+        chain.wait(prepared)
+    assert d.pending_root() is None and d.root() == tree.root
+    assert c.read_events(d, start, names=c.PROPOSAL_EVENTS) == []
+    chain.transact(guardian, d.unpause())  # no correction pending: the guardian is not stuck
+
+
+def test_correction_waits_for_the_challenge_period_under_pause(anvil: c.Anvil) -> None:
+    chain = c.connect(rpc_url=anvil.url)
+    d, tree, poster, guardian, relayer = _setup(chain)
+    _accepted(chain, d, tree, poster, relayer)
+    start = chain.block_number() + 1
+    paused = chain.transact(guardian, d.pause())
+    assert d.paused_at_block() == paused.block_number
+    fix = _lowered(tree)
+    at_head = d.propose_correction(
+        1, fix.root, fix.cumulative_total, DATA_HASH, "", paused.block_number
+    )
+    with pytest.raises(StaleClaims):  # anvil estimates at the head: block.number == the pause's
+        chain.build(poster, at_head)
+    chain.mine(1)
+    mined = _correct(poster, d, fix, paused.block_number)
+    stamp = chain.w3.eth.get_block(mined.block_number)["timestamp"]
+    expected = c.PendingRoot(1, fix.root, fix.cumulative_total, DATA_HASH, stamp + HOUR)
+    assert d.pending_root() == expected
+    history = c.root_history(d, fix.root, start)
+    assert history.status == "pending"
+    assert [(e.name, e.args["validAt"]) for e in history.proposals] == [
+        ("CorrectionProposed", stamp + HOUR)
+    ]
+    with pytest.raises(ContractRevert) as early:
+        chain.build(relayer, d.accept_root())
+    assert early.value.error == "TooEarly"
+    with pytest.raises(ContractRevert) as stuck:
+        chain.build(guardian, d.unpause())
+    assert stuck.value.error == "RootPending"
+    chain.increase_time(HOUR)
+    chain.transact(relayer, d.accept_root())
+    assert d.paused() and d.root() == fix.root and d.previous_root() == "0x" + "00" * 32
+    assert c.root_history(d, fix.root, start).status == "accepted"
+    assert c.find_proposal(d, fix.root, start).name == "CorrectionProposed"
+
+
+def test_reading_from_an_earlier_pause_is_stale(anvil: c.Anvil) -> None:
+    chain = c.connect(rpc_url=anvil.url)
+    d, tree, poster, guardian, relayer = _setup(chain)
+    _accepted(chain, d, tree, poster, relayer)
+    chain.transact(guardian, d.pause())
+    chain.mine(1)
+    read_at = chain.block_number() - 1  # claimed amounts read in the first pause
+    chain.transact(guardian, d.unpause())
+    account = tree.values[0][0]
+    c.send_claim(relayer, d, c.claim_info(d, tree, account))  # a claim lands in between
+    chain.transact(guardian, d.pause())
+    chain.mine(1)
+    fix = _lowered(tree)
+    with pytest.raises(StaleClaims):
+        _correct(poster, d, fix, read_at)
+    stale = d.propose_correction(1, fix.root, fix.cumulative_total, DATA_HASH, "", read_at)
+    with pytest.raises(StaleClaims):  # the contract agrees
+        chain.build(poster, stale)
+    _correct(poster, d, fix, chain.block_number() - 1)
+    assert d.pending_root().root == fix.root
 
 
 def test_stuck_transaction_is_replaced_with_the_same_nonce(tmp_path: Path) -> None:

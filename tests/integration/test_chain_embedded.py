@@ -20,10 +20,12 @@ from settlement.errors import (
     ConfigError,
     ContractRevert,
     DeploymentMissing,
+    DistributorPaused,
     InputError,
     InsolventProposal,
     KeyUnavailable,
     NothingToClaim,
+    StaleClaims,
 )
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "merkle.json").read_text())
@@ -216,6 +218,166 @@ def test_propose_claim_relay_index_and_calldata(dev) -> None:
     assert [x.paid for x in rest] == [{values[4][0]: 11}]
     assert c.scan_claims(d, scan.next_block).paid == {values[0][0]: 7, values[4][0]: 11}
     assert d.token.balance_of(d.address) == d.total_funded() - tree2.cumulative_total
+
+
+def _lowered(tree: MerkleTree) -> MerkleTree:
+    """The tree with its largest leaf halved: a correction with a lower total."""
+    top = max(tree.values, key=lambda v: v[1])
+    return MerkleTree.of(sorted((a, n // 2 if (a, n) == top else n) for a, n in tree.values))
+
+
+def test_paused_distributor_refuses_ordinary_proposals_before_and_on_chain(dev) -> None:
+    chain, admin, d = dev
+    tree = vector_tree()
+    c.submit_proposal(admin, d, 1, tree.root, tree.cumulative_total, DATA_HASH, "")
+    assert d.paused_at_block() == 0
+    paused = chain.transact(admin, d.pause())
+    assert d.paused() and d.paused_at_block() == paused.block_number
+    fix = _lowered(tree)
+    with pytest.raises(DistributorPaused, match="propose_correction"):
+        c.submit_proposal(admin, d, 2, fix.root, fix.cumulative_total, DATA_HASH, "")
+    with pytest.raises(DistributorPaused):  # the contract agrees: EnforcedPause, decoded
+        chain.build(admin, d.propose_root(2, fix.root, fix.cumulative_total, DATA_HASH, ""))
+    assert d.pending_root() is None
+
+
+def test_correction_needs_a_pause(dev) -> None:
+    chain, admin, d = dev
+    tree = vector_tree()
+    c.submit_proposal(admin, d, 1, tree.root, tree.cumulative_total, DATA_HASH, "")
+    fix = _lowered(tree)
+    head = chain.block_number()
+    with pytest.raises(ContractRevert) as refused:
+        c.submit_proposal(
+            admin,
+            d,
+            1,
+            fix.root,
+            fix.cumulative_total,
+            DATA_HASH,
+            "",
+            correction=True,
+            claimed_at_block=head,
+        )
+    assert refused.value.error == "ExpectedPause"
+    with pytest.raises(ContractRevert) as reverted:
+        chain.build(
+            admin, d.propose_correction(1, fix.root, fix.cumulative_total, DATA_HASH, "", head)
+        )
+    assert reverted.value.error == "ExpectedPause"
+    with pytest.raises(InputError, match="claimed_at_block"):
+        c.submit_proposal(
+            admin, d, 1, fix.root, fix.cumulative_total, DATA_HASH, "", correction=True
+        )
+
+
+def test_correction_with_a_stale_reading_is_refused_before_and_on_chain(dev) -> None:
+    chain, admin, d = dev
+    tree = vector_tree()
+    c.submit_proposal(admin, d, 1, tree.root, tree.cumulative_total, DATA_HASH, "")
+    read_before = chain.block_number()  # claimed amounts read here, before the pause
+    paused = chain.transact(admin, d.pause())
+    fix = _lowered(tree)
+    nonce = chain.nonces.resync(admin.address)
+    with pytest.raises(StaleClaims, match=f"paused at block {paused.block_number}"):
+        c.submit_proposal(
+            admin,
+            d,
+            1,
+            fix.root,
+            fix.cumulative_total,
+            DATA_HASH,
+            "",
+            correction=True,
+            claimed_at_block=read_before,
+        )
+    assert chain.nonces.resync(admin.address) == nonce  # nothing sent
+    with pytest.raises(StaleClaims) as reverted:  # the contract agrees, decoded
+        chain.build(
+            admin,
+            d.propose_correction(1, fix.root, fix.cumulative_total, DATA_HASH, "", read_before),
+        )
+    assert reverted.value.error == "StaleClaims"
+    with pytest.raises(StaleClaims):  # a block not mined yet cannot have been read either
+        c.submit_proposal(
+            admin,
+            d,
+            1,
+            fix.root,
+            fix.cumulative_total,
+            DATA_HASH,
+            "",
+            correction=True,
+            claimed_at_block=chain.block_number() + 1,
+        )
+    assert d.pending_root() is None
+
+
+def test_correction_is_proposed_listed_and_accepted_under_pause(dev) -> None:
+    chain, admin, d = dev
+    tree = vector_tree()
+    block0 = chain.block_number() + 1
+    c.submit_proposal(admin, d, 1, tree.root, tree.cumulative_total, DATA_HASH, "ipfs://1")
+    paused = chain.transact(admin, d.pause())
+    fix = _lowered(tree)
+    fix_hash = "0x" + "ef" * 32
+    with pytest.raises(StaleClaims, match="wait for one more"):  # nodes simulate at the head
+        c.submit_proposal(
+            admin,
+            d,
+            1,
+            fix.root,
+            fix.cumulative_total,
+            fix_hash,
+            "",
+            correction=True,
+            claimed_at_block=paused.block_number,
+        )
+    chain.mine(1)
+    mined = c.submit_proposal(
+        admin,
+        d,
+        1,
+        fix.root,
+        fix.cumulative_total,
+        fix_hash,
+        "ipfs://fix",
+        correction=True,
+        claimed_at_block=paused.block_number,
+    )
+    # Staged even with a zero challenge period; the event is CorrectionProposed.
+    assert d.root() == tree.root
+    assert d.pending_root() == c.PendingRoot(
+        1,
+        fix.root,
+        fix.cumulative_total,
+        fix_hash,
+        chain.w3.eth.get_block(mined.block_number)["timestamp"],
+    )
+    (event,) = c.read_events(d, mined.block_number, mined.block_number)
+    assert event.name == "CorrectionProposed"
+    assert event.args["root"] == fix.root and event.args["dataURI"] == "ipfs://fix"
+    history = c.root_history(d, fix.root, block0)
+    assert history.status == "pending" and [e.name for e in history.proposals] == [
+        "CorrectionProposed"
+    ]
+    found = c.find_proposal(d, fix.root, block0)
+    assert found is not None and found.args["dataHash"] == fix_hash
+    assert c.find_proposal(d, tree.root, block0).args["dataHash"] == DATA_HASH
+    assert c.find_proposal(d, "0x" + "77" * 32, block0) is None
+
+    with pytest.raises(ContractRevert) as refused:  # unpause waits for the correction
+        chain.build(admin, d.unpause())
+    assert refused.value.error == "RootPending"
+    chain.transact(admin, d.accept_root())
+    assert d.paused() and d.root() == fix.root and d.previous_root() == "0x" + "00" * 32
+    assert c.root_history(d, fix.root, block0).status == "accepted"
+    names = [e.name for e in c.read_events(d, block0)]
+    assert names == ["RootProposed", "RootAccepted", "Paused", "CorrectionProposed", "RootAccepted"]
+    chain.transact(admin, d.unpause())
+    account, amount = max(fix.values, key=lambda v: v[1])
+    assert amount > 0
+    assert c.send_claim(admin, d, c.claim_info(d, fix, account)).paid == {account: amount}
 
 
 def test_claim_info_refuses_a_tree_that_is_not_on_chain(dev) -> None:

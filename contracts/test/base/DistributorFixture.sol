@@ -101,6 +101,21 @@ abstract contract DistributorFixture is Test {
         rd.proposeRoot(epoch, t.root, t.total, keccak256(abi.encode("manifest", epoch)), "ipfs://dataset");
     }
 
+    /// @dev A correction whose claimed amounts were read at the latest mined block, as the service
+    /// reads them: one block is mined first, so that block lies inside the pause in force.
+    function _proposeCorrection(uint64 epoch, Tree memory t) internal {
+        vm.roll(block.number + 1);
+        vm.prank(poster);
+        rd.proposeCorrection(
+            epoch,
+            t.root,
+            t.total,
+            keccak256(abi.encode("correction", epoch)),
+            "ipfs://correction",
+            uint64(block.number - 1)
+        );
+    }
+
     function _acceptWhenValid() internal {
         (,,,, uint64 validAt) = rd.pendingRoot();
         // forge-lint: disable-next-line(block-timestamp)

@@ -8,10 +8,12 @@ import {RewardDistributor} from "../../src/RewardDistributor.sol";
 import {IRewardDistributor} from "../../src/interfaces/IRewardDistributor.sol";
 
 /// @notice Drives a RewardDistributor through random funding, honest proposals (growing
-/// balances; corrections under pause with leaves max(recomputed, claimed)), acceptance,
-/// revocation, pause cycles, time, and claims against the current or previous root, plus forged
+/// balances), corrections (leaves max(recomputed, claimed) with the claimed amounts read at some
+/// block: fresh in the pause, or an older reading that may be stale), acceptance, revocation,
+/// pause cycles, time and blocks, and claims against the current or previous root, plus forged
 /// claims. It holds every role, keeps a model of the contract and records the first action whose
-/// outcome differed from the model.
+/// outcome differed from the model. A stale reading the contract wrongly accepted would give an
+/// account a leaf below what it was paid, which the invariants catch.
 contract DistributorHandler {
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
 
@@ -35,7 +37,11 @@ contract DistributorHandler {
     uint64 internal pendValidAt;
     uint64 internal epoch;
     bool internal isPaused;
+    uint64 internal pausedAt; // block of the latest pause
     uint256[N] internal modelClaimed;
+    uint256[N] internal reading; // claimed() as read at block `readAt` (end of that block)
+    uint64 internal readAt;
+    bool internal hasReading;
     uint256[N] internal lastSeen; // claimed() as read after the previous action
 
     // ---- ghosts read by the invariants
@@ -77,39 +83,20 @@ contract DistributorHandler {
         _after();
     }
 
+    /// @notice An ordinary proposal: growing balances. Under pause it must revert and stage nothing.
     function propose(uint256 seed) external {
         uint256[N] memory next;
-        uint64 e;
-        if (isPaused) {
-            // Correction: recomputed balances may be lower, but never below what was claimed.
-            // forge-lint: disable-next-line(unsafe-typecast)
-            e = uint64(1 + seed % (uint256(epoch) + 2)); // at most epoch + 2
-            for (uint256 i; i < N; ++i) {
-                uint256 recomputed = cur[i] * (_rand(seed, "fix", i) % 101) / 100;
-                uint256 claimed = modelClaimed[i];
-                next[i] = recomputed > claimed ? recomputed : claimed;
-            }
-        } else {
-            // forge-lint: disable-next-line(unsafe-typecast)
-            e = epoch + 1 + uint64(seed % 3); // 0 to 2
-            for (uint256 i; i < N; ++i) {
-                uint256 r = _rand(seed, "grow", i);
-                next[i] = cur[i] + (r % 3 == 0 ? 0 : r % MAX_STEP);
-            }
-        }
-        uint256 total;
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint64 e = epoch + 1 + uint64(seed % 3); // 0 to 2
         for (uint256 i; i < N; ++i) {
-            total += next[i];
+            uint256 r = _rand(seed, "grow", i);
+            next[i] = cur[i] + (r % 3 == 0 ? 0 : r % MAX_STEP);
         }
-        // Mostly fund what the root needs; sometimes leave it short to see `Insolvent`.
-        uint256 funded = rd.totalFunded();
-        if (total > funded && seed % 4 != 0) {
-            _fund(total - funded);
-            funded = total;
-        }
+        (uint256 total, uint256 funded) = _maybeFund(next, seed);
 
         bytes4 expected;
-        if (hasPend) expected = IRewardDistributor.RootPending.selector;
+        if (isPaused) expected = IRewardDistributor.EnforcedPause.selector;
+        else if (hasPend) expected = IRewardDistributor.RootPending.selector;
         else if (total > funded) expected = IRewardDistributor.Insolvent.selector;
 
         bytes32 root = Merkle.root(_leaves(next));
@@ -119,13 +106,62 @@ contract DistributorHandler {
                     rd.proposeRoot, (e, root, total, keccak256(abi.encode(e, root)), "ipfs://handler")
                 )
             );
-        if (_check(ok, ret, expected, "propose") && ok) {
-            pend = next;
-            hasPend = true;
-            pendIsCorrection = isPaused;
-            pendEpoch = e;
-            pendValidAt = uint64(block.timestamp) + PERIOD;
+        if (_check(ok, ret, expected, "propose") && ok) _staged(next, e, false);
+        _after();
+    }
+
+    /// @notice Reads every claimed amount as of the end of a block, as the service reads them
+    /// (eth_call at a mined block) and keeps the reading for a later correction.
+    function readClaimed() external {
+        _read();
+        _after();
+    }
+
+    /// @param seed Picks the reading: a fresh one (at the latest mined block), the kept one (maybe
+    /// from before the pause in force: stale), or the current, unmined block.
+    function proposeCorrection(uint256 seed) external {
+        uint256 pick = seed % 4;
+        if (pick == 0 || !hasReading) _read();
+        uint256[N] memory claimedAsRead = reading;
+        uint64 claimedAt = readAt;
+        if (pick == 3) {
+            claimedAt = uint64(block.number);
+            for (uint256 i; i < N; ++i) {
+                claimedAsRead[i] = rd.claimed(accounts[i]);
+            }
         }
+
+        // Recomputed balances may be lower than the accepted ones, but leaves never go below the
+        // claimed amounts as read.
+        uint256[N] memory next;
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint64 e = uint64(1 + seed % (uint256(epoch) + 2)); // at most epoch + 2
+        for (uint256 i; i < N; ++i) {
+            uint256 recomputed = cur[i] * (_rand(seed, "fix", i) % 101) / 100;
+            next[i] = recomputed > claimedAsRead[i] ? recomputed : claimedAsRead[i];
+        }
+        (uint256 total, uint256 funded) = _maybeFund(next, seed);
+
+        bytes4 expected;
+        if (!isPaused) {
+            expected = IRewardDistributor.ExpectedPause.selector;
+        } else if (hasPend) {
+            expected = IRewardDistributor.RootPending.selector;
+        } else if (total > funded) {
+            expected = IRewardDistributor.Insolvent.selector;
+        } else if (claimedAt < pausedAt || claimedAt >= block.number) {
+            expected = IRewardDistributor.StaleClaims.selector;
+        }
+
+        bytes32 root = Merkle.root(_leaves(next));
+        (bool ok, bytes memory ret) = address(rd)
+            .call(
+                abi.encodeCall(
+                    rd.proposeCorrection,
+                    (e, root, total, keccak256(abi.encode(e, root)), "ipfs://handler-fix", claimedAt)
+                )
+            );
+        if (_check(ok, ret, expected, "proposeCorrection") && ok) _staged(next, e, true);
         _after();
     }
 
@@ -165,7 +201,10 @@ contract DistributorHandler {
         if (seed % 2 == 1) return;
         bytes4 expected = isPaused ? IRewardDistributor.EnforcedPause.selector : bytes4(0);
         (bool ok, bytes memory ret) = address(rd).call(abi.encodeCall(rd.pause, ()));
-        if (_check(ok, ret, expected, "pause") && ok) isPaused = true;
+        if (_check(ok, ret, expected, "pause") && ok) {
+            isPaused = true;
+            pausedAt = uint64(block.number);
+        }
         _after();
     }
 
@@ -179,7 +218,9 @@ contract DistributorHandler {
     }
 
     function warp(uint256 seconds_) external {
-        vm.warp(block.timestamp + _bound(seconds_, 0, 3 * PERIOD));
+        seconds_ = _bound(seconds_, 0, 3 * PERIOD);
+        vm.warp(block.timestamp + seconds_);
+        vm.roll(block.number + seconds_ / 12);
         _after();
     }
 
@@ -244,6 +285,40 @@ contract DistributorHandler {
 
     // ================================================================ internals
 
+    /// @dev Mostly funds what the root needs; sometimes leaves it short to see `Insolvent`.
+    function _maybeFund(uint256[N] memory next, uint256 seed)
+        internal
+        returns (uint256 total, uint256 funded)
+    {
+        for (uint256 i; i < N; ++i) {
+            total += next[i];
+        }
+        funded = rd.totalFunded();
+        if (total > funded && (seed >> 128) % 4 != 0) {
+            _fund(total - funded);
+            funded = total;
+        }
+    }
+
+    /// @dev One block is mined first, so the reading is the whole state at the end of the block it
+    /// names: nothing can land after it in that block.
+    function _read() internal {
+        vm.roll(block.number + 1);
+        for (uint256 i; i < N; ++i) {
+            reading[i] = rd.claimed(accounts[i]);
+        }
+        readAt = uint64(block.number - 1);
+        hasReading = true;
+    }
+
+    function _staged(uint256[N] memory next, uint64 e, bool correction) internal {
+        pend = next;
+        hasPend = true;
+        pendIsCorrection = correction;
+        pendEpoch = e;
+        pendValidAt = uint64(block.timestamp) + PERIOD;
+    }
+
     function _fund(uint256 amount) internal {
         token.mint(address(this), amount);
         token.approve(address(rd), amount);
@@ -272,8 +347,12 @@ contract DistributorHandler {
         return matches;
     }
 
-    /// @dev After every action: the contract's claimed amounts never go down and equal the model.
+    /// @dev After every action: the contract's claimed amounts never go down and equal the model,
+    /// and the pause block is the model's.
     function _after() internal {
+        if (rd.pausedAtBlock() != pausedAt && bytes(unexpected).length == 0) {
+            unexpected = "pausedAtBlock differs from the model";
+        }
         for (uint256 i; i < N; ++i) {
             uint256 onChain = rd.claimed(accounts[i]);
             if (onChain < lastSeen[i]) claimedDecreased = true;

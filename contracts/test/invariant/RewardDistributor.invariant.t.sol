@@ -22,7 +22,7 @@ contract RewardDistributorInvariantTest is Test {
         targetContract(address(handler));
         // Repeats weigh an action up: claims, acceptance and unpausing come often enough that
         // runs spend most of their calls with a claimable root.
-        bytes4[] memory selectors = new bytes4[](20);
+        bytes4[] memory selectors = new bytes4[](23);
         uint256 n;
         selectors[n++] = handler.fund.selector;
         selectors[n++] = handler.donate.selector;
@@ -30,8 +30,10 @@ contract RewardDistributorInvariantTest is Test {
         selectors[n++] = handler.pause.selector;
         selectors[n++] = handler.warp.selector;
         selectors[n++] = handler.forgedClaim.selector;
+        selectors[n++] = handler.readClaimed.selector;
         for (uint256 k; k < 2; ++k) {
             selectors[n++] = handler.propose.selector;
+            selectors[n++] = handler.proposeCorrection.selector;
             selectors[n++] = handler.claimMany.selector;
         }
         for (uint256 k; k < 3; ++k) {
