@@ -64,8 +64,33 @@ def corrected_data_hash(distributor: Distributor, deployment_block: int) -> str:
     return found.args["dataHash"]
 
 
+def _block_after_pause(distributor: Distributor, wait_s: float, dev_chain: bool) -> int:
+    """The chain's head once it is past the pause's block (a dev chain mines one)."""
+    chain = distributor.chain
+    paused_at = distributor.paused_at_block()
+    deadline = time.monotonic() + wait_s
+    head = chain.block_number()
+    while head <= paused_at:
+        if dev_chain:
+            chain.mine(1)
+        elif time.monotonic() > deadline:
+            raise ChainError(
+                f"no block since the pause in block {paused_at} after {wait_s:.0f} s: the claimed "
+                "amounts are read at a block of the pause before the proposal's. Run again later"
+            )
+        else:
+            time.sleep(chain.poll_interval)
+        head = chain.block_number()
+    return head
+
+
 def plan_correction(
-    store: Store, distributor: Distributor, deployment_block: int
+    store: Store,
+    distributor: Distributor,
+    deployment_block: int,
+    *,
+    wait_s: float = 120,
+    dev_chain: bool = False,
 ) -> CorrectionPlan:
     """Leaves max(balance after the last close, claimed at a block of the current pause)."""
     epochs = EpochStore(store)
@@ -76,11 +101,9 @@ def plan_correction(
         raise ChainError("a correction needs the distributor paused by the guardian first")
     # The claimed amounts are read at a block of this pause, when no claim can land; the
     # contract checks pausedAtBlock() <= claimedAtBlock < block.number at the proposal, so
-    # amounts read before the pause (or before a later one) can never be used.
-    claimed_at = distributor.chain.block_number()
-    paused_at = distributor.paused_at_block()
-    if claimed_at < paused_at:
-        raise ChainError(f"the chain head {claimed_at} is before the pause at {paused_at}")
+    # amounts read before the pause (or before a later one) can never be used. One block
+    # below the head: some nodes simulate (estimate) the proposal in the head block itself.
+    claimed_at = _block_after_pause(distributor, wait_s, dev_chain) - 1
     by_class = epochs.run(lambda cur: CloseReader(epochs, cur).balances(epoch + 1))
     recomputed = {"0x" + a.hex(): n + v + c for a, (n, v, c) in by_class.items()}
     scan = scan_claims(distributor, deployment_block, to_block=claimed_at)
@@ -238,7 +261,12 @@ def run_correction(
                 f"root {pending.root} of epoch {pending.epoch} is pending: the guardian calls "
                 "revokeRoot() first if it is bad (a correction cannot be proposed over it)"
             )
-        plan = plan_correction(submitter.store, d, submitter.deployment_block)
+        plan = plan_correction(
+            submitter.store,
+            d,
+            submitter.deployment_block,
+            dev_chain=submitter.chain.embedded or submitter.settings.dev_mode,
+        )
         if plan.tree.root == d.root():
             step = (
                 f"the accepted root {plan.tree.root} already is max(recomputed, claimed) for "

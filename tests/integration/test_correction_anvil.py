@@ -91,6 +91,7 @@ def test_bad_root_to_paid_correct_claims(
     assert refused.exit_code == 3 and "guardian calls pause()" in refused.output
 
     chain.transact(n.guardian, d.pause())
+    chain.mine(1)  # a live chain moves on: claims are read at a block of the pause
     out = _correct(monkeypatch, n, tmp_path)
     assert "correction pending until validAt" in out and "stage: pending" in out
     (row,) = [r for r in sub.rows.all() if r.kind == sdb.CORRECTION]

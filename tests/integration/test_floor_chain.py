@@ -99,6 +99,7 @@ def test_overpaid_by_a_bad_root_then_corrected_then_three_epochs(net: Net) -> No
 
     # The guardian pauses; the correction is planned, published and proposed.
     chain.transact(n.guardian, d.pause())
+    chain.mine(1)  # a live chain moves on: claims are read at a block of the pause
     state = run_correction(sub)
     assert state.stage == "pending" and state.row is not None
     row = state.row
