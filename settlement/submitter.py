@@ -419,7 +419,11 @@ class Submitter:
             self.say("the distributor is paused: no proposal until the guardian unpauses")
             return None
         try:
-            self.distributor.check_proposal(candidate.cumulative_total, correction=correction)
+            self.distributor.check_proposal(
+                candidate.cumulative_total,
+                correction=correction,
+                claimed_at_block=candidate.claimed_at_block,
+            )
         except InsolventProposal as error:
             SHORTFALL.set(error.shortfall)
             log.error("ALERT: %s", error)
