@@ -383,6 +383,17 @@ class Submitter:
         on_chain = self.distributor.root()
         if on_chain == expected:
             FOREIGN_ROOT.set(0)
+            if own is not None and own.kind == sdb.CORRECTION:
+                floor = self.epochs.floor().data_hash
+                if "0x" + floor.hex() != own.data_hash:
+                    # A correction accepted without its leaves recorded as the floor (made
+                    # by a version 1 service): later closes could fall below its claims.
+                    return (
+                        f"the accepted correction {own.data_hash} is not the floor in force "
+                        f"(0x{floor.hex()}): it was made before protocol version 2. Correct "
+                        "again (guardian pause, `settlement correct`) so its leaves become the "
+                        "floor"
+                    )
             return None
         FOREIGN_ROOT.set(1)
         return (

@@ -134,6 +134,11 @@ def test_overpaid_by_a_bad_root_then_corrected_then_three_epochs(net: Net) -> No
     assert "0x" + floor.data_hash.hex() == row.data_hash
     assert {"0x" + a.hex(): v for a, v in floor.leaves.items()} == leaves
     totals.append(d.cumulative_total())
+    # A correction accepted without its leaves as the floor (a version 1 store) stops it too.
+    epochs.run(lambda cur: cur.execute("UPDATE correction SET accepted_block = NULL"), write=True)
+    assert "before protocol version 2" in (sub.foreign_root() or "")
+    assert epochs.accept_correction(bytes.fromhex(row.data_hash[2:]), 1)
+    assert sub.foreign_root() is None
     chain.transact(n.guardian, d.unpause())
     assert sub.step() == []  # epoch 3 was built under the older floor
     assert submitter_mod.STALE_FLOOR._value.get() == 3
