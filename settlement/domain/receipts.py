@@ -219,6 +219,8 @@ class Params:
     max_session_age: int
     segment_seconds: int
     max_bitrate: int
+    max_lead_seconds: int
+    min_segment_bytes: int
 
     @classmethod
     def defaults(cls) -> Params:
@@ -236,6 +238,8 @@ class Params:
             max_session_age=settings.max_session_age,
             segment_seconds=settings.segment_seconds,
             max_bitrate=settings.max_bitrate,
+            max_lead_seconds=settings.max_lead_seconds,
+            min_segment_bytes=settings.min_segment_bytes,
         )
 
 
@@ -474,6 +478,7 @@ def verify(
             if t is DeliveryReceipt:
                 node = receipt.node
                 amount = receipt.bytes_served
+                segments = receipt.segments_served
                 if (
                     type(receipt.session_id) is bytes
                     and len(receipt.session_id) == 32
@@ -491,12 +496,13 @@ def verify(
                         receipt.content_id,
                         started,
                         amount,
-                        receipt.segments_served,
+                        segments,
                         issued,
                     )
             elif t is ViewReceipt:
                 node = None
                 amount = receipt.watch_seconds
+                segments = 0
                 if (
                     type(receipt.session_id) is bytes
                     and len(receipt.session_id) == 32
@@ -524,6 +530,7 @@ def verify(
         node,
         started,
         amount,
+        segments,
         issued,
         sig,
         domain,
@@ -559,11 +566,24 @@ def verify_wire(
     else:
         _, session_id, viewer, content_id, started, amount, issued, sig = v
         node = None
+        segments = 0
         encoded = _VIEW_STRUCT.pack(
             VIEW_TYPEHASH, session_id, viewer, content_id, started, amount, issued
         )
     return _judge(
-        encoded, viewer, node, started, amount, issued, sig, domain, params, now, gate, content_id
+        encoded,
+        viewer,
+        node,
+        started,
+        amount,
+        segments,
+        issued,
+        sig,
+        domain,
+        params,
+        now,
+        gate,
+        content_id,
     )
 
 
@@ -573,6 +593,7 @@ def _judge(
     node: bytes | None,
     started: int,
     amount: int,
+    segments: int,
     issued: int,
     sig: bytes,
     domain: Domain,
@@ -582,7 +603,7 @@ def _judge(
     content_id: bytes = b"",
 ) -> Verdict:
     """Checks 2-7 of sound values; `encoded` is the EIP-712 encodeData, `node` None for a
-    view, `amount` bytesServed or watchSeconds."""
+    view, `amount` bytesServed or watchSeconds, `segments` segmentsServed (0 for a view)."""
     v = sig[64]
     # Big-endian byte strings of equal length compare like the integers they encode.
     if (
@@ -597,9 +618,11 @@ def _judge(
         return Rejected(Reason.TOO_OLD, f"issuedAt {issued} < now {now} - max_age")
     if issued < params.genesis:
         return Rejected(Reason.TOO_OLD, f"issuedAt {issued} < genesis {params.genesis}")
-    if issued - started > params.max_session_age:
+    # The guard is PROTOCOL's: unsigned arithmetic elsewhere must not wrap issuedAt - startedAt.
+    if started <= issued and issued - started > params.max_session_age:
         return Rejected(
-            Reason.TOO_OLD, f"issuedAt - startedAt = {issued - started} > max_session_age"
+            Reason.TOO_OLD,
+            f"issuedAt - startedAt = {issued - started} > max_session_age {params.max_session_age}",
         )
     if started > issued:
         return Rejected(Reason.IMPLAUSIBLE, f"startedAt {started} > issuedAt {issued}")
@@ -608,6 +631,19 @@ def _judge(
         if 8 * amount > params.max_bitrate * elapsed:
             return Rejected(
                 Reason.IMPLAUSIBLE, f"8 * bytesServed {amount} > max_bitrate * {elapsed} s"
+            )
+        # Players buffer ahead, but not without limit: segments lift the watch clip.
+        if params.segment_seconds * segments > elapsed + params.max_lead_seconds:
+            return Rejected(
+                Reason.IMPLAUSIBLE,
+                f"segment_seconds * segmentsServed = {params.segment_seconds * segments} > "
+                f"elapsed {elapsed} s + max_lead_seconds {params.max_lead_seconds}",
+            )
+        if amount < params.min_segment_bytes * segments:
+            return Rejected(
+                Reason.IMPLAUSIBLE,
+                f"bytesServed {amount} < min_segment_bytes {params.min_segment_bytes} * "
+                f"segmentsServed {segments}",
             )
     elif amount > elapsed:
         return Rejected(Reason.IMPLAUSIBLE, f"watchSeconds {amount} > elapsed {elapsed} s")

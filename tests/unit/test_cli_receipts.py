@@ -36,6 +36,10 @@ DOMAIN_ARGS = [
     str(P["segmentSeconds"]),
     "--max-bitrate",
     str(P["maxBitrate"]),
+    "--max-lead-seconds",
+    str(P["maxLeadSeconds"]),
+    "--min-segment-bytes",
+    str(P["minSegmentBytes"]),
 ]
 
 
