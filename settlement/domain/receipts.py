@@ -829,12 +829,13 @@ class _NotAnObject:
         self.value = value
 
 
-def wire_items_from_array(raw: bytes | str) -> list[Any]:
+def wire_items_from_array(raw: bytes | str, *, constants: bool = True) -> list[Any]:
     """The items of a JSON array of wire receipts, for verify_wire and verify_wire_batch.
 
-    Each item keeps what the text said (repeated keys, number tokens), so a bad item
-    gets its own MALFORMED verdict. Raises InputError when the text is no JSON array:
-    then no item can be told from the next.
+    Each item keeps what the text said (repeated keys, number tokens of any size), so a
+    bad item gets its own MALFORMED verdict. Raises InputError when the text is no JSON
+    array: then no item can be told from the next; with `constants=False` also when it
+    holds NaN or Infinity, which Python reads but JSON does not have.
     """
     try:
         value = json.loads(
@@ -842,13 +843,17 @@ def wire_items_from_array(raw: bytes | str) -> list[Any]:
             object_pairs_hook=_Pairs,
             parse_int=_parse_int_token,
             parse_float=_BadNumber,
-            parse_constant=_BadNumber,
+            parse_constant=_BadNumber if constants else _no_constant,
         )
     except (ValueError, RecursionError) as error:
         raise InputError(f"not a valid JSON array of receipts: {error}") from None
     if type(value) is not list:
         raise InputError(f"expected a JSON array of receipts, got {_type_name(value)}")
     return [item if type(item) is _Pairs else _NotAnObject(item) for item in value]
+
+
+def _no_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
 
 
 def _values_from_mapping(d: Mapping[str, Any]) -> tuple:
@@ -934,16 +939,16 @@ def _uint(value: Any, maximum: int, name: str) -> int:
 def _uint_problem(value: Any, maximum: int) -> str:
     bits = 32 if maximum == UINT32_MAX else 64
     if type(value) is _BadNumber:
-        token = value.token
+        token, shown = value.token, _short_token(value.token)
         if token[0] == "-":
-            return f"must be an unsigned integer without sign, got {token}"
-        if token.lstrip("-").isdigit():
-            return f"out of range for uint{bits} (max {maximum}), got {token}"
+            return f"must be an unsigned integer without sign, got {shown}"
+        if token.isdigit():
+            return f"out of range for uint{bits} (max {maximum}), got {shown}"
         if any(c in token for c in "eE"):
-            return f"must be an integer without exponent, got {token}"
+            return f"must be an integer without exponent, got {shown}"
         if "." in token:
-            return f"must be an integer, got the float {token}"
-        return f"must be an integer, got {token}"
+            return f"must be an integer, got the float {shown}"
+        return f"must be an integer, got {shown}"
     if type(value) is int:
         if value < 0:
             return f"must be an unsigned integer without sign, got {value}"
@@ -957,13 +962,18 @@ def _uint_problem(value: Any, maximum: int) -> str:
     return f"must be an integer, got {_type_name(value)}"
 
 
+def _short_token(token: str) -> str:
+    # A 400-digit token is named by its head and length, not echoed whole.
+    return token if len(token) <= 40 else f"{token[:20]}... ({len(token)} characters)"
+
+
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
     if type(value) is bool:
         return f"the boolean {'true' if value else 'false'}"
     if type(value) is _BadNumber:
-        return f"the number {value.token}"
+        return f"the number {_short_token(value.token)}"
     if type(value) in (int, float):
         return f"the number {value!r}"
     if isinstance(value, list | tuple):
