@@ -274,6 +274,7 @@ def judged_receipts(draw):
         _near(max(elapsed + lead, 0) // seg, 0, UINT32_MAX - 1),
         uint32,
     )
+    segments = min(segments, UINT32_MAX)  # the lead bound of a long-ago start is no uint32
     served = _mostly(
         draw,
         st.integers(p.min_segment_bytes * segments, p.min_segment_bytes * segments + (1 << 22)),
