@@ -68,6 +68,12 @@ def receipts_verify(
     max_bitrate: Annotated[
         int | None, typer.Option(help="bits/s (default: W2E_MAX_BITRATE)")
     ] = None,
+    max_lead_seconds: Annotated[
+        int | None, typer.Option(min=0, help="seconds (default: W2E_MAX_LEAD_SECONDS)")
+    ] = None,
+    min_segment_bytes: Annotated[
+        int | None, typer.Option(min=0, help="bytes (default: W2E_MIN_SEGMENT_BYTES)")
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="processes for large files (default: every core)")
     ] = None,
@@ -108,6 +114,8 @@ def receipts_verify(
             "max_session_age": max_session_age,
             "segment_seconds": segment_seconds,
             "max_bitrate": max_bitrate,
+            "max_lead_seconds": max_lead_seconds,
+            "min_segment_bytes": min_segment_bytes,
         }
         params = dataclasses.replace(
             Params.from_settings(settings), **{k: v for k, v in overrides.items() if v is not None}

@@ -41,6 +41,22 @@ class Settings(BaseSettings):
         ge=1,
         description="bits per second a node may plausibly serve one viewer",
     )
+    # 30 s is the forward buffer a typical HLS/DASH player keeps (hls.js maxBufferLength);
+    # the simulator's honest players run at most 2 segments (8 s) ahead of elapsed time.
+    max_lead_seconds: int = Field(
+        default=30,
+        ge=0,
+        lt=2**64,
+        description="media seconds a player may fetch ahead of elapsed time (segmentsServed check)",
+    )
+    # 8 KiB: a 4 s segment at 16 kbit/s, below any audio-only rung; the simulator's smallest
+    # honest segment is 160,000 bytes (400 kbit/s for 4 s, minus its 20 % spread).
+    min_segment_bytes: int = Field(
+        default=8192,
+        ge=0,
+        lt=2**64,
+        description="fewest bytes per segment served on average (bytesServed >= this * segmentsServed)",
+    )
     # epochs and rewards (PROTOCOL 4-5; the reward values are published in each manifest)
     emission: int = Field(
         default=1000 * 10**18, ge=0, description="W2E base units emitted per epoch"

@@ -87,6 +87,8 @@ def published_parameters(settings: Settings) -> dict[str, Any]:
         "maxSessionAge": settings.max_session_age,
         "segmentSeconds": settings.segment_seconds,
         "maxBitrate": settings.max_bitrate,
+        "maxLeadSeconds": settings.max_lead_seconds,
+        "minSegmentBytes": settings.min_segment_bytes,
         "emission": settings.emission,
         "bpsNode": settings.bps_node,
         "bpsViewer": settings.bps_viewer,

@@ -33,6 +33,7 @@ from settlement.cli_options import ChainIdOption, DistributorOption
 from settlement.client.signer import sign_digest
 from settlement.domain.receipts import (
     SECP256K1_N,
+    UINT32_MAX,
     DeliveryReceipt,
     Domain,
     Params,
@@ -73,8 +74,12 @@ BAD_KINDS: dict[str, BadKind] = {
     "self_dealing_creator": BadKind("SELF_DEALING", False, "a creator watching its own content"),
     "unknown_node": BadKind("UNKNOWN_NODE", False, "names a node not in the registry"),
     "unknown_content": BadKind("UNKNOWN_CONTENT", False, "names content not in the registry"),
+    # Last, so the kinds above draw the same numbers as before it was added.
+    "padded_segments": BadKind(
+        "IMPLAUSIBLE", True, "segments beyond elapsed time + lead, or too few bytes per segment"
+    ),
 }
-DEFAULT_BAD_FRACTION = 0.002  # per kind: 2.4 % bad receipts in all
+DEFAULT_BAD_FRACTION = 0.002  # per kind: 2.6 % bad receipts in all
 
 # Rungs of a typical ABR ladder, bits per second; those above max_bitrate / 4 are dropped
 # so that an honest player that buffers a few segments ahead stays plausible.
@@ -141,6 +146,12 @@ class SimConfig:
             raise InputError(
                 f"window {self.window} s is too long for max_age {p.max_age} s: "
                 "early receipts would be TOO_OLD at the run's `now`"
+            )
+        smallest = _smallest_segment(p)
+        if smallest < p.min_segment_bytes:
+            raise InputError(
+                f"min_segment_bytes {p.min_segment_bytes} is above the smallest honest segment "
+                f"({smallest} bytes at the lowest bitrate rung): honest players would be IMPLAUSIBLE"
             )
 
     @property
@@ -246,9 +257,19 @@ def build_world(cfg: SimConfig, pool: Any = None) -> World:
 _state: dict[str, Any] = {}
 
 
+def _ladder(p: Params) -> tuple[int, ...]:
+    return tuple(b for b in BITRATE_LADDER if 4 * b <= p.max_bitrate) or (p.max_bitrate // 4,)
+
+
+def _smallest_segment(p: Params) -> int:
+    """Fewest bytes an honest segment can have: the lowest rung, minus the 20 % spread."""
+    seg_bytes = min(_ladder(p)) * p.segment_seconds // 8
+    return seg_bytes - seg_bytes // 5
+
+
 def _init_worker(cfg: SimConfig, world: World) -> None:
     p = cfg.params
-    ladder = tuple(b for b in BITRATE_LADDER if 4 * b <= p.max_bitrate) or (p.max_bitrate // 4,)
+    ladder = _ladder(p)
     other_chain = cfg.chain_id + 1 if cfg.chain_id < 2**256 - 1 else cfg.chain_id - 1
     _state.clear()
     _state.update(
@@ -391,7 +412,10 @@ class _Chunk:
         seg_bytes = _state["ladder"][rng.randrange(len(_state["ladder"]))] * seg // 8
         spread = seg_bytes // 5
         every = rng.randint(2, 6)  # segments between two signatures
-        ahead = rng.randint(1, 3)  # segments the player buffers ahead of playback
+        # Segments the player buffers ahead of playback. A receipt signed when `watched`
+        # segments have played has elapsed >= (watched + 1) * seg, so `ahead` segments stay
+        # plausible while (ahead - 1) * seg <= max_lead_seconds.
+        ahead = min(rng.randint(1, 3), 1 + self.params.max_lead_seconds // seg)
         n_nodes = min(n_segments, rng.choices((1, 2, 3), cum_weights=(70, 92, 100))[0])
         nodes = [
             world.nodes[i]
@@ -481,7 +505,7 @@ class _Chunk:
                 continue
             pool = (
                 self.honest_delivery
-                if kind in ("inflated", "self_node", "unknown_node")
+                if kind in ("inflated", "self_node", "unknown_node", "padded_segments")
                 else self.honest
             )
             if not pool:
@@ -579,6 +603,38 @@ class _Chunk:
             )
         line = dumps_wire(self._signed(bad, base.session.key))
         self._emit_bad("implausible", r.issued_at, base.seq, line)
+
+    def _padded_segments(self, base: _Honest) -> None:
+        # A viewer lifting its watch clip (min(watch, segment_seconds * segments)) with
+        # segments nobody served: more than elapsed time plus the lead allows, or more than
+        # its bytes can fill at min_segment_bytes each. Within max_bitrate, signed by the viewer.
+        r = base.receipt
+        rng = self.rng
+        p = self.params
+        elapsed = r.issued_at - r.started_at + p.segment_seconds
+        most = min((elapsed + p.max_lead_seconds) // p.segment_seconds, UINT32_MAX)
+        variant = rng.randrange(3)
+        if variant == 0 and most < UINT32_MAX:
+            segments = most + 1 + rng.randrange(min(UINT32_MAX - most, 1 << 16))
+            amount = r.bytes_served
+        elif variant == 1 and p.min_segment_bytes > 0 and r.segments_served > 0:
+            segments = r.segments_served
+            floor = p.min_segment_bytes * segments
+            amount = floor - 1 - rng.randrange(min(floor, 1 << 20))
+        else:  # PROTOCOL 8: all the segments a uint32 holds, no bytes
+            segments, amount = UINT32_MAX, 0
+        bad = DeliveryReceipt(
+            r.session_id,
+            r.viewer,
+            r.node,
+            r.content_id,
+            r.started_at,
+            amount,
+            segments,
+            r.issued_at,
+        )
+        line = dumps_wire(self._signed(bad, base.session.key))
+        self._emit_bad("padded_segments", r.issued_at, base.seq, line)
 
     def _inflated(self, base: _Honest) -> None:
         # The node raises the viewer's totals and keeps the viewer's signature.
@@ -892,6 +948,8 @@ def _truth(cfg: SimConfig, total: int, honest: int, kinds: Counter[str]) -> dict
             "maxSessionAge": p.max_session_age,
             "segmentSeconds": p.segment_seconds,
             "maxBitrate": p.max_bitrate,
+            "maxLeadSeconds": p.max_lead_seconds,
+            "minSegmentBytes": p.min_segment_bytes,
         },
         "receipts": total,
         "honest": honest,

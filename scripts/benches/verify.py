@@ -70,14 +70,19 @@ def make_receipts(n: int, seed: int) -> tuple[Domain, list]:
                 issued,
             )
         else:
+            # Plausible (PROTOCOL 3 row 4): segments within elapsed time plus the lead, at
+            # least min_segment_bytes each, under max_bitrate (16 Mbit/s at most here).
+            seg = PARAMS.segment_seconds
+            most = (issued - started + seg + PARAMS.max_lead_seconds) // seg
+            segments = rng.randrange(1, min(1000, most + 1))
             r = DeliveryReceipt(
                 rng.randbytes(32),
                 viewers[k],
                 rng.randbytes(20),
                 rng.randbytes(32),
                 started,
-                rng.randrange(0, 2_000_000 * (issued - started)),
-                rng.randrange(1, 1000),
+                rng.randrange(PARAMS.min_segment_bytes * segments, 2_000_000 * (issued - started)),
+                segments,
                 issued,
             )
         out.append(sign(r, domain, keys[k]))

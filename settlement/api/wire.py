@@ -7,6 +7,10 @@ recovery per receipt. So orjson parses the body once, and each item whose compac
 re-encoding equals its bytes in the body is proven exact and goes on as a dict; any
 other item (spaces, escapes, repeated keys, odd numbers, not an object) goes on as its
 own raw bytes, which the receipt parser reads strictly.
+
+orjson refuses a whole body over one number no double or int64 holds (`1e400`, a
+400-digit integer); such a body is still valid JSON, so the strict parser reads it and
+only that item is MALFORMED (PROTOCOL 2).
 """
 
 from __future__ import annotations
@@ -37,7 +41,13 @@ def parse_batch(body: bytes, max_batch: int) -> list[Any]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise InputError(f"the body is not valid JSON ({error}); send {SHAPE}") from None
+        if "number" not in str(error):
+            raise InputError(f"the body is not valid JSON ({error}); send {SHAPE}") from None
+        # Out of orjson's number range, or no JSON at all: the strict parser tells which.
+        items = _strict_items(body)
+        if len(items) > max_batch:
+            raise _too_large(len(items), max_batch) from None
+        return items
     if type(doc) is not dict or list(doc) != ["receipts"]:
         got = f"an object with keys {sorted(doc)[:5]}" if type(doc) is dict else type(doc).__name__
         raise InputError(f"the body must be {SHAPE}, got {got}")
@@ -45,14 +55,18 @@ def parse_batch(body: bytes, max_batch: int) -> list[Any]:
     if type(items) is not list:
         raise InputError(f'"receipts" must be a JSON array of receipts, got {type(items).__name__}')
     if len(items) > max_batch:
-        raise PayloadTooLarge(
-            f"{len(items)} receipts in one batch; the limit is {max_batch}: split the batch"
-        )
+        raise _too_large(len(items), max_batch)
     if body.startswith(_PREFIX) and body.isascii():
         exact = _walk(body, items)
         if exact is not None:
             return exact
     return _strict_items(body)
+
+
+def _too_large(count: int, max_batch: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{count} receipts in one batch; the limit is {max_batch}: split the batch"
+    )
 
 
 def _walk(body: bytes, items: list[Any]) -> list[Any] | None:
@@ -113,4 +127,5 @@ def _strict_items(body: bytes) -> list[Any]:
         raise InputError(f"the body is not valid JSON ({error}); send {SHAPE}") from None
     if _TAIL.fullmatch(text, end) is None:
         raise InputError(f'the body must be {SHAPE} with no key but "receipts" (once)')
-    return wire_items_from_array(text[head.end() : end])
+    # NaN and Infinity are no JSON: the body is refused, as orjson refuses it.
+    return wire_items_from_array(text[head.end() : end], constants=False)

@@ -219,6 +219,8 @@ class Params:
     max_session_age: int
     segment_seconds: int
     max_bitrate: int
+    max_lead_seconds: int
+    min_segment_bytes: int
 
     @classmethod
     def defaults(cls) -> Params:
@@ -236,6 +238,8 @@ class Params:
             max_session_age=settings.max_session_age,
             segment_seconds=settings.segment_seconds,
             max_bitrate=settings.max_bitrate,
+            max_lead_seconds=settings.max_lead_seconds,
+            min_segment_bytes=settings.min_segment_bytes,
         )
 
 
@@ -474,6 +478,7 @@ def verify(
             if t is DeliveryReceipt:
                 node = receipt.node
                 amount = receipt.bytes_served
+                segments = receipt.segments_served
                 if (
                     type(receipt.session_id) is bytes
                     and len(receipt.session_id) == 32
@@ -491,12 +496,13 @@ def verify(
                         receipt.content_id,
                         started,
                         amount,
-                        receipt.segments_served,
+                        segments,
                         issued,
                     )
             elif t is ViewReceipt:
                 node = None
                 amount = receipt.watch_seconds
+                segments = 0
                 if (
                     type(receipt.session_id) is bytes
                     and len(receipt.session_id) == 32
@@ -524,6 +530,7 @@ def verify(
         node,
         started,
         amount,
+        segments,
         issued,
         sig,
         domain,
@@ -559,11 +566,24 @@ def verify_wire(
     else:
         _, session_id, viewer, content_id, started, amount, issued, sig = v
         node = None
+        segments = 0
         encoded = _VIEW_STRUCT.pack(
             VIEW_TYPEHASH, session_id, viewer, content_id, started, amount, issued
         )
     return _judge(
-        encoded, viewer, node, started, amount, issued, sig, domain, params, now, gate, content_id
+        encoded,
+        viewer,
+        node,
+        started,
+        amount,
+        segments,
+        issued,
+        sig,
+        domain,
+        params,
+        now,
+        gate,
+        content_id,
     )
 
 
@@ -573,6 +593,7 @@ def _judge(
     node: bytes | None,
     started: int,
     amount: int,
+    segments: int,
     issued: int,
     sig: bytes,
     domain: Domain,
@@ -582,7 +603,7 @@ def _judge(
     content_id: bytes = b"",
 ) -> Verdict:
     """Checks 2-7 of sound values; `encoded` is the EIP-712 encodeData, `node` None for a
-    view, `amount` bytesServed or watchSeconds."""
+    view, `amount` bytesServed or watchSeconds, `segments` segmentsServed (0 for a view)."""
     v = sig[64]
     # Big-endian byte strings of equal length compare like the integers they encode.
     if (
@@ -597,9 +618,11 @@ def _judge(
         return Rejected(Reason.TOO_OLD, f"issuedAt {issued} < now {now} - max_age")
     if issued < params.genesis:
         return Rejected(Reason.TOO_OLD, f"issuedAt {issued} < genesis {params.genesis}")
-    if issued - started > params.max_session_age:
+    # The guard is PROTOCOL's: unsigned arithmetic elsewhere must not wrap issuedAt - startedAt.
+    if started <= issued and issued - started > params.max_session_age:
         return Rejected(
-            Reason.TOO_OLD, f"issuedAt - startedAt = {issued - started} > max_session_age"
+            Reason.TOO_OLD,
+            f"issuedAt - startedAt = {issued - started} > max_session_age {params.max_session_age}",
         )
     if started > issued:
         return Rejected(Reason.IMPLAUSIBLE, f"startedAt {started} > issuedAt {issued}")
@@ -608,6 +631,19 @@ def _judge(
         if 8 * amount > params.max_bitrate * elapsed:
             return Rejected(
                 Reason.IMPLAUSIBLE, f"8 * bytesServed {amount} > max_bitrate * {elapsed} s"
+            )
+        # Players buffer ahead, but not without limit: segments lift the watch clip.
+        if params.segment_seconds * segments > elapsed + params.max_lead_seconds:
+            return Rejected(
+                Reason.IMPLAUSIBLE,
+                f"segment_seconds * segmentsServed = {params.segment_seconds * segments} > "
+                f"elapsed {elapsed} s + max_lead_seconds {params.max_lead_seconds}",
+            )
+        if amount < params.min_segment_bytes * segments:
+            return Rejected(
+                Reason.IMPLAUSIBLE,
+                f"bytesServed {amount} < min_segment_bytes {params.min_segment_bytes} * "
+                f"segmentsServed {segments}",
             )
     elif amount > elapsed:
         return Rejected(Reason.IMPLAUSIBLE, f"watchSeconds {amount} > elapsed {elapsed} s")
@@ -793,12 +829,13 @@ class _NotAnObject:
         self.value = value
 
 
-def wire_items_from_array(raw: bytes | str) -> list[Any]:
+def wire_items_from_array(raw: bytes | str, *, constants: bool = True) -> list[Any]:
     """The items of a JSON array of wire receipts, for verify_wire and verify_wire_batch.
 
-    Each item keeps what the text said (repeated keys, number tokens), so a bad item
-    gets its own MALFORMED verdict. Raises InputError when the text is no JSON array:
-    then no item can be told from the next.
+    Each item keeps what the text said (repeated keys, number tokens of any size), so a
+    bad item gets its own MALFORMED verdict. Raises InputError when the text is no JSON
+    array: then no item can be told from the next; with `constants=False` also when it
+    holds NaN or Infinity, which Python reads but JSON does not have.
     """
     try:
         value = json.loads(
@@ -806,13 +843,17 @@ def wire_items_from_array(raw: bytes | str) -> list[Any]:
             object_pairs_hook=_Pairs,
             parse_int=_parse_int_token,
             parse_float=_BadNumber,
-            parse_constant=_BadNumber,
+            parse_constant=_BadNumber if constants else _no_constant,
         )
     except (ValueError, RecursionError) as error:
         raise InputError(f"not a valid JSON array of receipts: {error}") from None
     if type(value) is not list:
         raise InputError(f"expected a JSON array of receipts, got {_type_name(value)}")
     return [item if type(item) is _Pairs else _NotAnObject(item) for item in value]
+
+
+def _no_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
 
 
 def _values_from_mapping(d: Mapping[str, Any]) -> tuple:
@@ -898,16 +939,16 @@ def _uint(value: Any, maximum: int, name: str) -> int:
 def _uint_problem(value: Any, maximum: int) -> str:
     bits = 32 if maximum == UINT32_MAX else 64
     if type(value) is _BadNumber:
-        token = value.token
+        token, shown = value.token, _short_token(value.token)
         if token[0] == "-":
-            return f"must be an unsigned integer without sign, got {token}"
-        if token.lstrip("-").isdigit():
-            return f"out of range for uint{bits} (max {maximum}), got {token}"
+            return f"must be an unsigned integer without sign, got {shown}"
+        if token.isdigit():
+            return f"out of range for uint{bits} (max {maximum}), got {shown}"
         if any(c in token for c in "eE"):
-            return f"must be an integer without exponent, got {token}"
+            return f"must be an integer without exponent, got {shown}"
         if "." in token:
-            return f"must be an integer, got the float {token}"
-        return f"must be an integer, got {token}"
+            return f"must be an integer, got the float {shown}"
+        return f"must be an integer, got {shown}"
     if type(value) is int:
         if value < 0:
             return f"must be an unsigned integer without sign, got {value}"
@@ -921,13 +962,18 @@ def _uint_problem(value: Any, maximum: int) -> str:
     return f"must be an integer, got {_type_name(value)}"
 
 
+def _short_token(token: str) -> str:
+    # A 400-digit token is named by its head and length, not echoed whole.
+    return token if len(token) <= 40 else f"{token[:20]}... ({len(token)} characters)"
+
+
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
     if type(value) is bool:
         return f"the boolean {'true' if value else 'false'}"
     if type(value) is _BadNumber:
-        return f"the number {value.token}"
+        return f"the number {_short_token(value.token)}"
     if type(value) in (int, float):
         return f"the number {value!r}"
     if isinstance(value, list | tuple):

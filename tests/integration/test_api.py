@@ -142,6 +142,52 @@ def test_items_that_are_no_receipt_get_malformed_in_place(api: TestClient, sim: 
     assert [x["verdict"] for x in doc["results"]] == ["duplicate", "duplicate"]
 
 
+def test_a_number_no_parser_type_holds_is_malformed_in_its_item_only(api: TestClient, sim: dict):
+    # orjson refuses these whole bodies ("number is infinity"); they are valid JSON, so
+    # PROTOCOL 2 wants one verdict per item: the item MALFORMED, naming its field.
+    honest = [sim["lines"][i] for i, lab in enumerate(sim["labels"]) if lab == "honest"]
+    first, second = honest[0], honest[1]
+    field = b'"startedAt":'
+    assert field in second
+    for token, says in [
+        (b"1e400", "startedAt: must be an integer without exponent, got 1e400"),
+        (b"9" * 400, "startedAt: out of range for uint64"),
+        (b"-" + b"9" * 400, "startedAt: must be an unsigned integer without sign"),
+    ]:
+        start = second.index(field) + len(field)
+        end = second.index(b",", start)
+        bad = second[:start] + token + second[end:]
+        view = orjson.loads(next(x for x in honest if b'"kind":"view"' in x))
+        huge_id = orjson.dumps(view).replace(view["sessionId"].join('""').encode(), b"1e400")
+        r = api.post("/v1/receipts", content=body([first, bad, huge_id, second]))
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        got = [(x["index"], x["verdict"], x["reason"]) for x in results]
+        assert got[1:3] == [(1, "rejected", "MALFORMED"), (2, "rejected", "MALFORMED")]
+        # the others judged as usual: accepted the first time, duplicate after
+        assert {got[0][1], got[3][1]} <= {"accepted", "duplicate"}
+        assert results[1]["detail"].startswith(says), results[1]["detail"]
+        assert len(results[1]["detail"]) < 200  # a 400-digit token is not echoed whole
+        assert results[2]["detail"].startswith("sessionId: "), results[2]["detail"]
+    # Not JSON stays a refusal of the whole body, with or without a huge number in it.
+    for raw in [body([first]) + b"1e400", b'{"receipts":[NaN]}', b'{"receipts":[1e400,]}']:
+        r = api.post("/v1/receipts", content=raw)
+        assert r.status_code == 422, (raw, r.text)
+        assert r.json()["error"] == "InputError"
+
+
+def test_hex_prefix_is_lowercase_x_only_and_digits_any_case(api: TestClient, sim: dict):
+    line = sim["lines"][sim["labels"].index("honest")]
+    wire = orjson.loads(line)
+    upper_x = {**wire, "signature": "0X" + wire["signature"][2:]}
+    upper_digits = {**wire, "signature": "0x" + wire["signature"][2:].upper()}
+    r = post(api, [orjson.dumps(upper_x), orjson.dumps(upper_digits)])
+    results = r.json()["results"]
+    assert (results[0]["reason"], results[1]["reason"]) == ("MALFORMED", None)
+    assert results[0]["detail"].startswith("signature: must start with 0x (lowercase x)")
+    assert results[1]["verdict"] == "accepted"
+
+
 def test_empty_batch_is_fine(api: TestClient):
     r = api.post("/v1/receipts", content=b'{"receipts": []}')
     assert r.status_code == 200

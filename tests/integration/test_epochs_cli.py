@@ -38,7 +38,7 @@ def test_epochs_close_and_show(tmp_path, monkeypatch):
         w.register(store)
         sid = key("cli")
         service.Ingestor(store, s).ingest(
-            wire(w.delivery(sid, 100, 1, GENESIS + 100), w.view(sid, 4, GENESIS + 100)),
+            wire(w.delivery(sid, 100_000, 1, GENESIS + 100), w.view(sid, 4, GENESIS + 100)),
             GENESIS + 101,
         )
     runner = CliRunner()

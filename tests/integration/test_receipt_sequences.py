@@ -32,6 +32,8 @@ def _settings(allowlist: bool):
         max_session_age=P["maxSessionAge"],
         segment_seconds=P["segmentSeconds"],
         max_bitrate=P["maxBitrate"],
+        max_lead_seconds=P["maxLeadSeconds"],
+        min_segment_bytes=P["minSegmentBytes"],
         epoch_seconds=VECTORS["epoch"]["epochSeconds"],
         grace_seconds=VECTORS["epoch"]["graceSeconds"],
         viewer_allowlist=allowlist,

@@ -265,7 +265,7 @@ def test_max_uint64_round_trips(store, world):
     sid = b"\xff" * 32
     r = world.delivery(sid, top, 2**32 - 1, top, started=top - 1000)
     v = world.view(sid, 1004, top, started=top - 1000)  # watchSeconds <= elapsed
-    s = {"max_bitrate": 8 * 2**64, "genesis": GENESIS}
+    s = {"max_bitrate": 8 * 2**64, "max_lead_seconds": UINT64_MAX, "genesis": GENESIS}
     result = ingest(store, wire(r, v), now=top, **s)
     assert verdicts(result) == ["accepted", "accepted"]
     stored = {type(x.receipt).__name__: x.receipt for x in store.best_receipts()}
@@ -486,7 +486,15 @@ def test_simulated_traffic_gets_the_verdicts_its_labels_promise(store, tmp_path)
     )
     sim = generate(cfg, tmp_path / "sim")
     service.load_registries(store, sim.out_dir / "registries.json")
-    ingestor = service.Ingestor(store, settings(genesis=cfg.params.genesis))
+    p = cfg.params  # the simulator's receipt parameters, row 4 included
+    ingestor = service.Ingestor(
+        store,
+        settings(
+            genesis=p.genesis,
+            max_lead_seconds=p.max_lead_seconds,
+            min_segment_bytes=p.min_segment_bytes,
+        ),
+    )
     got: list[str] = []
     for batch in read_lines(sim.receipts_path, batch=500):
         got.extend(verdicts(ingestor.ingest(batch, sim.truth["now"])))

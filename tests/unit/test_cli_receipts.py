@@ -36,6 +36,10 @@ DOMAIN_ARGS = [
     str(P["segmentSeconds"]),
     "--max-bitrate",
     str(P["maxBitrate"]),
+    "--max-lead-seconds",
+    str(P["maxLeadSeconds"]),
+    "--min-segment-bytes",
+    str(P["minSegmentBytes"]),
 ]
 
 
@@ -179,3 +183,18 @@ def test_json_array_on_stdin_after_blank_lines():
     result = run("-", *DOMAIN_ARGS, stdin=text)
     assert result.exit_code == 0, result.stderr
     assert [r["reason"] for r in rows(result.stdout)] == [c["reason"] for c in CASES[:3]]
+
+
+def test_json_array_with_numbers_no_parser_type_holds_judges_each_item():
+    # PROTOCOL 2: valid JSON, so one verdict per item even when a number fits no double.
+    good = line_of(CASES[0])
+    number = '"bytesServed": 1048576'
+    assert number in good
+    items = [good.replace(number, f'"bytesServed": {t}') for t in ("1e400", "9" * 400)]
+    text = "[" + ",".join([good, *items, good]) + "]"
+    result = run("-", *DOMAIN_ARGS, stdin=text)
+    assert result.exit_code == 0, result.stderr
+    out = rows(result.stdout)
+    assert [r["reason"] for r in out] == [None, "MALFORMED", "MALFORMED", None]
+    assert out[1]["detail"] == "bytesServed: must be an integer without exponent, got 1e400"
+    assert out[2]["detail"].startswith("bytesServed: out of range for uint64")

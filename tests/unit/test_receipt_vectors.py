@@ -36,6 +36,8 @@ PARAMS = Params(
     max_session_age=P["maxSessionAge"],
     segment_seconds=P["segmentSeconds"],
     max_bitrate=P["maxBitrate"],
+    max_lead_seconds=P["maxLeadSeconds"],
+    min_segment_bytes=P["minSegmentBytes"],
 )
 NOW = VECTORS["now"]
 CASES = VECTORS["cases"]

@@ -289,8 +289,9 @@ def test_time_window_boundaries():
     early = PARAMS.genesis - 1
     assert reason(delivery(issued_at=early, started_at=early - 10), now=early) is Reason.TOO_OLD
     long = PARAMS.max_session_age
-    assert reason(delivery(started_at=NOW - 10 - long, bytes_served=0)) is None
-    assert reason(delivery(started_at=NOW - 11 - long, bytes_served=0)) is Reason.TOO_OLD
+    zero = {"bytes_served": 0, "segments_served": 0}
+    assert reason(delivery(started_at=NOW - 10 - long, **zero)) is None
+    assert reason(delivery(started_at=NOW - 11 - long, **zero)) is Reason.TOO_OLD
 
 
 def test_implausible_boundaries():
@@ -307,7 +308,8 @@ def test_self_dealing_and_signer_mismatch():
     assert reason(delivery(node=VIEWER)) is Reason.SELF_DEALING
     assert reason(delivery(), domain=Domain(1, DOMAIN.verifying_contract)) is Reason.SIGNER_MISMATCH
     assert reason(delivery(), domain=Domain(31337, bytes(20))) is Reason.SIGNER_MISMATCH
-    assert reason(dataclasses.replace(delivery(), bytes_served=1)) is Reason.SIGNER_MISMATCH
+    # tampered after signing, still plausible (1 byte more): only the signature tells
+    assert reason(dataclasses.replace(delivery(), bytes_served=1_048_577)) is Reason.SIGNER_MISMATCH
     assert reason(delivery(key=OTHER_KEY)) is Reason.SIGNER_MISMATCH
     # r with no curve point: recovery fails, which is a mismatch too.
     no_point = with_sig(delivery(), r=5)
@@ -323,6 +325,127 @@ def test_order_first_failing_check_wins():
     assert reason(bad) is Reason.ISSUED_IN_FUTURE
     assert reason(with_sig(bad, v=0)) is Reason.NON_CANONICAL_SIGNATURE
     assert reason(dataclasses.replace(bad, issued_at=NOW)) is Reason.IMPLAUSIBLE
+
+
+def judged(receipt, now=NOW, params=PARAMS) -> tuple[Reason | None, str]:
+    """Reason and detail of verify(), checked to agree with verify_wire() on its wire text."""
+    verdict = verify(receipt, DOMAIN, params, now)
+    assert verify_wire(dumps_wire(receipt), DOMAIN, params, now) == verdict
+    return (None, "") if verdict.accepted else (verdict.reason, verdict.detail)
+
+
+def test_segments_against_elapsed_time_plus_the_lead():
+    # elapsed = 90 + segment_seconds; segments may cover elapsed + max_lead_seconds.
+    seg, lead = PARAMS.segment_seconds, PARAMS.max_lead_seconds
+    room = 90 + seg + lead
+    most = room // seg
+    plenty = PARAMS.min_segment_bytes * (most + 1)
+    assert judged(delivery(segments_served=most, bytes_served=plenty)) == (None, "")
+    got, detail = judged(delivery(segments_served=most + 1, bytes_served=plenty))
+    assert got is Reason.IMPLAUSIBLE
+    assert detail == (
+        f"segment_seconds * segmentsServed = {seg * (most + 1)} > "
+        f"elapsed {90 + seg} s + max_lead_seconds {lead}"
+    )
+    # exactly at the bound: elapsed + lead a multiple of segment_seconds
+    exact = dataclasses.replace(PARAMS, max_lead_seconds=lead + (-room) % seg)
+    at = (90 + seg + exact.max_lead_seconds) // seg
+    assert seg * at == 90 + seg + exact.max_lead_seconds
+    assert judged(delivery(segments_served=at, bytes_served=plenty), params=exact)[0] is None
+    assert judged(delivery(segments_served=at + 1, bytes_served=plenty), params=exact)[0] is (
+        Reason.IMPLAUSIBLE
+    )
+    # the attack of PROTOCOL 8: every segment a uint32 holds, no bytes, to lift the watch clip
+    got, detail = judged(delivery(segments_served=2**32 - 1, bytes_served=0))
+    assert got is Reason.IMPLAUSIBLE and detail.startswith("segment_seconds * segmentsServed")
+    # no lead at all: a player may not run ahead of elapsed time
+    none = dataclasses.replace(PARAMS, max_lead_seconds=0)
+    assert judged(delivery(segments_served=(90 + seg) // seg), params=none)[0] is None
+    assert judged(delivery(segments_served=(90 + seg) // seg + 1), params=none)[0] is (
+        Reason.IMPLAUSIBLE
+    )
+
+
+def test_bytes_per_segment_at_least_min_segment_bytes():
+    least = PARAMS.min_segment_bytes
+    assert judged(delivery(segments_served=4, bytes_served=4 * least)) == (None, "")
+    got, detail = judged(delivery(segments_served=4, bytes_served=4 * least - 1))
+    assert got is Reason.IMPLAUSIBLE
+    assert detail == (f"bytesServed {4 * least - 1} < min_segment_bytes {least} * segmentsServed 4")
+    assert judged(delivery(segments_served=0, bytes_served=0)) == (None, "")
+    assert judged(delivery(segments_served=1, bytes_served=0))[0] is Reason.IMPLAUSIBLE
+    # a view receipt has no segments: the delivery checks leave it alone
+    assert judged(view(watch_seconds=16)) == (None, "")
+
+
+def test_implausible_checks_in_protocol_order():
+    # Over the bitrate, beyond the lead and under min bytes per segment cannot all hold at
+    # once (more bytes than the bitrate allows is never too few): pin each adjacent pair.
+    elapsed = 90 + PARAMS.segment_seconds
+    over = PARAMS.max_bitrate * elapsed // 8 + 1
+    got, detail = judged(delivery(bytes_served=over, segments_served=2**32 - 1))
+    assert got is Reason.IMPLAUSIBLE and detail.startswith("8 * bytesServed"), detail
+    got, detail = judged(delivery(bytes_served=1, segments_served=2**32 - 1))
+    assert got is Reason.IMPLAUSIBLE and detail.startswith("segment_seconds * segmentsServed")
+    got, detail = judged(delivery(started_at=NOW - 9, segments_served=2**32 - 1, bytes_served=0))
+    assert got is Reason.IMPLAUSIBLE and detail.startswith("startedAt"), detail
+
+
+def test_time_window_order_future_then_too_old_and_its_three_checks():
+    skew, max_age, session = PARAMS.clock_skew, PARAMS.max_age, PARAMS.max_session_age
+    # in the future and a session longer than max_session_age: ISSUED_IN_FUTURE first
+    future = NOW + skew + 1
+    got, detail = judged(delivery(issued_at=future, started_at=future - session - 1))
+    assert got is Reason.ISSUED_IN_FUTURE, detail
+    # before now - max_age, before genesis and too long a session: max_age first
+    later = PARAMS.genesis + 2 * max_age
+    issued = PARAMS.genesis - 1
+    all_three = {"issued_at": issued, "started_at": issued - session - 1}
+    got, detail = judged(delivery(**all_three), now=later)
+    assert (got, detail) == (Reason.TOO_OLD, f"issuedAt {issued} < now {later} - max_age")
+    # before genesis and too long a session (inside max_age): genesis first
+    got, detail = judged(delivery(**all_three), now=issued)
+    assert (got, detail) == (Reason.TOO_OLD, f"issuedAt {issued} < genesis {PARAMS.genesis}")
+    # the session check alone
+    got, detail = judged(delivery(started_at=NOW - 11 - session, bytes_served=0, segments_served=0))
+    assert (got, detail) == (
+        Reason.TOO_OLD,
+        f"issuedAt - startedAt = {session + 1} > max_session_age {session}",
+    )
+    # TOO_OLD before IMPLAUSIBLE
+    old = {"issued_at": later - max_age - 1, "started_at": later - max_age - 60}
+    assert judged(delivery(**old, segments_served=2**32 - 1), now=later)[0] is Reason.TOO_OLD
+    # The session check needs startedAt <= issuedAt: a start after issue is IMPLAUSIBLE even
+    # when the difference, computed in wrapping uint64 arithmetic, exceeds max_session_age.
+    for started in (NOW - 10 + session + 1, 2**64 - 1):
+        got, detail = judged(delivery(started_at=started))
+        assert (got, detail) == (Reason.IMPLAUSIBLE, f"startedAt {started} > issuedAt {NOW - 10}")
+
+
+def test_new_receipt_parameters_are_settings_validated_and_published(monkeypatch):
+    from settlement.config import load_settings
+    from settlement.epochs_service import published_parameters
+    from settlement.errors import ConfigError
+
+    monkeypatch.setenv("W2E_MAX_LEAD_SECONDS", "12")
+    monkeypatch.setenv("W2E_MIN_SEGMENT_BYTES", "1000")
+    settings = load_settings()
+    params = Params.from_settings(settings)
+    assert (params.max_lead_seconds, params.min_segment_bytes) == (12, 1000)
+    published = published_parameters(settings)
+    assert (published["maxLeadSeconds"], published["minSegmentBytes"]) == (12, 1000)
+    defaults = Params.defaults()
+    assert (defaults.max_lead_seconds, defaults.min_segment_bytes) == (30, 8192)
+    for name, value in [
+        ("W2E_MAX_LEAD_SECONDS", "-1"),
+        ("W2E_MIN_SEGMENT_BYTES", "-1"),
+        ("W2E_MIN_SEGMENT_BYTES", "1.5"),
+        ("W2E_MAX_LEAD_SECONDS", str(2**64)),
+    ]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError, match=name[4:].lower()):
+            load_settings()
+        monkeypatch.delenv(name)
 
 
 def test_gate_runs_after_the_cheap_checks_and_before_self_dealing_and_the_signature():
@@ -370,7 +493,7 @@ def _mixed_batch(n: int) -> list:
         delivery(node=VIEWER),
         delivery(issued_at=NOW + 1000),
         with_sig(delivery(), v=0),
-        dataclasses.replace(delivery(), bytes_served=7),
+        dataclasses.replace(delivery(), bytes_served=1_048_577),
     ]
     return [kinds[i % len(kinds)] for i in range(n)]
 

@@ -8,6 +8,7 @@ here, receipt by receipt, so the truth file can be trusted by the ingest tests.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -18,6 +19,7 @@ from settlement.config import Settings
 from settlement.domain.receipts import (
     DeliveryReceipt,
     MalformedReceipt,
+    Params,
     Reason,
     parse_wire,
     verify_wire,
@@ -234,8 +236,30 @@ def test_bad_fraction_options():
         {"receipts": 10, "viewers": 0},
         {"receipts": 10, "window": 30 * 24 * 3600},
         {"receipts": 10, "start": 0},
+        # above the smallest honest segment (160,000 bytes): honest players would fail row 4
+        {"receipts": 10, "params": replace(Params.defaults(), min_segment_bytes=160_001)},
     ],
 )
 def test_impossible_configurations_are_refused(kwargs, tmp_path):
     with pytest.raises(InputError):
         generate(SimConfig(**kwargs), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"max_lead_seconds": 0},  # no buffer at all: players fetch one segment ahead only
+        {"max_lead_seconds": 5},
+        {"min_segment_bytes": 160_000},  # exactly the smallest honest segment
+    ],
+)
+def test_honest_players_stay_plausible_under_tighter_row_4_parameters(changes, tmp_path):
+    params = replace(Params.defaults(), **changes)
+    cfg = SimConfig(**{**SMALL, "workers": 1}, receipts=3_000, params=params, bad={})
+    generate(cfg, tmp_path)
+    lines = (tmp_path / simulate.RECEIPTS_FILE).read_bytes().splitlines()
+    verdicts = Counter(
+        "accepted" if v.accepted else v.reason.value
+        for v in (verify_wire(line, cfg.domain, params, cfg.now) for line in lines)
+    )
+    assert verdicts == {"accepted": 3_000}
