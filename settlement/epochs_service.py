@@ -94,6 +94,7 @@ def published_parameters(settings: Settings) -> dict[str, Any]:
         "bpsViewer": settings.bps_viewer,
         "maxBytesPerViewer": settings.max_bytes_per_viewer,
         "maxWatchSecondsPerEpoch": settings.max_watch_seconds_per_epoch,
+        "viewerAllowlist": settings.viewer_allowlist,
     }
 
 
