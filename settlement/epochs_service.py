@@ -539,7 +539,7 @@ def _big_files(
         return ndjson.delivery_mark_lines(m["viewer"], m["session_id"], m["node"], m["wb"], m["ws"])
 
     def view_marks(w: Cols) -> Iterator[bytes]:
-        return ndjson.view_mark_lines(w["viewer"], w["session_id"], w["vw"])
+        return ndjson.view_mark_lines(w["viewer"], w["session_id"], w["vw"], w["cr"])
 
     files: tuple[tuple[str, Callable[[], Rows], Callable[[Cols], Iterator[bytes]]], ...] = (
         (publish.DELIVERY_RECEIPTS, c.published_deliveries, deliveries),
