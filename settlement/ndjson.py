@@ -115,11 +115,12 @@ def delivery_mark_lines(
 
 
 def view_mark_lines(
-    viewer: U8, session_id: U8, watch_seconds: U64, *, chunk: int = CHUNK
+    viewer: U8, session_id: U8, watch_seconds: U64, credited: U64, *, chunk: int = CHUNK
 ) -> Iterator[bytes]:
     return _lines(
         (
-            b'{"sessionId":"0x', session_id,
+            b'{"credited":"', credited,
+            b'","sessionId":"0x', session_id,
             b'","viewer":"0x', viewer,
             b'","watchSeconds":"', watch_seconds,
             b'"}\n',

@@ -148,10 +148,10 @@ def delivery_mark_line(
     )
 
 
-def view_mark_line(viewer: bytes, session_id: bytes, watch_seconds: int) -> str:
+def view_mark_line(viewer: bytes, session_id: bytes, watch_seconds: int, credited: int) -> str:
     return (
-        f'{{"sessionId":"0x{session_id.hex()}","viewer":"0x{viewer.hex()}",'
-        f'"watchSeconds":"{watch_seconds}"}}\n'
+        f'{{"credited":"{credited}","sessionId":"0x{session_id.hex()}",'
+        f'"viewer":"0x{viewer.hex()}","watchSeconds":"{watch_seconds}"}}\n'
     )
 
 

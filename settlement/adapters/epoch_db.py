@@ -125,7 +125,9 @@ DELIVERY_WATERMARK: Final = sa.Table(
     Column("bytes_served", U64, nullable=False),
     Column("segments_served", BigInteger, nullable=False),
 )
-# The clipped watch seconds of a session as moved by the close of `epoch`.
+# A session's view watermark and credited watch seconds as moved by the close of `epoch`
+# (PROTOCOL 4-5): `watch_seconds` the raw watchSeconds of its last included view candidate,
+# `credited` the clipped seconds credited so far. Both only grow: each is its own maximum.
 VIEW_WATERMARK: Final = sa.Table(
     "view_watermark",
     SQLModel.metadata,
@@ -133,6 +135,7 @@ VIEW_WATERMARK: Final = sa.Table(
     bytes_column("session_id"),
     Column("epoch", BigInteger, nullable=False),
     Column("watch_seconds", BigInteger, nullable=False),
+    Column("credited", BigInteger, nullable=False),
 )
 
 # Every table a close writes, by name.
@@ -704,7 +707,9 @@ _SESSIONS: Final[Layout] = (
 _DELIVERY_MARKS: Final[Layout] = (
     ("viewer", 20), ("session_id", 32), ("node", 20), ("bytes_served", "u"), ("segments", "i"),
 )  # fmt: skip
-_VIEW_MARKS: Final[Layout] = (("viewer", 20), ("session_id", 32), ("watch_seconds", "i"))
+_VIEW_MARKS: Final[Layout] = (
+    ("viewer", 20), ("session_id", 32), ("watch_seconds", "i"), ("credited", "i"),
+)  # fmt: skip
 
 
 def _record(layout: Layout) -> np.dtype:
@@ -944,7 +949,7 @@ class SetClose:
                 False,
             ),
             "view_marks": (
-                ("x.viewer", "x.session_id", "x.watch_seconds"),
+                ("x.viewer", "x.session_id", "x.watch_seconds", "x.credited"),
                 f"view_watermark x WHERE x.epoch < {e} {only}",
                 _VIEW_MARKS,
                 False,
@@ -1046,7 +1051,7 @@ class SetClose:
                 (*_DELIVERY_MARKS, ("epoch", "i")),
             ),
             (
-                "view_watermark (viewer, session_id, watch_seconds, epoch)",
+                "view_watermark (viewer, session_id, watch_seconds, credited, epoch)",
                 c.view_watermarks(),
                 (*_VIEW_MARKS, ("epoch", "i")),
             ),

@@ -132,9 +132,12 @@ class CloseCredit:
 
     `d`: the candidate of every delivery key of a live session: `row` (in `deliveries`),
     `session` (in `sessions`), viewer, node, bytes_served, segments, its watermark `wb` /
-    `ws`, `inc` and `credited` (its session is); `v`: the view candidates (`row`, `session`,
-    `vw`, `inc`); `c`: the credited sessions (viewer, session_id, content_id, `vw`,
-    `clipped`, `credit`). The stored rows' wide columns stay in the tables read.
+    `ws`, `inc` and `s_inc` (its session has an included key); `v`: the view candidates
+    (`row`, `session`, `vw`, `inc`); `c`: the sessions with an included key (viewer,
+    session_id, content_id, the previous view watermark `vw` (raw watchSeconds) and
+    credited seconds `cr`, `v_inc` (the view key is included), `vnew` (the view watermark
+    after this close), `clipped`, `credit`). The stored rows' wide columns stay in the
+    tables read.
     """
 
     d: Cols
@@ -251,16 +254,19 @@ class CloseCredit:
         return Rows(len(at), gather)
 
     def view_watermarks(self) -> Rows:
-        """The sessions whose view watermark moves (viewer, session_id, watch_seconds)."""
+        """The sessions whose view watermark or credited seconds move, with both values after
+        this close (viewer, session_id, watch_seconds: the raw watermark, credited)."""
         c = self.c
-        at = np.flatnonzero(c["clipped"] > c["vw"])
+        grows = c["clipped"] > c["cr"]
+        at = np.flatnonzero(c["v_inc"] | grows)
 
         def gather(part: slice) -> Cols:
             rows = at[part]
             return Cols(
                 viewer=c["viewer"][rows],
                 session_id=c["session_id"][rows],
-                watch_seconds=c["clipped"][rows],
+                watch_seconds=c["vnew"][rows],
+                credited=np.where(grows[rows], c["clipped"][rows], c["cr"][rows]),
             )
 
         return Rows(len(at), gather)
@@ -287,15 +293,28 @@ class CloseCredit:
         return Rows(len(at), gather)
 
     def published_delivery_marks(self) -> Rows:
-        """The previous watermark of every delivery key of a credited session, where any."""
+        """The previous watermark of every delivery key of a session with an included key,
+        zeros included (PROTOCOL 6): viewer, session_id, node, `wb`, `ws`."""
         d = self.d
-        d = d.take(d["credited"] & ((d["wb"] > 0) | (d["ws"] > 0)))
-        d["session_id"] = self.sessions["session_id"][d["session"]]
-        return Rows(len(d), d.take)
+        at = np.flatnonzero(d["s_inc"])
+        session_id = self.sessions["session_id"]
+
+        def gather(part: slice) -> Cols:
+            rows = at[part]
+            return Cols(
+                viewer=d["viewer"][rows],
+                session_id=session_id[d["session"][rows]],
+                node=d["node"][rows],
+                wb=d["wb"][rows],
+                ws=d["ws"][rows],
+            )
+
+        return Rows(len(at), gather)
 
     def published_view_marks(self) -> Rows:
-        """The previous view watermark of every credited session, where any."""
-        c = self.c.take(self.c["vw"] > 0)
+        """The previous view watermark `vw` and credited seconds `cr` of every session with
+        an included key, zeros included (PROTOCOL 6)."""
+        c = self.c
         return Rows(len(c), c.take)
 
 
@@ -387,7 +406,8 @@ def credit_epoch(
     [node,] bucket, bytes_served and segments / watch_seconds, issued_at, signature);
     `sessions`: viewer, session_id, content_id, started_at, quarantined_at (2**64-1: not
     quarantined); `*_marks`: rows of earlier closes' watermarks (several per key allowed:
-    watermarks never move down, the current one is the maximum). Sessions not in
+    watermarks never move down, the current one is the maximum), the view marks with the
+    raw watch_seconds and the credited seconds, each its own maximum. Sessions not in
     `sessions`, or quarantined before `now`, credit nothing.
 
     Each table may be given as a function that returns it once read: the sessions, the
@@ -403,40 +423,47 @@ def credit_epoch(
         v_side = pool.submit(lambda: _view_candidates(_table(views), _table(view_marks), live))
         s_rows, _ = live.result()
         d_rows, at, d_wb, d_ws, cb, cs, d_inc = d_side.result()
-        v_rows, v_at, v_vw, vc_rows, v_inc = v_side.result()
+        v_rows, v_at, v_vw, v_cr, vc_rows, v_inc = v_side.result()
     deliveries, views, sessions = _table(deliveries), _table(views), _table(sessions)
 
     # Per session (index into s_rows): delivered segments after this close, and the clip.
     n = len(s_rows)
-    credited = np.zeros(n, bool)
+    s_inc = np.zeros(n, bool)  # the session has an included key
     segs: np.ndarray = np.zeros(n, U64)
     if len(d_rows):
         first = starts_of(at)
-        credited[at[d_inc]] = True
+        s_inc[at[d_inc]] = True
         per = group_sum(np.where(d_inc, cs, d_ws), first)
         if per.dtype == object:
             segs = segs.astype(object)
         segs[at[first]] = per
     has_view = np.zeros(n, bool)
+    view_inc = np.zeros(n, bool)
     vc = np.zeros(n, U64)
     vw = np.zeros(n, U64)
+    cr = np.zeros(n, U64)
     has_view[v_at] = True
+    view_inc[v_at] = v_inc
     vc[v_at] = vc_rows
     vw[v_at] = v_vw
-    credited[v_at[v_inc]] = True
+    cr[v_at] = v_cr
+    s_inc[v_at[v_inc]] = True
     # watch_cum: the view candidate, else the view watermark (0: the session has no view row).
     watch = np.where(has_view, vc, vw)
-    c_at = np.flatnonzero(credited)
+    c_at = np.flatnonzero(s_inc)
     clipped = _clip(watch[c_at], segs[c_at], segment_seconds)
-    c_vw = vw[c_at]
+    c_vw, c_cr, c_vinc = vw[c_at], cr[c_at], view_inc[c_at]
     c_rows = s_rows[c_at]
     c = Cols(
         viewer=sessions["viewer"][c_rows],
         session_id=sessions["session_id"][c_rows],
         content_id=sessions["content_id"][c_rows],
         vw=c_vw,
+        cr=c_cr,
+        v_inc=c_vinc,
+        vnew=np.where(c_vinc, vc[c_at], c_vw),
         clipped=clipped,
-        credit=np.where(clipped > c_vw, clipped - c_vw, U64(0)),
+        credit=np.where(clipped > c_cr, clipped - c_cr, U64(0)),
     )
     d = Cols(
         row=d_rows,
@@ -448,7 +475,7 @@ def credit_epoch(
         wb=d_wb,
         ws=d_ws,
         inc=d_inc,
-        credited=credited[at],
+        s_inc=s_inc[at],
     )
     v = Cols(row=v_rows, session=s_rows[v_at], vw=v_vw, inc=v_inc)
     return CloseCredit(d, v, c, deliveries, views, sessions)
@@ -498,20 +525,23 @@ def _view_candidates(
     views: Cols, marks: Cols, live: Future[tuple[np.ndarray, np.ndarray]]
 ) -> tuple[np.ndarray, ...]:
     """Per live session with a view receipt, in key order: its candidate's row, its session,
-    view watermark, watch seconds and whether it is included (the most seconds, a tie to
-    the earliest bucket)."""
+    view watermark (raw watch seconds), credited seconds, the candidate's watch seconds and
+    whether it is included (the most seconds, a tie to the earliest bucket)."""
     vkeys = key(views["viewer"], views["session_id"])
     best = _best_per_key(vkeys, (views["bucket"], ~views["watch_seconds"]))
     vkeys = vkeys[best]
-    mkeys, vwm = _max_per_key(key(marks["viewer"], marks["session_id"]), marks["watch_seconds"])
+    mkeys, vwm, crm = _max_per_key(
+        key(marks["viewer"], marks["session_id"]), marks["watch_seconds"], marks["credited"]
+    )
     _, skeys = live.result()
     at, found = lookup(skeys, vkeys)
     rows, vkeys, at = best[found], vkeys[found], at[found]
     w, has = lookup(mkeys, vkeys)
     del vkeys, mkeys
     vw = np.where(has, vwm[w] if len(vwm) else U64(0), U64(0))
+    cr = np.where(has, crm[w] if len(crm) else U64(0), U64(0))
     vc = views["watch_seconds"][rows]
-    return rows, at, vw, vc, vc > vw
+    return rows, at, vw, cr, vc, vc > vw
 
 
 def _prefix(keys: np.ndarray, width: int) -> np.ndarray:

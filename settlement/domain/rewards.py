@@ -107,15 +107,18 @@ def emitted_pools(params: RewardParams) -> ClassAmounts:
 # (node, candidate bytes, candidate segments, watermark bytes, watermark segments).
 DeliveryKeyRow = tuple[bytes, int, int, int, int]
 # One non-quarantined session, columnar and cheap to build for a million sessions:
-# (viewer, sessionId, contentId, delivery keys, view candidate or None, view watermark).
-SessionRow = tuple[bytes, bytes, bytes, list[DeliveryKeyRow], "int | None", int]
+# (viewer, sessionId, contentId, delivery keys, view candidate or None, view watermark (raw
+# watchSeconds), credited watch seconds).
+SessionRow = tuple[bytes, bytes, bytes, list[DeliveryKeyRow], "int | None", int, int]
 
 
 @dataclass(frozen=True, slots=True)
 class SessionInput:
     """One non-quarantined session as the close sees it.
 
-    `delivery_watermarks` / `view_watermark`: what earlier closes credited (missing = 0).
+    `delivery_watermarks` / `view_watermark`: the counters of each key's last included
+    candidate (missing = 0); the view watermark is the raw `watchSeconds`, not clipped.
+    `credited`: the watch seconds credited so far (clipped; PROTOCOL 5).
     `delivery_candidates` / `view_candidate`: per key, the best stored receipt among the
     buckets `<= e` (None / missing when the key has none).
     Counters of a delivery key are `(bytesServed, segmentsServed)`.
@@ -128,6 +131,7 @@ class SessionInput:
     delivery_candidates: Mapping[bytes, tuple[int, int]] = field(default_factory=dict)
     view_watermark: int = 0
     view_candidate: int | None = None
+    credited: int = 0
 
     def as_row(self) -> SessionRow:
         """The columnar form `settle_rows` takes (a watermark without a candidate counts
@@ -146,6 +150,7 @@ class SessionInput:
             keys,
             self.view_candidate,
             self.view_watermark,
+            self.credited,
         )
 
 
@@ -163,11 +168,14 @@ class SessionCredit(NamedTuple):
     # node -> new watermark, for the included delivery keys only
     delivery_watermarks: dict[bytes, tuple[int, int]]
     view_included: bool
-    view_watermark: int  # after this close (the clipped watch time)
+    view_watermark: int  # after this close: the raw watchSeconds of the last included view
+    credited: int  # after this close: the clipped watch seconds credited so far
     watch_credit: int  # seconds before the per-viewer cap
-    # Every delivery key of the session with its previous watermark (published).
+    # Every delivery key of the session with its previous watermark, and the previous view
+    # watermark and credited value (published, zeros included).
     previous_delivery: tuple[tuple[bytes, int, int], ...] = ()
     previous_view_watermark: int = 0
+    previous_credited: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +209,13 @@ def credit_row(row: SessionRow, segment_seconds: int) -> SessionCredit | None:
     """Deltas and new watermarks of one session (PROTOCOL 4), or None if no key is included.
 
     A delivery key is included iff its candidate is above its watermark (both counters >=,
-    one >); its watermark then moves to the candidate componentwise (never down).
+    one >); its watermark then moves to the candidate componentwise (never down). The view
+    key likewise, by its raw watchSeconds: whether a key is included depends on published
+    watermarks alone. The watch credit is the clipped watch time above `credited`, a value
+    of its own (PROTOCOL 4-5): a session watched past its delivered segments is included
+    once, and credited more when later deliveries lift the clip.
     """
-    viewer, session_id, content_id, keys, view_candidate, view_mark = row
+    viewer, session_id, content_id, keys, view_candidate, view_mark, credited = row
     deltas: dict[bytes, tuple[int, int]] = {}
     marks: dict[bytes, tuple[int, int]] = {}
     segments_cum = 0
@@ -226,10 +238,12 @@ def credit_row(row: SessionRow, segment_seconds: int) -> SessionCredit | None:
         deltas,
         marks,
         view_included,
-        view_mark if view_mark > clipped else clipped,
-        clipped - view_mark if clipped > view_mark else 0,
+        view_candidate if view_candidate is not None and view_included else view_mark,
+        credited if credited > clipped else clipped,
+        clipped - credited if clipped > credited else 0,
         tuple((k[0], k[3], k[4]) for k in keys),
         view_mark,
+        credited,
     )
 
 

@@ -142,6 +142,19 @@ def test_worked_epochs_late_receipts_and_carry_over(store, tmp_path):
     assert sorted(m1) == sorted(publish.MANIFEST_FIELDS)
     assert (c1.directory / "manifest.json").read_bytes() == c1.manifest
     assert c1.data_hash == "0x" + keccak(c1.manifest).hex()
+    # A new session's previous watermarks are published too, zeros and all (PROTOCOL 6).
+    assert [
+        (m["node"], m["bytesServed"], m["segmentsServed"])
+        for m in lines(c1, publish.DELIVERY_WATERMARKS)
+    ] == sorted([("0x" + w.node.hex(), "0", "0"), ("0x" + w.node2.hex(), "0", "0")])
+    assert lines(c1, publish.VIEW_WATERMARKS) == [
+        {
+            "credited": "0",
+            "sessionId": "0x" + sid.hex(),
+            "viewer": "0x" + w.viewer.hex(),
+            "watchSeconds": "0",
+        }
+    ]
 
     # A second close of epoch 1 returns the stored result.
     again = close_epoch(store, s, 1, now=CUT1 + 999)
@@ -159,13 +172,19 @@ def test_worked_epochs_late_receipts_and_carry_over(store, tmp_path):
     assert orjson.loads(c2.manifest)["prevManifestHash"] == "0x" + keccak(c1.manifest).hex()
     (receipt,) = lines(c2, publish.DELIVERY_RECEIPTS)
     assert receipt["bytesServed"] == "500" and receipt["bucket"] == "1"
-    # Previous watermarks of the credited session: both delivery keys and the view key.
+    # Previous watermarks of the credited session: both delivery keys and the view key,
+    # whose watermark is the raw 20 s of its last included receipt; 16 s were credited.
     marks = lines(c2, publish.DELIVERY_WATERMARKS)
     assert [(m["node"], m["bytesServed"], m["segmentsServed"]) for m in marks] == sorted(
         [("0x" + w.node.hex(), "300", "3"), ("0x" + w.node2.hex(), "100", "1")]
     )
     assert lines(c2, publish.VIEW_WATERMARKS) == [
-        {"sessionId": "0x" + sid.hex(), "viewer": "0x" + w.viewer.hex(), "watchSeconds": "16"}
+        {
+            "credited": "16",
+            "sessionId": "0x" + sid.hex(),
+            "viewer": "0x" + w.viewer.hex(),
+            "watchSeconds": "20",
+        }
     ]
 
     # Nothing new: every pool carries over, the root stays, nothing to propose.

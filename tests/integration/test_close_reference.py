@@ -76,7 +76,7 @@ def scenario(w: World, seed: int):
     return out
 
 
-def reference_sessions(store, epoch, marks_d, marks_v, quarantined=frozenset()):
+def reference_sessions(store, epoch, marks_d, marks_v, marks_c, quarantined=frozenset()):
     by_session: dict = {}
     for sr in store.best_receipts(max_bucket=epoch):
         r = sr.receipt
@@ -99,6 +99,7 @@ def reference_sessions(store, epoch, marks_d, marks_v, quarantined=frozenset()):
             delivery_candidates=cands,
             view_watermark=marks_v.get((v, s), 0),
             view_candidate=vc,
+            credited=marks_c.get((v, s), 0),
         )
         for (v, s), (content, cands, vc) in by_session.items()
     ]
@@ -126,6 +127,7 @@ def check_against_reference(store, tmp_path, seed, caps_seed):
     rv0 = address_of(key("rv0"))
     marks_d: dict = {}
     marks_v: dict = {}
+    marks_c: dict = {}
     balances: dict = {}
     carried = ClassAmounts()
     for e in range(1, EPOCHS + 1):
@@ -140,7 +142,11 @@ def check_against_reference(store, tmp_path, seed, caps_seed):
             creators = {**creators, w.content2: rv0}
         closed = close_epoch(store, s, e, now=cutoff(e))
         ref = settle_epoch(
-            reference_sessions(store, e, marks_d, marks_v), creators, balances, carried, params
+            reference_sessions(store, e, marks_d, marks_v, marks_c),
+            creators,
+            balances,
+            carried,
+            params,
         )
         sql = {}
         for a, cls, amount in epochs_service.allocations(store, s, e):
@@ -155,10 +161,11 @@ def check_against_reference(store, tmp_path, seed, caps_seed):
             k = (c.viewer, c.session_id)
             marks_d.setdefault(k, {}).update(c.delivery_watermarks)
             marks_v[k] = c.view_watermark
+            marks_c[k] = c.credited
         balances, carried = ref.balances, ref.pools.carried_out
         assert stored_watermarks(store) == (
             {(v, s_, n): m for (v, s_), nodes in marks_d.items() for n, m in nodes.items()},
-            {k: m for k, m in marks_v.items() if m},
+            {k: (m, marks_c[k]) for k, m in marks_v.items() if m or marks_c[k]},
         )
 
 
@@ -170,10 +177,10 @@ def stored_watermarks(store):
         )
         d = {(bytes(v), bytes(s), bytes(n)): (b + U64_OFFSET, g) for v, s, n, b, g in cur}
         cur.execute(
-            "SELECT viewer, session_id, MAX(watch_seconds) FROM view_watermark "
+            "SELECT viewer, session_id, MAX(watch_seconds), MAX(credited) FROM view_watermark "
             "GROUP BY viewer, session_id"
         )
-        return d, {(bytes(v), bytes(s)): w for v, s, w in cur}
+        return d, {(bytes(v), bytes(s)): (w, c) for v, s, w, c in cur}
 
     return store._run(fn, write=False)
 

@@ -53,3 +53,51 @@ def test_compare_sees_a_real_difference(tmp_path):
         assert [d[0] for d in diff] == ["add_table"]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_0005_splits_the_view_watermark_into_raw_and_credited(backend, tmp_path):
+    """A version 1 store's view watermark (the clipped seconds) becomes both the raw
+    watermark and `credited` (PROTOCOL 8); downgrading gives version 1 back `credited`."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from settlement.adapters.db import _engine, alembic_config
+
+    v1_rows = [
+        (b"\x01" * 20, b"\x0a" * 32, 1, 8),
+        (b"\x01" * 20, b"\x0a" * 32, 2, 12),  # a later close moved it: rows per epoch
+        (b"\x02" * 20, b"\x0b" * 32, 1, 0),
+        (b"\x03" * 20, b"\x0c" * 32, 3, 2**32 - 1),
+    ]
+    with backend_url(backend, tmp_path) as url:
+        engine, _ = _engine(url, 1, "FULL")
+        try:
+            with engine.begin() as conn:
+                command.upgrade(alembic_config(conn), "0004")
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO view_watermark (viewer, session_id, epoch, watch_seconds) "
+                        "VALUES (:v, :s, :e, :w)"
+                    ),
+                    [dict(zip("vsew", r, strict=True)) for r in v1_rows],
+                )
+            with engine.begin() as conn:
+                command.upgrade(alembic_config(conn), "0005")
+            select = "SELECT viewer, session_id, epoch, watch_seconds{} FROM view_watermark"
+            with engine.connect() as conn:
+                got = conn.exec_driver_sql(select.format(", credited")).fetchall()
+            assert sorted((bytes(v), bytes(s), e, w, c) for v, s, e, w, c in got) == sorted(
+                (*r, r[3]) for r in v1_rows
+            )
+            # Version 2 moves them apart; a downgrade keeps what was credited.
+            with engine.begin() as conn:
+                conn.exec_driver_sql("UPDATE view_watermark SET watch_seconds = watch_seconds + 5")
+                command.downgrade(alembic_config(conn), "0004")
+            with engine.connect() as conn:
+                got = conn.exec_driver_sql(select.format("")).fetchall()
+            assert sorted((bytes(v), bytes(s), e, w) for v, s, e, w in got) == sorted(v1_rows)
+        finally:
+            engine.dispose()
+        # And up to head again: the store opens.
+        open_store(url).close()

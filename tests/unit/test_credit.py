@@ -74,8 +74,11 @@ def epochs(draw):
                 w = min(2**63 - 1, w + rnd.choice([0, 3, rnd.randint(0, 400)]))
                 rows.append((viewer, sid, bucket, w, 20 + bucket, bytes([bucket + 7]) * 65))
             views += rows
-            if rnd.random() < 0.5:
-                vmarks.append((viewer, sid, rnd.randint(0, rows[-1][3])))
+            # Earlier closes: the raw watermark some earlier candidate's seconds, credited
+            # at most that (clipped); several rows a key, each column its own maximum.
+            for _ in range(rnd.choice([0, 0, 1, 2])):
+                raw = rnd.choice([r[3] for r in rows] + [rnd.randint(0, rows[-1][3])])
+                vmarks.append((viewer, sid, raw, rnd.choice([raw, rnd.randint(0, raw), 0])))
     rnd.shuffle(deliveries)
     rnd.shuffle(views)
     return sessions, deliveries, views, dmarks, vmarks, big
@@ -118,6 +121,7 @@ def columns(sessions, deliveries, views, dmarks, vmarks):
         viewer=mat([r[0] for r in vmarks], 20),
         session_id=mat([r[1] for r in vmarks], 32),
         watch_seconds=u64([r[2] for r in vmarks]),
+        credited=u64([r[3] for r in vmarks]),
     )
     return d, v, s, dm, vm
 
@@ -143,8 +147,9 @@ def reference_rows(sessions, deliveries, views, dmarks, vmarks):
         vs = [r[3] for r in views if (r[0], r[1]) == (viewer, sid)]
         vc = max(vs) if vs else None
         vw = max((m[2] for m in vmarks if (m[0], m[1]) == (viewer, sid)), default=0)
+        cr = max((m[3] for m in vmarks if (m[0], m[1]) == (viewer, sid)), default=0)
         if keys or vc is not None:
-            out.append((viewer, sid, content, keys, vc, vw))
+            out.append((viewer, sid, content, keys, vc, vw, cr))
     return out
 
 
@@ -188,14 +193,43 @@ def test_columnar_credit_equals_the_rules_session_by_session(epoch, seg, bytes_c
             as_bytes(vmoved["viewer"]),
             as_bytes(vmoved["session_id"]),
             vmoved["watch_seconds"].tolist(),
+            vmoved["credited"].tolist(),
             strict=True,
         )
     ) == sorted(
-        (c.viewer, c.session_id, c.view_watermark)
+        (c.viewer, c.session_id, c.view_watermark, c.credited)
         for c in expected
-        if c.view_watermark > c.previous_view_watermark
+        if c.view_watermark > c.previous_view_watermark or c.credited > c.previous_credited
     )
     assert sorted(as_bytes(credit.c["session_id"])) == sorted(c.session_id for c in expected)
+
+    # What is published: every session with an included key, its previous watermarks and
+    # credited seconds, zeros included (PROTOCOL 6), in key order.
+    pv = credit.published_view_marks().all()
+    assert list(
+        zip(
+            as_bytes(pv["viewer"]),
+            as_bytes(pv["session_id"]),
+            pv["vw"].tolist(),
+            pv["cr"].tolist(),
+            strict=True,
+        )
+    ) == sorted(
+        (c.viewer, c.session_id, c.previous_view_watermark, c.previous_credited) for c in expected
+    )
+    pd = credit.published_delivery_marks().all()
+    assert list(
+        zip(
+            as_bytes(pd["viewer"]),
+            as_bytes(pd["session_id"]),
+            as_bytes(pd["node"]),
+            pd["wb"].tolist(),
+            pd["ws"].tolist(),
+            strict=True,
+        )
+    ) == sorted(
+        (c.viewer, c.session_id, n, b, g) for c in expected for n, b, g in c.previous_delivery
+    )
 
     # Weights through the same caps and pools: the same rewards as the reference.
     w = credit.weights(params.max_bytes_per_viewer, params.max_watch_seconds_per_epoch, CREATORS)

@@ -15,7 +15,7 @@ FORMATS = {
     "delivery": (ndjson.delivery_lines, publish.delivery_line, (20, 32, 20, 32, D, D, D, D, 65, D)),
     "view": (ndjson.view_lines, publish.view_line, (20, 32, 32, D, D, D, 65, D)),
     "delivery_mark": (ndjson.delivery_mark_lines, publish.delivery_mark_line, (20, 32, 20, D, D)),
-    "view_mark": (ndjson.view_mark_lines, publish.view_mark_line, (20, 32, D)),
+    "view_mark": (ndjson.view_mark_lines, publish.view_mark_line, (20, 32, D, D)),
 }
 EDGES = (0, 9, 10, 99, 100, 10**19 - 1, 10**19, 2**63 - 1, 2**63, 2**64 - 1)
 u64 = st.one_of(st.sampled_from(EDGES), st.integers(0, 2**64 - 1), st.integers(0, 10**6))
@@ -90,7 +90,8 @@ def test_every_byte_pair_and_every_digit_count():
     odd = np.concatenate([pairs.reshape(-1), pairs.reshape(-1)[:n]]).reshape(n, 3)
     values = np.array([10**k for k in range(20)] + [2**64 - 1], np.uint64)
     watch = values[np.arange(n) % len(values)]
-    check("view_mark", [odd, pairs, watch], ndjson.CHUNK)
+    credited = values[(np.arange(n) * 7 + 3) % len(values)]
+    check("view_mark", [odd, pairs, watch, credited], ndjson.CHUNK)
 
 
 def make(kinds, n, values):

@@ -73,13 +73,13 @@ def test_view_line_is_the_canonical_line(v, s, c, started, w, issued, sg, bucket
     assert fast == ref
 
 
-@given(addr, b32, addr, u64, u32, u32)
-def test_watermark_lines_are_canonical(v, s, node, b, segs, w):
+@given(addr, b32, addr, u64, u32, u32, u32)
+def test_watermark_lines_are_canonical(v, s, node, b, segs, w, credited):
     assert publish.delivery_mark_line(v, s, node, b, segs) == publish.canonical_line(
         {"viewer": v, "sessionId": s, "node": node, "bytesServed": b, "segmentsServed": segs}
     )
-    assert publish.view_mark_line(v, s, w) == publish.canonical_line(
-        {"viewer": v, "sessionId": s, "watchSeconds": w}
+    assert publish.view_mark_line(v, s, w, credited) == publish.canonical_line(
+        {"viewer": v, "sessionId": s, "watchSeconds": w, "credited": credited}
     )
 
 

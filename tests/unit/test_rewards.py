@@ -105,20 +105,43 @@ def test_watch_time_is_clipped_by_delivered_segments_and_credited_later():
     c = credit_session(s, segment_seconds=4)
     assert c is not None
     assert c.delivery_deltas == {_addr(2): (1000, 2)}
-    assert (c.watch_credit, c.view_watermark) == (8, 8)
-    # Next epoch: one more segment, no new view receipt; the view candidate still counts.
+    # The view watermark is the raw candidate (20); what was credited, clipped, is 8.
+    assert (c.watch_credit, c.view_included, c.view_watermark, c.credited) == (8, True, 20, 8)
+    # Next epoch, nothing new: the view candidate (20) is not above its raw watermark, so
+    # the session is not included, though 20 is above what was credited (version 1 kept the
+    # clipped 8 as the watermark and included it again at every close that read it).
+    idle = SessionInput(
+        viewer=_addr(1),
+        session_id=_id(1),
+        content_id=_id(9),
+        delivery_watermarks={_addr(2): (1000, 2)},
+        delivery_candidates={_addr(2): (1000, 2)},
+        view_watermark=20,
+        view_candidate=20,
+        credited=8,
+    )
+    assert credit_session(idle, segment_seconds=4) is None
+    # One more segment, no new view receipt: the delivery key is included and the view
+    # candidate counts again for the clip: 4 s more.
     s2 = SessionInput(
         viewer=_addr(1),
         session_id=_id(1),
         content_id=_id(9),
         delivery_watermarks={_addr(2): (1000, 2)},
         delivery_candidates={_addr(2): (1500, 3)},
-        view_watermark=8,
+        view_watermark=20,
         view_candidate=20,
+        credited=8,
     )
     c2 = credit_session(s2, segment_seconds=4)
     assert c2 is not None
-    assert (c2.watch_credit, c2.view_watermark) == (4, 12)
+    assert (c2.watch_credit, c2.view_included, c2.view_watermark, c2.credited) == (
+        4,
+        False,
+        20,
+        12,
+    )
+    assert (c2.previous_view_watermark, c2.previous_credited) == (20, 8)
     # Nothing new at all: the session is not credited.
     s3 = SessionInput(
         viewer=_addr(1),
@@ -128,8 +151,28 @@ def test_watch_time_is_clipped_by_delivered_segments_and_credited_later():
         delivery_candidates={_addr(2): (1500, 3)},
         view_watermark=20,
         view_candidate=20,
+        credited=12,
     )
     assert credit_session(s3, segment_seconds=4) is None
+    # A view receipt above the raw watermark but none above the clip: included, no credit.
+    s4 = SessionInput(
+        viewer=_addr(1),
+        session_id=_id(1),
+        content_id=_id(9),
+        delivery_watermarks={_addr(2): (1500, 3)},
+        delivery_candidates={_addr(2): (1500, 3)},
+        view_watermark=20,
+        view_candidate=30,
+        credited=12,
+    )
+    c4 = credit_session(s4, segment_seconds=4)
+    assert c4 is not None
+    assert (c4.watch_credit, c4.view_included, c4.view_watermark, c4.credited) == (
+        0,
+        True,
+        30,
+        12,
+    )
 
 
 def test_a_worked_epoch():
@@ -222,6 +265,7 @@ def epoch_sessions(draw):
                 marks[node] = (b0, s0)
             cands[node] = (b1, s1)
         vw = draw(st.integers(0, 200))
+        credited = draw(st.integers(0, vw))  # at most the raw watermark it was clipped from
         vc = draw(st.one_of(st.none(), st.integers(vw, vw + 400)))
         sessions.append(
             SessionInput(
@@ -232,6 +276,7 @@ def epoch_sessions(draw):
                 delivery_candidates=cands,
                 view_watermark=vw,
                 view_candidate=vc,
+                credited=credited,
             )
         )
     return sessions
@@ -298,6 +343,7 @@ def test_caps_hold_and_watermarks_never_move_down(sessions, params):
     for c in r.sessions:
         s = inputs[(c.viewer, c.session_id)]
         assert c.view_watermark >= s.view_watermark
+        assert c.credited >= s.credited
         for node, mark in c.delivery_watermarks.items():
             old = s.delivery_watermarks.get(node, (0, 0))
             assert mark[0] >= old[0] and mark[1] >= old[1]
