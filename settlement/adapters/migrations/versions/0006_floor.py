@@ -20,7 +20,7 @@ import settlement.adapters.epoch_db
 import settlement.adapters.submitter_db  # noqa: F401
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
