@@ -321,10 +321,20 @@ def test_state_survives_an_anvil_kill_with_state_interval(tmp_path: Path) -> Non
         c.send_claim(relayer, d, c.claim_info(d, tree, first))
         head = chain.block_number()
         done = time.time()
+
         # A dump written after the last transaction holds it; a SIGKILL writes nothing more.
-        c.wait_until(
-            lambda: state.exists() and state.stat().st_mtime > done + 0.05, 10, "a state dump"
-        )
+        # Anvil rewrites the file in place every second: kill right after a whole dump was
+        # read back, not while the next one is half written.
+        def whole_dump() -> bool:
+            if not state.exists() or state.stat().st_mtime <= done + 0.05:
+                return False
+            try:
+                json.loads(state.read_bytes())
+            except ValueError:
+                return False
+            return True
+
+        c.wait_until(whole_dump, 10, "a whole state dump")
         node.stop(kill=True)
         with pytest.raises(RpcUnavailable):
             c.connect(rpc_url=node.url).block_number()
