@@ -237,21 +237,7 @@ class CloseCredit:
     def delivery_watermarks(self) -> Rows:
         """The delivery keys this close moves, to their candidate (viewer, session_id, node,
         bytes_served, segments)."""
-        d = self.d
-        at = np.flatnonzero(d["inc"])
-        session_id = self.sessions["session_id"]
-
-        def gather(part: slice) -> Cols:
-            rows = at[part]
-            return Cols(
-                viewer=d["viewer"][rows],
-                session_id=session_id[d["session"][rows]],
-                node=d["node"][rows],
-                bytes_served=d["bytes_served"][rows],
-                segments=d["segments"][rows],
-            )
-
-        return Rows(len(at), gather)
+        return self._delivery_keys(self.d["inc"], ("bytes_served", "segments"))
 
     def view_watermarks(self) -> Rows:
         """The sessions whose view watermark or credited seconds move, with both values after
@@ -295,8 +281,12 @@ class CloseCredit:
     def published_delivery_marks(self) -> Rows:
         """The previous watermark of every delivery key of a session with an included key,
         zeros included (PROTOCOL 6): viewer, session_id, node, `wb`, `ws`."""
+        return self._delivery_keys(self.d["s_inc"], ("wb", "ws"))
+
+    def _delivery_keys(self, mask: np.ndarray, counters: tuple[str, str]) -> Rows:
+        """The delivery keys where `mask`: viewer, session_id, node and the two `counters`."""
         d = self.d
-        at = np.flatnonzero(d["s_inc"])
+        at = np.flatnonzero(mask)
         session_id = self.sessions["session_id"]
 
         def gather(part: slice) -> Cols:
@@ -305,8 +295,7 @@ class CloseCredit:
                 viewer=d["viewer"][rows],
                 session_id=session_id[d["session"][rows]],
                 node=d["node"][rows],
-                wb=d["wb"][rows],
-                ws=d["ws"][rows],
+                **{name: d[name][rows] for name in counters},
             )
 
         return Rows(len(at), gather)
