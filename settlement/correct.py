@@ -174,7 +174,7 @@ def publish_correction(
             assert stored is not None
             prev = epochs.last_manifest(plan.epoch, cur)
             assert prev is not None
-            floor = epochs.floor(cur)
+            floor = epochs.floor_hash(cur)  # the floor it replaces
             base = orjson.loads(stored.manifest)
             writer.sink(publish.TREE, "json").write_raw(plan.tree.dump_json(), len(plan.tree))
             writer.sink(RECOMPUTED_FILE).add_many(
@@ -196,7 +196,7 @@ def publish_correction(
                 pools=base["pools"],
                 root=plan.tree.root,
                 cumulative_total=plan.tree.cumulative_total,
-                floor="0x" + floor.data_hash.hex(),
+                floor="0x" + floor.hex(),
                 prev_manifest_hash="0x" + publish.data_hash(prev).hex(),
                 files=files,
                 correction={

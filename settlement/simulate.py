@@ -21,7 +21,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -623,16 +623,7 @@ class _Chunk:
             amount = floor - 1 - rng.randrange(min(floor, 1 << 20))
         else:  # PROTOCOL 8: all the segments a uint32 holds, no bytes
             segments, amount = UINT32_MAX, 0
-        bad = DeliveryReceipt(
-            r.session_id,
-            r.viewer,
-            r.node,
-            r.content_id,
-            r.started_at,
-            amount,
-            segments,
-            r.issued_at,
-        )
+        bad = replace(r, bytes_served=amount, segments_served=segments)
         line = dumps_wire(self._signed(bad, base.session.key))
         self._emit_bad("padded_segments", r.issued_at, base.seq, line)
 

@@ -347,7 +347,7 @@ class Submitter:
         current = self.distributor.current_epoch()
         PENDING_EPOCHS.set(max(0, last - current))
         epoch = last
-        floor = self.epochs.floor().data_hash
+        floor = self.epochs.floor_hash()
         while epoch > current:
             stored = self.epochs.get(epoch)
             if stored is not None and stored.proposes:
@@ -384,7 +384,7 @@ class Submitter:
         if on_chain == expected:
             FOREIGN_ROOT.set(0)
             if own is not None and own.kind == sdb.CORRECTION:
-                floor = self.epochs.floor().data_hash
+                floor = self.epochs.floor_hash()
                 if "0x" + floor.hex() != own.data_hash:
                     # A correction accepted without its leaves recorded as the floor (made
                     # by a version 1 service): later closes could fall below its claims.

@@ -1519,12 +1519,8 @@ def find_proposal(
 ) -> ChainEvent | None:
     """The latest event that proposed `root` since `from_block`, RootProposed or
     CorrectionProposed (its args carry dataHash and dataURI), or None."""
-    wanted = "0x" + _bytes32(root).hex()
-    found = None
-    for e in read_events(distributor, from_block, to_block, names=PROPOSAL_EVENTS, chunk=chunk):
-        if e.args["root"] == wanted:
-            found = e
-    return found
+    proposals = root_history(distributor, root, from_block, to_block, chunk=chunk).proposals
+    return proposals[-1] if proposals else None
 
 
 # ---------------------------------------------------------------------------------- claims

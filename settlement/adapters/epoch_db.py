@@ -444,18 +444,27 @@ class EpochStore:
 
     # -- corrections and the floor (PROTOCOL 6) ---------------------------------------------
 
-    def floor(self, cur: Any | None = None) -> Floor:
-        """The floor in force: the leaves of the correction the distributor accepted last."""
+    def floor_hash(self, cur: Any | None = None) -> bytes:
+        """dataHash of the correction the distributor accepted last (NO_FLOOR: none), without
+        its leaves: what the submitter compares every tick."""
 
-        def fn(c: Any) -> Floor:
+        def fn(c: Any) -> bytes:
             c.execute(
                 "SELECT data_hash FROM correction WHERE accepted_block IS NOT NULL "
                 "ORDER BY accepted_block DESC, id DESC LIMIT 1"
             )
             row = c.fetchone()
-            if row is None:
+            return NO_FLOOR if row is None else bytes(row[0])
+
+        return fn(cur) if cur is not None else self.run(fn)
+
+    def floor(self, cur: Any | None = None) -> Floor:
+        """The floor in force: the leaves of the correction the distributor accepted last."""
+
+        def fn(c: Any) -> Floor:
+            data_hash = self.floor_hash(c)
+            if data_hash == NO_FLOOR:
                 return Floor(NO_FLOOR, {})
-            data_hash = bytes(row[0])
             c.execute(
                 self._q("SELECT account, amount FROM correction_leaf WHERE data_hash = %s"),
                 (data_hash,),
