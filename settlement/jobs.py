@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from settlement.adapters.db import Store
-from settlement.adapters.epoch_db import EpochStore
+from settlement.adapters.db.epochs import EpochStore
+from settlement.adapters.db.store import Store
 from settlement.config import Settings
-from settlement.epochs_service import ClosedEpoch, clock_of, close_epoch
-from settlement.service import prune_sessions
+from settlement.services.close import ClosedEpoch, clock_of, close_epoch
+from settlement.services.ingest import prune_sessions
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class ChainScheduler:
         )
 
     def tick(self) -> None:
-        from settlement.submitter import index_claims, run_step
+        from settlement.services.submit import index_claims, run_step
 
         self.ticks += 1
         sub = self.submitter

@@ -331,8 +331,8 @@ def drop_database(store: str, url: str) -> None:
 
 
 def setup_registries(url: str, registries: dict) -> None:
-    from settlement.adapters.db import open_store
-    from settlement.service import load_registries
+    from settlement.adapters.db.store import open_store
+    from settlement.services.ingest import load_registries
 
     with open_store(url) as store:
         load_registries(store, registries)
@@ -343,7 +343,7 @@ def store_ceiling(url: str, lines: list[bytes], batch: int) -> float:
 
     The rows are the parsed receipts with their buckets; parsing is outside the timing.
     """
-    from settlement.adapters.db import open_store
+    from settlement.adapters.db.store import open_store
     from settlement.config import Settings
     from settlement.domain.epochs import EpochClock
     from settlement.domain.receipts import MalformedReceipt, parse_wire

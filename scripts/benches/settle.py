@@ -87,9 +87,9 @@ def cutoff(e: int) -> int:
 def load(store, sessions: int, seed: int, epoch: int = 1) -> dict[str, int]:
     """Registries (epoch 1) and the best receipts of `sessions` sessions, all in bucket
     `epoch`: started and last issued between cutoff(epoch - 1) and cutoff(epoch)."""
-    from settlement.adapters.db import U64_OFFSET  # noqa: F401 - the store encodes itself
+    from settlement.adapters.db.store import U64_OFFSET  # noqa: F401 - the store encodes itself
     from settlement.domain.receipts import DeliveryReceipt, ViewReceipt
-    from settlement.simulate import SimConfig, build_world
+    from settlement.sim.generate import SimConfig, build_world
 
     cfg = SimConfig(
         seed=seed, sessions=sessions, nodes=36_000, viewers=200_000, creators=2_000, contents=20_000
@@ -185,8 +185,8 @@ class MemorySampler(threading.Thread):
 
 def close_child(url: str, data_dir: str, epoch: int) -> None:
     """Runs in the child: one close, its timings and peak RSS as JSON on stdout."""
-    from settlement.adapters.db import open_store
-    from settlement.epochs_service import close_epoch
+    from settlement.adapters.db.store import open_store
+    from settlement.services.close import close_epoch
 
     store = open_store(url, create=False)
     settings = bench_settings(url, data_dir)
@@ -264,7 +264,7 @@ def main() -> None:
         return
     sessions = args.sessions or (100_000 if args.quick else 1_000_000)
     next_sessions = sessions // 10
-    from settlement.adapters.db import open_store
+    from settlement.adapters.db.store import open_store
 
     log(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     tmp = tempfile.mkdtemp(prefix="bench-settle-")

@@ -26,8 +26,8 @@ def create_app(settings: Settings, store: Any = None, *, create_store: bool = Tr
     A store passed in stays open after shutdown (its owner closes it); one opened here is
     closed here, and its tables are created first unless create_store is False.
     """
-    from settlement.adapters.db import open_store
-    from settlement.service import Ingestor
+    from settlement.adapters.db.store import open_store
+    from settlement.services.ingest import Ingestor
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from settlement.adapters import submitter_db as sdb
-from settlement.adapters.db import open_store
-from settlement.cli import app
+from settlement.adapters.db.store import open_store
+from settlement.adapters.db import submitter as sdb
+from settlement.cli.main import app
 
 
 def test_demo_small_network_ends_with_balances_equal_to_allocations(tmp_path: Path) -> None:

@@ -14,18 +14,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from settlement.adapters import chain as c
-from settlement.adapters import submitter_db as sdb
-from settlement.adapters.db import Store, open_store
-from settlement.adapters.epoch_db import CloseReader, EpochStore
+from settlement.adapters.db.epochs import CloseReader, EpochStore
+from settlement.adapters.db.store import Store, open_store
+from settlement.adapters.db import submitter as sdb
 from settlement.api.app import create_app
 from settlement.api.routes.claims import ChainContext, account_chain_fields
 from settlement.config import Settings
 from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Params
 from settlement.jobs import ChainScheduler, close_due
-from settlement.service import Ingestor, load_registries
-from settlement.simulate import SimConfig, generate, read_lines
-from settlement.submitter import Submitter, index_claims, proposals_on_chain
+from settlement.services.ingest import Ingestor, load_registries
+from settlement.services.submit import Submitter, index_claims, proposals_on_chain
+from settlement.sim.generate import SimConfig, generate, read_lines
 
 GENESIS = 1_767_225_600
 EPOCH = 900

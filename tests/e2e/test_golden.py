@@ -13,12 +13,12 @@ from pathlib import Path
 
 import orjson
 
-from settlement.adapters.db import open_store
+from settlement.adapters.db.store import open_store
 from settlement.config import Settings
 from settlement.domain.receipts import Params
 from settlement.jobs import close_due
-from settlement.service import Ingestor, load_registries
-from settlement.simulate import SimConfig, generate, read_lines
+from settlement.services.ingest import Ingestor, load_registries
+from settlement.sim.generate import SimConfig, generate, read_lines
 
 GOLDEN = Path(__file__).resolve().parents[1] / "vectors" / "golden"
 GENESIS = 1_767_225_600

@@ -15,11 +15,11 @@ import orjson
 import psycopg
 import pytest
 
-from settlement.adapters.db import open_store
+from settlement.adapters.db.store import open_store
 from settlement.api.process import ServerProcess
 from settlement.domain.receipts import DeliveryReceipt, parse_wire
-from settlement.service import load_registries
-from settlement.simulate import SimConfig, generate
+from settlement.services.ingest import load_registries
+from settlement.sim.generate import SimConfig, generate
 
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 PG_SCHEMA = "w2e_test_sigkill"

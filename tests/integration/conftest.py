@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from storekit import opened
 
-from settlement.adapters.db import Store
+from settlement.adapters.db.store import Store
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from settlement.adapters.db import Store, open_store
+from settlement.adapters.db.store import Store, open_store
 from settlement.config import Settings
 from settlement.domain.receipts import (
     DeliveryReceipt,
@@ -118,7 +118,7 @@ def opened(backend: str, tmp_path: Any) -> Iterator[Store]:
 
 def reset(store: Store) -> None:
     """Empty every table (cheaper than a new schema and its migration per test)."""
-    from settlement.adapters.db import TABLE_NAMES
+    from settlement.adapters.db.store import TABLE_NAMES
 
     def fn(cur: Any) -> None:
         for table in TABLE_NAMES:
@@ -186,7 +186,7 @@ class World:
         return sign(r, self.domain, vk)
 
     def register(self, store: Store) -> None:
-        from settlement import service
+        from settlement.services import ingest as service
 
         service.register_node(store, self.node, "node-1")
         service.register_node(store, self.node2, "node-2")
@@ -209,7 +209,7 @@ def close_reads(touched_only: bool | None) -> Iterator[None]:
     every live session (False); None leaves the choice to the close. Both must agree."""
     from unittest import mock
 
-    from settlement.adapters.epoch_db import SetClose
+    from settlement.adapters.db.epochs import SetClose
 
     if touched_only is None:
         yield

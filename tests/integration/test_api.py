@@ -14,13 +14,13 @@ from coincurve import PrivateKey
 from fastapi.testclient import TestClient
 from storekit import pg_schema
 
-from settlement.adapters.db import open_store
+from settlement.adapters.db.store import open_store
 from settlement.api.app import create_app
 from settlement.config import Settings
 from settlement.domain.receipts import Domain, address_of
 from settlement.domain.registration import NodeRegistrationRequest, sign_registration, to_wire
-from settlement.service import load_registries
-from settlement.simulate import SimConfig, generate
+from settlement.services.ingest import load_registries
+from settlement.sim.generate import SimConfig, generate
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -398,7 +398,7 @@ def test_health_readiness_docs_and_metrics(api: TestClient, sim: dict):
 def test_registry_cli_manages_the_same_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from typer.testing import CliRunner
 
-    from settlement.cli import app
+    from settlement.cli.main import app
 
     monkeypatch.setenv("W2E_DATABASE_URL", f"sqlite:///{tmp_path}/cli.db")
     run = CliRunner().invoke

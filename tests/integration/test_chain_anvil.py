@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from settlement.adapters import chain as c
 from settlement.adapters.keys import Key, save_keystore
-from settlement.cli import app
+from settlement.cli.main import app
 from settlement.domain.merkle import MerkleTree
 from settlement.errors import (
     ContractRevert,

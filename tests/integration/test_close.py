@@ -15,12 +15,14 @@ from hypothesis import settings as settings_
 from hypothesis import strategies as st
 from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, close_reads, key, reset, wire
 
-from settlement import epochs_service, publish, service
-from settlement.adapters.epoch_db import EPOCH_TABLES, SetClose
+from settlement.adapters import files as publish
+from settlement.adapters.db.epochs import EPOCH_TABLES, SetClose
 from settlement.domain import merkle
 from settlement.domain.receipts import DeliveryReceipt, address_of, keccak
-from settlement.epochs_service import EpochNotDue, close_epoch
 from settlement.errors import NotFound
+from settlement.services import close as epochs_service
+from settlement.services import ingest as service
+from settlement.services.close import EpochNotDue, close_epoch
 
 B1 = GENESIS + 100  # issuedAt in bucket 1
 CUT1 = GENESIS + EPOCH + GRACE  # cutoff(1)

@@ -24,12 +24,13 @@ from storekit import (
     wire,
 )
 
-from settlement import epochs_service, service
-from settlement.adapters.db import U64_OFFSET, DeliveryReceipt
-from settlement.adapters.epoch_db import EPOCH_TABLES
+from settlement.adapters.db.epochs import EPOCH_TABLES
+from settlement.adapters.db.store import U64_OFFSET, DeliveryReceipt
 from settlement.domain import merkle
 from settlement.domain.rewards import ClassAmounts, SessionInput, settle_epoch
-from settlement.epochs_service import close_epoch, params_of
+from settlement.services import close as epochs_service
+from settlement.services import ingest as service
+from settlement.services.close import close_epoch, params_of
 
 EPOCHS = 3
 

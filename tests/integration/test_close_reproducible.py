@@ -35,9 +35,11 @@ from storekit import (
     wire,
 )
 
-from settlement import epochs_service, publish, service
-from settlement.adapters.epoch_db import EPOCH_TABLES
-from settlement.epochs_service import close_epoch
+from settlement.adapters import files as publish
+from settlement.adapters.db.epochs import EPOCH_TABLES
+from settlement.services import close as epochs_service
+from settlement.services import ingest as service
+from settlement.services.close import close_epoch
 
 SEG = 4
 VIEWER_KEYS = [key("repro-viewer-0"), key("repro-viewer-1")]

@@ -9,8 +9,8 @@ from typing import Any
 
 from storekit import GENESIS, NOW, World, key, pg_schema, require_pg, settings, wire
 
-from settlement import service
-from settlement.adapters.db import open_store
+from settlement.adapters.db.store import open_store
+from settlement.services import ingest as service
 
 SESSIONS = 40
 STEPS = 8

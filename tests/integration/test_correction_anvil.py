@@ -12,14 +12,14 @@ import pytest
 from test_submitter_anvil import ANVIL, EMISSION, HOUR, Net, make_net, one_proposal_per_root
 from typer.testing import CliRunner
 
-from settlement import publish
 from settlement.adapters import chain as c
-from settlement.adapters import submitter_db as sdb
-from settlement.adapters.epoch_db import CloseReader, EpochStore
-from settlement.cli import app
+from settlement.adapters import files as publish
+from settlement.adapters.db.epochs import CloseReader, EpochStore
+from settlement.adapters.db import submitter as sdb
+from settlement.cli.main import app
 from settlement.domain.merkle import MerkleTree
 from settlement.errors import ContractRevert
-from settlement.submitter import Candidate
+from settlement.services.submit import Candidate
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import pytest
 from fastapi.testclient import TestClient
 from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, key, opened, settings, wire
 
-from settlement import service
 from settlement.api.app import create_app
 from settlement.domain import merkle
-from settlement.epochs_service import close_epoch
+from settlement.services import ingest as service
+from settlement.services.close import close_epoch
 
 B1 = GENESIS + 100
 CUT1 = GENESIS + EPOCH + GRACE

@@ -6,10 +6,10 @@ import orjson
 from storekit import EPOCH, GENESIS, GRACE, World, key, wire
 from typer.testing import CliRunner
 
-from settlement import service
-from settlement.adapters.db import open_store
-from settlement.cli import app
+from settlement.adapters.db.store import open_store
+from settlement.cli.main import app
 from settlement.domain import merkle
+from settlement.services import ingest as service
 
 CUT1 = GENESIS + EPOCH + GRACE
 

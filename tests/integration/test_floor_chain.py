@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 from test_submitter_anvil import ANVIL, EMISSION, EPOCH, HOUR, Net, make_net
 
-from settlement import epochs_service, publish
-from settlement import submitter as submitter_mod
 from settlement.adapters import chain as c
-from settlement.adapters import submitter_db as sdb
-from settlement.adapters.epoch_db import CloseReader, EpochStore
-from settlement.correct import run_correction
+from settlement.adapters import files as publish
+from settlement.adapters.db.epochs import CloseReader, EpochStore
+from settlement.adapters.db import submitter as sdb
 from settlement.domain.merkle import MerkleTree
-from settlement.submitter import Candidate
+from settlement.services import close as epochs_service
+from settlement.services import submit as submitter_mod
+from settlement.services.correct import run_correction
+from settlement.services.submit import Candidate
 
 ZERO = "0x" + "00" * 32
 

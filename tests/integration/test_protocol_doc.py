@@ -23,11 +23,13 @@ import pytest
 from storekit import EPOCH, GENESIS, GRACE, World, key, opened, wire
 from storekit import settings as make_settings
 
-from settlement import correct, publish, service
-from settlement.adapters.epoch_db import CloseReader, EpochStore
+from settlement.adapters import files as publish
+from settlement.adapters.db.epochs import CloseReader, EpochStore
 from settlement.domain import merkle
 from settlement.domain.receipts import address_of
-from settlement.epochs_service import close_epoch
+from settlement.services import correct
+from settlement.services import ingest as service
+from settlement.services.close import close_epoch
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 SECTION = "## 9. Dataset reference"

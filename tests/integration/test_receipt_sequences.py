@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from storekit import BACKENDS, opened, settings
 
-from settlement import service
+from settlement.services import ingest as service
 
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[1] / "vectors" / "receipts.json").read_text()

@@ -9,10 +9,10 @@ import time
 import pytest
 from storekit import EPOCH, GENESIS, GRACE, World, key, pg_schema, require_pg, settings, wire
 
-from settlement import service
-from settlement.adapters.db import open_store
-from settlement.adapters.epoch_db import EpochStore
+from settlement.adapters.db.epochs import EpochStore
+from settlement.adapters.db.store import open_store
 from settlement.jobs import CloseScheduler, close_due
+from settlement.services import ingest as service
 
 DUE = 5  # epochs due at the fake clock's time
 NOW = GENESIS + DUE * EPOCH + GRACE + 1

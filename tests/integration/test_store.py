@@ -27,8 +27,7 @@ from storekit import (
     wire,
 )
 
-from settlement import service
-from settlement.adapters.db import U64_OFFSET
+from settlement.adapters.db.store import U64_OFFSET
 from settlement.domain.epochs import EpochClock
 from settlement.domain.receipts import (
     DeliveryReceipt,
@@ -41,6 +40,7 @@ from settlement.domain.receipts import (
     to_wire,
 )
 from settlement.errors import MalformedReceipt, NotFound, RegistryError
+from settlement.services import ingest as service
 
 UINT64_MAX = 2**64 - 1
 CLOCK = EpochClock(GENESIS, EPOCH, GRACE)
@@ -131,7 +131,7 @@ def test_ties_keep_earliest_issued_then_lowest_signature(store, world, order):
 
 
 def test_tie_on_issued_at_keeps_lowest_signature():
-    from settlement.adapters.db import BatchState, SessionState
+    from settlement.adapters.db.store import BatchState, SessionState
 
     w = World()
     sid = key("sigtie")
@@ -346,7 +346,7 @@ def test_retention_prunes_only_sessions_no_receipt_can_reach(store, world):
 
 
 def test_retention_waits_while_a_close_holds_the_close_lock(store, world):
-    from settlement.adapters.epoch_db import EpochStore
+    from settlement.adapters.db.epochs import EpochStore
 
     s = settings()
     old = key("old-locked")
@@ -471,7 +471,7 @@ def test_bulk_load_best_writes_rows(store, world):
 def test_simulated_traffic_gets_the_verdicts_its_labels_promise(store, tmp_path):
     """The simulator's stateful bad actors (replays, equivocation, creator self-dealing,
     unknown node and content) get their verdicts through the store, in file order."""
-    from settlement.simulate import BAD_KINDS, HONEST, SimConfig, generate, read_lines
+    from settlement.sim.generate import BAD_KINDS, HONEST, SimConfig, generate, read_lines
 
     cfg = SimConfig(
         seed=5,

@@ -20,18 +20,18 @@ import requests
 from eth_account import Account
 from storekit import skip_module_without
 
-from settlement import submitter as submitter_mod
 from settlement.adapters import chain as c
-from settlement.adapters import submitter_db as sdb
-from settlement.adapters.db import Store, open_store
+from settlement.adapters.db.store import Store, open_store
+from settlement.adapters.db import submitter as sdb
 from settlement.adapters.keys import Key
 from settlement.config import Settings
 from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Params
 from settlement.jobs import close_due
-from settlement.service import Ingestor, load_registries
-from settlement.simulate import SimConfig, generate, read_lines
-from settlement.submitter import Submitter, proposals_on_chain
+from settlement.services import submit as submitter_mod
+from settlement.services.ingest import Ingestor, load_registries
+from settlement.services.submit import Submitter, proposals_on_chain
+from settlement.sim.generate import SimConfig, generate, read_lines
 
 ANVIL = c.find_anvil()
 if ANVIL is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from settlement.cli import app
+from settlement.cli.main import app
 from settlement.domain import receipts as R
 
 VECTORS = json.loads(

@@ -265,7 +265,7 @@ def test_nothing_to_send_sends_nothing(fake):
 def test_simulate_posts_its_receipts_through_the_client(fake, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from settlement.cli import app
+    from settlement.cli.main import app
 
     monkeypatch.delenv("W2E_ADMIN_TOKEN", raising=False)  # the fake has no admin endpoints
     state, url = fake

@@ -1,5 +1,5 @@
 """The column-wise formatters of settlement.ndjson: byte for byte the per-row lines of
-settlement.publish, in chunks of whole lines, for any widths and any uint64 values."""
+settlement.adapters.files, in chunks of whole lines, for any widths and any uint64 values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from settlement import ndjson, publish
+from settlement import ndjson
+from settlement.adapters import files as publish
 
 D = None  # a decimal column; an int is a byte column of that width
 FORMATS = {

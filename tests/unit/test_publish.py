@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from settlement import publish
+from settlement.adapters import files as publish
 from settlement.domain.receipts import keccak
 
 addr = st.binary(min_size=20, max_size=20)

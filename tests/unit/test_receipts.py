@@ -424,8 +424,8 @@ def test_time_window_order_future_then_too_old_and_its_three_checks():
 
 def test_new_receipt_parameters_are_settings_validated_and_published(monkeypatch):
     from settlement.config import load_settings
-    from settlement.epochs_service import published_parameters
     from settlement.errors import ConfigError
+    from settlement.services.close import published_parameters
 
     monkeypatch.setenv("W2E_MAX_LEAD_SECONDS", "12")
     monkeypatch.setenv("W2E_MIN_SEGMENT_BYTES", "1000")

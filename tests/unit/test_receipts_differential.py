@@ -15,7 +15,7 @@ from eth_account.messages import _hash_eip191_message, encode_typed_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from settlement.adapters.db import RegistrySnapshot
+from settlement.adapters.db.store import RegistrySnapshot
 from settlement.domain.receipts import (
     SECP256K1_HALF_N,
     SECP256K1_N,
@@ -37,7 +37,7 @@ from settlement.domain.receipts import (
     verify_batch,
     verify_wire,
 )
-from settlement.service import _Registries
+from settlement.services.ingest import _Registries
 
 
 def _edge_ints(maximum: int) -> st.SearchStrategy[int]:

@@ -14,7 +14,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from settlement import simulate
 from settlement.config import Settings
 from settlement.domain.receipts import (
     DeliveryReceipt,
@@ -25,7 +24,8 @@ from settlement.domain.receipts import (
     verify_wire,
 )
 from settlement.errors import InputError
-from settlement.simulate import BAD_KINDS, HONEST, SimConfig, generate, parse_bad_fractions
+from settlement.sim import generate as simulate
+from settlement.sim.generate import BAD_KINDS, HONEST, SimConfig, generate, parse_bad_fractions
 
 SMALL = {"nodes": 20, "viewers": 300, "creators": 30, "contents": 200}
 STATELESS_EARLY = {

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from settlement.adapters import chain as chainlib
-from settlement.adapters import submitter_db as sdb
+from settlement.adapters.db import submitter as sdb
 from settlement.api.deps import SettingsDep, StoreDep
 from settlement.api.schemas import ErrorOut
 from settlement.domain.merkle import MerkleTree
@@ -83,7 +83,7 @@ def _tree_for(store: Any, settings: Any, root: str) -> MerkleTree:
     with _trees_lock:
         if root in _trees:
             return _trees[root]
-    from settlement import epochs_service
+    from settlement.services import close as epochs_service
 
     tree = None
     for closed in epochs_service.list_epochs(store, settings, limit=1000):

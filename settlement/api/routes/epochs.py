@@ -13,10 +13,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from settlement import epochs_service
 from settlement.api.deps import SettingsDep, StoreDep
 from settlement.api.schemas import ErrorOut
 from settlement.errors import InputError, NotFound
+from settlement.services import close as epochs_service
 
 router = APIRouter(
     prefix="/v1",

@@ -10,8 +10,7 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from settlement import service
-from settlement.adapters.db import Registration
+from settlement.adapters.db.store import Registration
 from settlement.api.deps import AdminDep, ClientKeyDep, SettingsDep, StateDep, StoreDep
 from settlement.api.schemas import (
     ERROR_RESPONSES,
@@ -24,6 +23,7 @@ from settlement.api.schemas import (
     RegistriesIn,
     ViewerIn,
 )
+from settlement.services import ingest as service
 
 admin = APIRouter(
     prefix="/v1/admin",

@@ -60,7 +60,7 @@ from settlement.errors import (
     TransactionFailed,
 )
 
-ABI_DIR = Path(__file__).resolve().parent / "abi"
+ABI_DIR = Path(__file__).resolve().parents[1] / "abi"
 
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 POSTER_ROLE = keccak(text="POSTER_ROLE")
@@ -1737,7 +1737,7 @@ def relay_claims(
 def find_anvil(root: str | Path | None = None) -> str | None:
     """anvil's native binary from the npm package (so a kill reaches anvil itself, not the
     Node launcher), else node_modules/.bin/anvil, else anvil on PATH."""
-    base = Path(root) if root else Path(__file__).resolve().parents[2]
+    base = Path(root) if root else Path(__file__).resolve().parents[3]
     modules = base / "node_modules" / "@foundry-rs"
     for native in sorted(modules.glob("anvil-*/bin/anvil")):
         if os.access(native, os.X_OK):

@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import settlement.adapters.epoch_db
-import settlement.adapters.submitter_db  # noqa: F401
+import settlement.adapters.db.epochs
+import settlement.adapters.db.submitter  # noqa: F401
 
 revision = "0006"
 down_revision = "0005"

@@ -22,14 +22,15 @@ from typing import Any, Final
 
 import orjson
 
-from settlement import ndjson, publish
-from settlement.adapters.db import Store
-from settlement.adapters.epoch_db import (
+from settlement import ndjson
+from settlement.adapters import files as publish
+from settlement.adapters.db.epochs import (
     CLOSE_SETTINGS,
     EpochStore,
     SetClose,
     StoredEpoch,
 )
+from settlement.adapters.db.store import Store
 from settlement.config import Settings
 from settlement.domain import merkle
 from settlement.domain.credit import Cols, Rows

@@ -1,6 +1,6 @@
 """What a close reads: watermark tables without a primary key (the close appends a row per
-key it moved and nothing looks one up by key, see settlement.adapters.epoch_db), and
-session_touch, the sessions each batch changed (settlement.adapters.db.SESSION_TOUCH), so
+key it moved and nothing looks one up by key, see settlement.adapters.db.epochs), and
+session_touch, the sessions each batch changed (settlement.adapters.db.store.SESSION_TOUCH), so
 that a close reads those rather than every live session.
 
 The watermark tables are rebuilt with their rows copied, the same on SQLite and PostgreSQL
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 # The compared metadata: epoch_db's tables, and db's (session_touch) through its import.
-import settlement.adapters.epoch_db  # noqa: F401
+import settlement.adapters.db.epochs  # noqa: F401
 
 revision = "0004"
 down_revision = "0003"

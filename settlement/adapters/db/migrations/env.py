@@ -1,4 +1,4 @@
-"""Alembic environment: the SQLModel tables of settlement.adapters.db are the target.
+"""Alembic environment: the SQLModel tables of settlement.adapters.db.store are the target.
 
 Programmatic runs (open_store) hand in their connection; the command line takes
 `-x url=...`, else W2E_DATABASE_URL through Settings.
@@ -10,7 +10,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from settlement.adapters import db
+from settlement.adapters.db import store as db
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:

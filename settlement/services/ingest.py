@@ -17,7 +17,8 @@ from typing import Any, Final
 
 import orjson
 
-from settlement.adapters.db import (
+from settlement.adapters.db.epochs import EpochStore
+from settlement.adapters.db.store import (
     BatchState,
     LoggedRejection,
     Registration,
@@ -27,7 +28,6 @@ from settlement.adapters.db import (
     Survivor,
     evidence_json,
 )
-from settlement.adapters.epoch_db import EpochStore
 from settlement.config import Settings
 from settlement.domain.epochs import EpochClock
 from settlement.domain.receipts import (

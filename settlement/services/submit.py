@@ -19,8 +19,7 @@ from typing import Annotated
 import typer
 from prometheus_client import Gauge
 
-from settlement import publish
-from settlement.adapters import submitter_db as sdb
+from settlement.adapters import files as publish
 from settlement.adapters.chain import (
     PROPOSAL_EVENTS,
     Chain,
@@ -31,8 +30,9 @@ from settlement.adapters.chain import (
     root_history,
     scan_claims,
 )
-from settlement.adapters.db import Store
-from settlement.adapters.epoch_db import EpochStore
+from settlement.adapters.db.epochs import EpochStore
+from settlement.adapters.db.store import Store
+from settlement.adapters.db import submitter as sdb
 from settlement.adapters.keys import Key
 from settlement.config import Settings
 from settlement.errors import (
@@ -578,7 +578,7 @@ def open_submitter(
     """A Submitter over W2E_DATABASE_URL, W2E_RPC_URL, the deployment record and the poster
     key (W2E_POSTER_KEYSTORE or the variable W2E_POSTER_KEY_ENV names)."""
     from settlement.adapters.chain import Distributor, connect, load_deployment
-    from settlement.adapters.db import open_store
+    from settlement.adapters.db.store import open_store
     from settlement.adapters.keys import load_key
 
     chain = connect(settings)

@@ -21,16 +21,16 @@ from typing import Annotated, Any
 import typer
 
 from settlement.adapters import chain as c
-from settlement.adapters import submitter_db as sdb
-from settlement.adapters.db import Store, open_store
-from settlement.adapters.epoch_db import CloseReader, EpochStore
+from settlement.adapters.db.epochs import CloseReader, EpochStore
+from settlement.adapters.db.store import Store, open_store
+from settlement.adapters.db import submitter as sdb
 from settlement.config import Settings
 from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Params
-from settlement.epochs_service import close_epoch
 from settlement.errors import InputError, SettlementError
-from settlement.simulate import SimConfig, generate, post, upload_registries
-from settlement.submitter import Submitter, index_claims, proposals_on_chain
+from settlement.services.close import close_epoch
+from settlement.services.submit import Submitter, index_claims, proposals_on_chain
+from settlement.sim.generate import SimConfig, generate, post, upload_registries
 
 EPOCH_SECONDS = 900
 GRACE_SECONDS = 60

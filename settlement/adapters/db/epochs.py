@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy import BigInteger, Boolean, Column, Integer, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
-from settlement.adapters.db import (
+from settlement.adapters.db.store import (
     U64,
     U64_OFFSET,
     Store,

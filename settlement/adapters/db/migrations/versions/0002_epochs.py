@@ -1,6 +1,6 @@
 """Epochs: closed epochs with their manifests, allocations, balances and watermarks.
 
-All insert-only (see settlement.adapters.epoch_db). uint64 columns as in 0001.
+All insert-only (see settlement.adapters.db.epochs). uint64 columns as in 0001.
 
 Revision ID: 0002
 Revises: 0001
@@ -14,7 +14,7 @@ from alembic import op
 
 # The SQLModel tables these rows mirror live in epoch_db; importing it puts them on the
 # metadata that autogenerate (and the schema test) compares with the database.
-import settlement.adapters.epoch_db  # noqa: F401
+import settlement.adapters.db.epochs  # noqa: F401
 
 revision = "0002"
 down_revision = "0001"

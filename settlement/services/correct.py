@@ -18,16 +18,16 @@ from typing import Annotated
 import orjson
 import typer
 
-from settlement import publish
-from settlement.adapters import submitter_db as sdb
+from settlement.adapters import files as publish
 from settlement.adapters.chain import Distributor, find_proposal, scan_claims
-from settlement.adapters.db import Store
-from settlement.adapters.epoch_db import CloseReader, EpochStore, StoredCorrection
+from settlement.adapters.db.epochs import CloseReader, EpochStore, StoredCorrection
+from settlement.adapters.db.store import Store
+from settlement.adapters.db import submitter as sdb
 from settlement.config import Settings
 from settlement.domain import merkle
 from settlement.domain.floor import correction_leaves
 from settlement.errors import ChainError, InputError, NotFound
-from settlement.submitter import Candidate, Submitter
+from settlement.services.submit import Candidate, Submitter
 
 CLAIMED_FILE = "onchain_claimed"  # account, claimed on-chain when the correction was computed
 RECOMPUTED_FILE = "recomputed_balances"  # account, cumulative from the store's closes
@@ -350,7 +350,7 @@ def cli_correct(
 
     from settlement.config import load_settings
     from settlement.errors import SettlementError
-    from settlement.submitter import open_submitter
+    from settlement.services.submit import open_submitter
 
     logging.basicConfig(level=logging.WARNING)
     try:

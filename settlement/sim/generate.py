@@ -29,7 +29,7 @@ import coincurve
 import orjson
 import typer
 
-from settlement.cli_options import ChainIdOption, DistributorOption
+from settlement.cli.options import ChainIdOption, DistributorOption
 from settlement.client.signer import sign_digest
 from settlement.domain.receipts import (
     SECP256K1_N,
@@ -1020,7 +1020,7 @@ def post(path: str | Path, client: Any) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-# --- CLI (registered in settlement/cli.py as `settlement simulate`) --------------------
+# --- CLI (registered in settlement/cli/main.py as `settlement simulate`) --------------------
 
 
 def parse_bad_fractions(values: list[str]) -> dict[str, float]:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 # The SQLModel tables these rows mirror; importing puts them on the compared metadata.
-import settlement.adapters.submitter_db  # noqa: F401
+import settlement.adapters.db.submitter  # noqa: F401
 
 revision = "0003"
 down_revision = "0002"

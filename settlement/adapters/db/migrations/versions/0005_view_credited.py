@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 # The compared metadata: epoch_db's tables.
-import settlement.adapters.epoch_db  # noqa: F401
+import settlement.adapters.db.epochs  # noqa: F401
 
 revision = "0005"
 down_revision = "0004"

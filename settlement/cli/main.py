@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from settlement import __version__
-from settlement.cli_options import ChainIdOption, DistributorOption
+from settlement.cli.options import ChainIdOption, DistributorOption
 
 app = typer.Typer(
     name="settlement",
@@ -219,7 +219,7 @@ def serve(
 
     import uvicorn
 
-    from settlement.adapters.db import open_store
+    from settlement.adapters.db.store import open_store
     from settlement.config import export_for_workers, load_settings
     from settlement.errors import SettlementError
 
@@ -471,7 +471,7 @@ registry_app.add_typer(_requests_app, name="requests")
 def _registry() -> Iterator[tuple[object, object]]:
     """(store, settings) for one registry command; errors become a message and an exit code."""
 
-    from settlement.adapters.db import open_store
+    from settlement.adapters.db.store import open_store
     from settlement.config import load_settings
     from settlement.errors import SettlementError
 
@@ -499,7 +499,7 @@ def registry_nodes_add(
     inactive: Annotated[bool, typer.Option(help="register it inactive")] = False,
 ) -> None:
     """Register a node (or update its label and state)."""
-    from settlement.service import register_node
+    from settlement.services.ingest import register_node
 
     with _registry() as (store, settings):
         node = register_node(store, address, label, not inactive, settings=settings)
@@ -517,7 +517,7 @@ def registry_nodes_list() -> None:
 @_nodes_app.command("activate")
 def registry_nodes_activate(address: Annotated[str, typer.Argument()]) -> None:
     """Let a registered node earn again."""
-    from settlement.service import set_node_active
+    from settlement.services.ingest import set_node_active
 
     with _registry() as (store, _):
         set_node_active(store, address, True)
@@ -526,7 +526,7 @@ def registry_nodes_activate(address: Annotated[str, typer.Argument()]) -> None:
 @_nodes_app.command("deactivate")
 def registry_nodes_deactivate(address: Annotated[str, typer.Argument()]) -> None:
     """Refuse a node's new receipts (UNKNOWN_NODE); what it earned stands."""
-    from settlement.service import set_node_active
+    from settlement.services.ingest import set_node_active
 
     with _registry() as (store, _):
         set_node_active(store, address, False)
@@ -538,7 +538,7 @@ def registry_content_add(
     creator: Annotated[str, typer.Argument(help="creator address, 0x + 40 hex digits")],
 ) -> None:
     """Register content (or change its creator)."""
-    from settlement.service import add_content
+    from settlement.services.ingest import add_content
 
     with _registry() as (store, settings):
         add_content(store, content_id, creator, settings=settings)
@@ -555,7 +555,7 @@ def registry_content_list() -> None:
 @_viewers_app.command("add")
 def registry_viewers_add(address: Annotated[str, typer.Argument()]) -> None:
     """Add a viewer to the allowlist."""
-    from settlement.service import add_viewer
+    from settlement.services.ingest import add_viewer
 
     with _registry() as (store, settings):
         add_viewer(store, address, settings=settings)
@@ -566,7 +566,7 @@ def registry_import(
     file: Annotated[str, typer.Argument(help="registries JSON, as `settlement simulate` writes")],
 ) -> None:
     """Import nodes, content and viewers from a file in one transaction."""
-    from settlement.service import load_registries
+    from settlement.services.ingest import load_registries
 
     with _registry() as (store, settings):
         _echo_json(load_registries(store, file, settings=settings))
@@ -587,7 +587,7 @@ def registry_requests_approve(request_id: Annotated[int, typer.Argument()]) -> N
     """Approve a pending request: its node is registered, active."""
     import time
 
-    from settlement.service import approve_node_registration
+    from settlement.services.ingest import approve_node_registration
 
     with _registry() as (store, _):
         _echo_json(
@@ -600,7 +600,7 @@ def registry_requests_reject(request_id: Annotated[int, typer.Argument()]) -> No
     """Reject a pending request."""
     import time
 
-    from settlement.service import reject_node_registration
+    from settlement.services.ingest import reject_node_registration
 
     with _registry() as (store, _):
         _echo_json(
@@ -618,7 +618,7 @@ def _registration_json(reg: object) -> dict:
     }
 
 
-from settlement.simulate import cli_simulate  # noqa: E402 - next to its registration
+from settlement.sim.generate import cli_simulate  # noqa: E402 - next to its registration
 
 app.command("simulate")(cli_simulate)
 
@@ -666,8 +666,8 @@ def epochs_close(
     """
     import time
 
-    from settlement.epochs_service import close_epoch
     from settlement.jobs import close_due
+    from settlement.services.close import close_epoch
 
     at = int(time.time()) if now is None else now
     with _registry() as (store, settings):
@@ -684,7 +684,7 @@ def epochs_close(
 @epochs_app.command("show")
 def epochs_show(epoch: Annotated[int, typer.Argument(min=1)]) -> None:
     """Print the epoch's manifest.json, byte for byte as published."""
-    from settlement.epochs_service import get_epoch
+    from settlement.services.close import get_epoch
 
     with _registry() as (store, settings):
         closed = get_epoch(store, settings, epoch)  # type: ignore[arg-type]
@@ -726,9 +726,9 @@ def tree_build(
     import csv
     from pathlib import Path
 
+    from settlement.adapters.files import write_atomic
     from settlement.domain import merkle
     from settlement.errors import InputError, SettlementError
-    from settlement.publish import write_atomic
 
     try:
         with _open_input(input) as stream:
@@ -785,9 +785,9 @@ def tree_prove(
 
 # --- submitter, corrections, demo (registered next to their modules' CLI functions) ----------
 
-from settlement.correct import cli_correct  # noqa: E402
-from settlement.demo import cli_demo  # noqa: E402
-from settlement.submitter import cli_submit  # noqa: E402
+from settlement.services.correct import cli_correct  # noqa: E402
+from settlement.services.submit import cli_submit  # noqa: E402
+from settlement.sim.demo import cli_demo  # noqa: E402
 
 app.command("submit")(cli_submit)
 app.command("correct")(cli_correct)

@@ -1,0 +1,1 @@
+"""The store: tables, migrations, SQLite and PostgreSQL, the close's columnar reads."""

@@ -1,0 +1,1 @@
+"""`settlement`, the command line: one module per command group, wired in main.py."""

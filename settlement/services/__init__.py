@@ -1,0 +1,1 @@
+"""Use cases: they join the pure domain and the adapters; no HTTP, no Typer, no scheduler."""

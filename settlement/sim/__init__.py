@@ -1,0 +1,1 @@
+"""Traffic generator with bad actors, and the demo built on it."""
