@@ -20,9 +20,9 @@ import typer
 
 from settlement.adapters import files as publish
 from settlement.adapters.chain import Distributor, find_proposal, scan_claims
+from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import CloseReader, EpochStore, StoredCorrection
 from settlement.adapters.db.store import Store
-from settlement.adapters.db import submitter as sdb
 from settlement.config import Settings
 from settlement.domain import merkle
 from settlement.domain.floor import correction_leaves

@@ -30,9 +30,9 @@ from settlement.adapters.chain import (
     root_history,
     scan_claims,
 )
+from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import EpochStore
 from settlement.adapters.db.store import Store
-from settlement.adapters.db import submitter as sdb
 from settlement.adapters.keys import Key
 from settlement.config import Settings
 from settlement.errors import (

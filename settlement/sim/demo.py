@@ -21,9 +21,9 @@ from typing import Annotated, Any
 import typer
 
 from settlement.adapters import chain as c
+from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import CloseReader, EpochStore
 from settlement.adapters.db.store import Store, open_store
-from settlement.adapters.db import submitter as sdb
 from settlement.config import Settings
 from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Params

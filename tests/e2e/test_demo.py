@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from settlement.adapters.db.store import open_store
 from settlement.adapters.db import submitter as sdb
+from settlement.adapters.db.store import open_store
 from settlement.cli.main import app
 
 

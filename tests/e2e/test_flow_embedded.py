@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from settlement.adapters import chain as c
+from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import CloseReader, EpochStore
 from settlement.adapters.db.store import Store, open_store
-from settlement.adapters.db import submitter as sdb
 from settlement.api.app import create_app
 from settlement.api.routes.claims import ChainContext, account_chain_fields
 from settlement.config import Settings

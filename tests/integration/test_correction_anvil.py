@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from settlement.adapters import chain as c
 from settlement.adapters import files as publish
-from settlement.adapters.db.epochs import CloseReader, EpochStore
 from settlement.adapters.db import submitter as sdb
+from settlement.adapters.db.epochs import CloseReader, EpochStore
 from settlement.cli.main import app
 from settlement.domain.merkle import MerkleTree
 from settlement.errors import ContractRevert

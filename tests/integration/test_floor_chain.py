@@ -17,8 +17,8 @@ from test_submitter_anvil import ANVIL, EMISSION, EPOCH, HOUR, Net, make_net
 
 from settlement.adapters import chain as c
 from settlement.adapters import files as publish
-from settlement.adapters.db.epochs import CloseReader, EpochStore
 from settlement.adapters.db import submitter as sdb
+from settlement.adapters.db.epochs import CloseReader, EpochStore
 from settlement.domain.merkle import MerkleTree
 from settlement.services import close as epochs_service
 from settlement.services import submit as submitter_mod

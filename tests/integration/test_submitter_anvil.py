@@ -21,8 +21,8 @@ from eth_account import Account
 from storekit import skip_module_without
 
 from settlement.adapters import chain as c
-from settlement.adapters.db.store import Store, open_store
 from settlement.adapters.db import submitter as sdb
+from settlement.adapters.db.store import Store, open_store
 from settlement.adapters.keys import Key
 from settlement.config import Settings
 from settlement.domain.merkle import MerkleTree
