@@ -7,11 +7,14 @@ import {W2EToken} from "../../src/W2EToken.sol";
 import {RewardDistributor} from "../../src/RewardDistributor.sol";
 import {IRewardDistributor} from "../../src/interfaces/IRewardDistributor.sol";
 
-/// @notice A production-shaped deployment: poster and guardian are separate keys and the admin
-/// renounced both, plus helpers to build trees and post roots.
+/// @notice The shared base of the RewardDistributor tests: a production-shaped deployment (poster and
+/// guardian are separate keys and the admin renounced both), a default tree and the helpers to build
+/// trees, post roots and check what is staged.
 abstract contract DistributorFixture is Test {
     uint64 internal constant PERIOD = 1 days;
     uint256 internal constant START = 1_767_225_600;
+    /// @dev The fuzz tests' ceiling for one amount: far above any real total, far from overflow.
+    uint256 internal constant MAX_AMOUNT = 1e36;
 
     W2EToken internal token;
     RewardDistributor internal rd;
@@ -33,6 +36,9 @@ abstract contract DistributorFixture is Test {
         bytes32 root;
         uint256 total;
     }
+
+    /// @dev The default tree of the unit tests: alice 100, bob 50, carol 25 tokens.
+    Tree internal t1;
 
     function setUp() public virtual {
         vm.warp(START);
@@ -56,6 +62,8 @@ abstract contract DistributorFixture is Test {
         rd.renounceRole(rd.POSTER_ROLE(), admin);
         rd.renounceRole(rd.GUARDIAN_ROLE(), admin);
         vm.stopPrank();
+
+        t1 = _tree3(100e18, 50e18, 25e18);
     }
 
     // ------------------------------------------------------------ trees
@@ -84,6 +92,14 @@ abstract contract DistributorFixture is Test {
 
     function _proof(Tree memory t, uint256 i) internal pure returns (bytes32[] memory) {
         return Merkle.proof(t.leaves, i);
+    }
+
+    /// @dev `n` accounts distinct from the named ones, for trees of any size.
+    function _accounts(uint256 n) internal pure returns (address[] memory accounts) {
+        accounts = new address[](n);
+        for (uint256 i; i < n; ++i) {
+            accounts[i] = address(uint160(uint256(keccak256(abi.encode("fuzz account", i)))));
+        }
     }
 
     // ------------------------------------------------------------ actions
@@ -145,6 +161,23 @@ abstract contract DistributorFixture is Test {
     function _unpause() internal {
         vm.prank(guardian);
         rd.unpause();
+    }
+
+    // ------------------------------------------------------------ checks
+
+    function _assertNothingPending() internal view {
+        (, bytes32 pRoot,,,) = rd.pendingRoot();
+        assertEq(pRoot, bytes32(0), "nothing staged");
+    }
+
+    /// @dev What the fuzz model checks propose: dataHash keccak256("data"), staged just now.
+    function _assertPending(uint64 epoch, bytes32 root, uint256 total) internal view {
+        (uint64 pEpoch, bytes32 pRoot, uint256 pTotal, bytes32 pData, uint64 validAt) = rd.pendingRoot();
+        assertEq(pEpoch, epoch, "epoch");
+        assertEq(pRoot, root, "root");
+        assertEq(pTotal, total, "total");
+        assertEq(pData, keccak256("data"), "dataHash");
+        assertEq(validAt, block.timestamp + PERIOD, "validAt");
     }
 
     function _unauthorized(address account, bytes32 role) internal pure returns (bytes memory) {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
-import {Test} from "./base/Test.sol";
+import {Test} from "../base/Test.sol";
 
 /// @notice Cheatcodes beyond the base's Vm, declared here so base/Vm.sol stays as it is.
 interface VmJson {

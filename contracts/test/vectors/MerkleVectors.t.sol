@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
-import {DistributorFixture} from "./base/DistributorFixture.sol";
-import {Merkle} from "./base/Merkle.sol";
+import {DistributorFixture} from "../base/DistributorFixture.sol";
+import {Merkle} from "../base/Merkle.sol";
 
 /// @notice The shared vectors (tests/vectors/merkle.json, built by OpenZeppelin's
 /// StandardMerkleTree) claim on the contract: the leaf encoding and proofs the Python service
