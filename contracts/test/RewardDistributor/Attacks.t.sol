@@ -6,8 +6,8 @@ import {Merkle} from "../base/Merkle.sol";
 import {IRewardDistributor} from "../../src/interfaces/IRewardDistributor.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 
-/// @notice Attacks: what a thief, a stolen poster key or a careless relayer would try, each scenario
-/// end to end across the functions it abuses.
+/// @notice Attacks: what a thief or a stolen poster key would try, and the guardian's pause-and-correct
+/// answer, each scenario end to end across the functions it abuses (kept together: the threat model).
 contract AttacksTest is DistributorFixture {
     function test_Attack_anotherAccountsProof() public {
         _post(1, t1);
