@@ -786,8 +786,8 @@ def tree_prove(
 
 # --- submitter, corrections, demo (registered next to their modules' CLI functions) ----------
 
-from settlement.services.correct import cli_correct  # noqa: E402
-from settlement.services.submit import cli_submit  # noqa: E402
+from settlement.cli.correct import cli_correct  # noqa: E402
+from settlement.cli.submit import cli_submit  # noqa: E402
 from settlement.sim.demo import cli_demo  # noqa: E402
 
 app.command("submit")(cli_submit)

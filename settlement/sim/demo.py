@@ -29,8 +29,9 @@ from settlement.config import Settings
 from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Params
 from settlement.errors import InputError, SettlementError
+from settlement.services.claims import index_claims
 from settlement.services.close import close_epoch
-from settlement.services.submit import Submitter, index_claims, proposals_on_chain
+from settlement.services.submit import Submitter, proposals_on_chain
 from settlement.sim.generate import SimConfig, generate, post, upload_registries
 
 EPOCH_SECONDS = 900
@@ -185,13 +186,12 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoResult:
         seconds["simulate"] = time.perf_counter() - t
 
         from settlement.api.app import create_app
-        from settlement.api.routes.claims import ChainContext
         from settlement.client.http import SettlementClient
+        from settlement.services.claims import ChainContext
 
         store = open_store(settings.database_url)
         try:
-            app = create_app(settings, store)
-            app.state.chain_context = ChainContext(chain, distributor)
+            app = create_app(settings, store, chain_context=ChainContext(chain, distributor))
             with _Server(app) as server:
                 t = time.perf_counter()
                 token = settings.admin_token.get_secret_value()  # type: ignore[union-attr]
