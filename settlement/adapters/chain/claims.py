@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from settlement.adapters.chain.contracts import Distributor
-from settlement.adapters.chain.events import _decode_log
+from settlement.adapters.chain.events import decode_log
 from settlement.adapters.chain.tx import Mined
 from settlement.adapters.keys import Key
 from settlement.client.claims import ClaimInfo
@@ -110,12 +110,12 @@ def paid_in(distributor: Distributor, mined: Mined) -> dict[str, int]:
     paid: dict[str, int] = {}
     transferred: dict[str, int] = {}
     for log in mined.receipt["logs"]:
-        claimed = _decode_log(distributor, log)
+        claimed = decode_log(distributor, log)
         if claimed is not None and claimed[0] == "Claimed":
             account = claimed[1]["account"]
             paid[account] = paid.get(account, 0) + claimed[1]["amount"]
             continue
-        transfer = _decode_log(distributor.token, log)
+        transfer = decode_log(distributor.token, log)
         if transfer is not None and transfer[0] == "Transfer" and transfer[1]["from"] == me:
             account = transfer[1]["to"]
             transferred[account] = transferred.get(account, 0) + transfer[1]["value"]

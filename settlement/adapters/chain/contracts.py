@@ -271,9 +271,9 @@ class Distributor(_Contract):
         return self._call(
             "proposeRoot",
             epoch,
-            _bytes32(root),
+            bytes32(root),
             _uint(cumulative_total),
-            _bytes32(data_hash),
+            bytes32(data_hash),
             data_uri,
         )
 
@@ -292,9 +292,9 @@ class Distributor(_Contract):
         return self._call(
             "proposeCorrection",
             epoch,
-            _bytes32(root),
+            bytes32(root),
             _uint(cumulative_total),
-            _bytes32(data_hash),
+            bytes32(data_hash),
             data_uri,
             _block(claimed_at_block),
         )
@@ -319,7 +319,7 @@ class Distributor(_Contract):
             "claim",
             to_checksum_address(account),
             _uint(cumulative_amount),
-            [_bytes32(p) for p in proof],
+            [bytes32(p) for p in proof],
         )
 
     def claim_many(self, entries: Sequence[ClaimInfo]) -> Call:
@@ -327,7 +327,7 @@ class Distributor(_Contract):
             "claimMany",
             [to_checksum_address(e.account) for e in entries],
             [_uint(e.cumulative_amount) for e in entries],
-            [[_bytes32(p) for p in e.proof] for e in entries],
+            [[bytes32(p) for p in e.proof] for e in entries],
         )
 
 
@@ -343,7 +343,7 @@ def _block(value: int) -> int:
     return value
 
 
-def _bytes32(value: str | bytes) -> bytes:
+def bytes32(value: str | bytes) -> bytes:
     raw = bytes(HexBytes(value)) if isinstance(value, str) else bytes(value)
     if len(raw) != 32:
         raise InputError(f"expected 32 bytes, got {len(raw)}: {value!r}")

@@ -11,7 +11,7 @@ from eth_utils import keccak
 from eth_utils.abi import collapse_if_tuple
 from hexbytes import HexBytes
 
-from settlement.adapters.chain.contracts import Distributor, _bytes32, _Contract, load_artifact
+from settlement.adapters.chain.contracts import Distributor, _Contract, bytes32, load_artifact
 from settlement.adapters.chain.revert import rpc_errors
 
 
@@ -56,7 +56,7 @@ def _events(artifact_name: str) -> dict[bytes, tuple[str, list[tuple[str, str, b
     return out
 
 
-def _decode_log(contract: _Contract, log: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+def decode_log(contract: _Contract, log: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """(name, args) of a log this contract emitted, or None. Indexed inputs of our events
     are all static types, so each is its topic's ABI word. Decoded with eth_abi directly:
     web3's process_log costs close to a millisecond a log."""
@@ -111,7 +111,7 @@ def read_events(
                 }
             )
         for log in logs:
-            decoded = _decode_log(distributor, log)
+            decoded = decode_log(distributor, log)
             if decoded is None:
                 continue
             out.append(
@@ -211,7 +211,7 @@ def root_history(
 ) -> RootHistory:
     """Events of `root` from `from_block` (e.g. the deployment block, or the block before a
     persisted proposal was sent). A root proposed twice (after a revoke) shows twice."""
-    wanted = "0x" + _bytes32(root).hex()
+    wanted = "0x" + bytes32(root).hex()
     events = read_events(
         distributor,
         from_block,

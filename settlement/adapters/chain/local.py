@@ -7,7 +7,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from settlement.adapters.chain.tx import _FIRST_POLL
+from settlement.adapters.chain.tx import FIRST_POLL
 
 
 def free_port() -> int:
@@ -18,7 +18,7 @@ def free_port() -> int:
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    delay = _FIRST_POLL
+    delay = FIRST_POLL
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what}")

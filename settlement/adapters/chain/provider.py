@@ -13,9 +13,7 @@ from web3.providers.rpc.utils import ExceptionRetryConfiguration
 from settlement.adapters.chain.contracts import load_artifact
 from settlement.adapters.chain.tx import Chain
 from settlement.config import Settings
-from settlement.errors import (
-    ArtifactMissing,
-)
+from settlement.errors import ArtifactMissing
 
 
 def connect(

@@ -15,10 +15,10 @@ from settlement.errors import (
     RpcUnavailable,
 )
 
-_ALREADY_KNOWN = ("already known", "already imported", "known transaction")
-_NONCE_USED = ("nonce too low", "nonce is too low")
+ALREADY_KNOWN = ("already known", "already imported", "known transaction")
+NONCE_USED = ("nonce too low", "nonce is too low")
 
-_REVERT_HINTS = {
+REVERT_HINTS = {
     "RootPending": ": a root is pending; accept or revoke it first",
     "NoPendingRoot": ": no root is pending",
     "TooEarly": ": the challenge period has not passed; accept after validAt",
@@ -33,7 +33,7 @@ _REVERT_HINTS = {
 }
 
 
-def _revert_data(error: Exception) -> Any:
+def revert_data(error: Exception) -> Any:
     if isinstance(error, TesterRevert) and error.args and isinstance(error.args[0], str):
         # eth-tester reports "execution reverted: b'...'" with the revert data as a bytes repr.
         _, _, tail = error.args[0].partition(": ")
@@ -48,7 +48,7 @@ def _revert_data(error: Exception) -> Any:
     return data if isinstance(data, str | bytes) and data else None
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     return "0x" + value.hex() if isinstance(value, bytes) else str(value)
 
 

@@ -26,12 +26,12 @@ from web3.exceptions import (
 )
 
 from settlement.adapters.chain.revert import (
-    _ALREADY_KNOWN,
-    _NONCE_USED,
-    _REVERT_HINTS,
-    _revert_data,
-    _show,
+    ALREADY_KNOWN,
+    NONCE_USED,
+    REVERT_HINTS,
+    revert_data,
     rpc_errors,
+    show_value,
 )
 from settlement.adapters.keys import Key
 from settlement.errors import (
@@ -44,7 +44,7 @@ from settlement.errors import (
     TransactionFailed,
 )
 
-_FIRST_POLL = 0.002  # seconds; a local node answers within a few ms, so start there and back off
+FIRST_POLL = 0.002  # seconds; a local node answers within a few ms, so start there and back off
 _GAS_MARGIN_PERCENT = 20  # estimates are exact for the estimated state; claims race other claims
 
 
@@ -316,10 +316,10 @@ class Chain:
             # eth-tester raises its validation errors as they are; nodes answer RPC errors.
             except (Web3RPCError, EthValidationError, ValueError) as error:
                 text = str(error).lower()
-                if any(s in text for s in _ALREADY_KNOWN) or self.lookup(prepared.tx_hash):
+                if any(s in text for s in ALREADY_KNOWN) or self.lookup(prepared.tx_hash):
                     return prepared.tx_hash
                 self.nonces.resync(prepared.sender)
-                if any(s in text for s in _NONCE_USED):
+                if any(s in text for s in NONCE_USED):
                     raise TransactionFailed(
                         f"{prepared.label or 'transaction'}: nonce {prepared.nonce} of "
                         f"{prepared.sender} is already used by another transaction; rebuild it "
@@ -389,7 +389,7 @@ class Chain:
         tick = max(self.poll_interval, 0.1)
         next_tick = start + tick
         stuck_since: int | None = None  # head at the first unsuccessful poll
-        delay = _FIRST_POLL
+        delay = FIRST_POLL
         while True:
             mined = self._mined_version(tracked)
             if mined is not None:
@@ -455,7 +455,7 @@ class Chain:
         return None
 
     def _confirm(self, mined: Mined, need: int, deadline: float) -> Mined | None:
-        delay = _FIRST_POLL
+        delay = FIRST_POLL
         while need > 1 and self.block_number() - mined.block_number + 1 < need:
             if time.monotonic() > deadline:
                 raise TransactionFailed(
@@ -524,10 +524,10 @@ class Chain:
         return name, args
 
     def _describe(self, error: Exception) -> str:
-        decoded = self.decode_error(_revert_data(error))
+        decoded = self.decode_error(revert_data(error))
         if decoded is not None:
             name, args = decoded
-            return f"{name}({', '.join(_show(a) for a in args)})"
+            return f"{name}({', '.join(show_value(a) for a in args)})"
         return str(error)
 
     @contextlib.contextmanager
@@ -536,7 +536,7 @@ class Chain:
         try:
             yield
         except (ContractCustomError, ContractLogicError, ContractPanicError, TesterRevert) as error:
-            decoded = self.decode_error(_revert_data(error))
+            decoded = self.decode_error(revert_data(error))
             name = decoded[0] if decoded else None
             what = self._describe(error)
             if name == "EnforcedPause":
@@ -549,7 +549,7 @@ class Chain:
                     "block of the current pause (pausedAtBlock() <= claimedAtBlock < the "
                     "proposal's block); read them again and rebuild the correction"
                 ) from None
-            hint = _REVERT_HINTS.get(name or "", "")
+            hint = REVERT_HINTS.get(name or "", "")
             raise ContractRevert(f"{label} reverts: {what}{hint}", name) from None
 
     # -- dev chains ---------------------------------------------------------------------------
