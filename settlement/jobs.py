@@ -1,4 +1,5 @@
-"""APScheduler wiring: close every due epoch, in order, from a background scheduler.
+"""APScheduler wiring: close every due epoch, in order, and tick the root submitter, from
+background schedulers.
 
 Several instances may run against one PostgreSQL: a close holds a PostgreSQL advisory lock,
 and an instance that finds it taken skips that tick (the holder closes the epoch, the next
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -21,6 +23,9 @@ from settlement.adapters.db.store import Store
 from settlement.config import Settings
 from settlement.services.close import ClosedEpoch, clock_of, close_epoch
 from settlement.services.ingest import prune_sessions
+
+if TYPE_CHECKING:
+    from settlement.services.submit import Submitter
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +138,7 @@ class ChainScheduler:
     One per store: two submitters on one poster key would race for its nonces.
     """
 
-    def __init__(self, submitter: object, interval: float) -> None:
+    def __init__(self, submitter: Submitter, interval: float) -> None:
         self.submitter = submitter
         self.ticks = 0
         self._scheduler = BackgroundScheduler(timezone="UTC")
@@ -147,13 +152,15 @@ class ChainScheduler:
         )
 
     def tick(self) -> None:
-        from settlement.services.submit import index_claims, run_step
+        # Imported here: only a chain scheduler loads the chain stack (web3), not the closes.
+        from settlement.services.claims import index_claims
+        from settlement.services.submit import run_step
 
         self.ticks += 1
         sub = self.submitter
-        run_step(sub)  # type: ignore[arg-type]
+        run_step(sub)
         try:
-            index_claims(sub.store, sub.distributor, sub.deployment_block)  # type: ignore[attr-defined]
+            index_claims(sub.store, sub.distributor, sub.deployment_block)
         except Exception:  # the job must survive: log and retry next tick
             log.exception("indexing Claimed events failed; retrying at the next tick")
 

@@ -27,6 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # support.anvil
+
+from support.anvil import Anvil  # noqa: E402
 
 from settlement.adapters import chain as c  # noqa: E402 - after the path fix above
 from settlement.adapters.keys import Key  # noqa: E402
@@ -90,7 +93,7 @@ def main() -> None:
         f"tree of {n:,} accounts, proof depth {len(tree.proof(0))}; claimMany batches of {args.batch}"
     )
 
-    with c.Anvil() as node:
+    with Anvil() as node:
         chain = c.connect(rpc_url=node.url)
         admin = Key.generate("bench-admin")
         relayer = Key.generate("bench-relayer")

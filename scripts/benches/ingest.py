@@ -37,10 +37,10 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # support.server
 
 import orjson
-
-from settlement.api.process import HOST, ServerProcess
+from support.server import HOST, ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -19,14 +19,26 @@ from settlement.api.routes import health, receipts, registry
 from settlement.config import Settings, load_settings
 from settlement.errors import Busy, SettlementError
 
+if TYPE_CHECKING:
+    from settlement.services.claims import ChainContext
 
-def create_app(settings: Settings, store: Any = None, *, create_store: bool = True) -> FastAPI:
+
+def create_app(
+    settings: Settings,
+    store: Any = None,
+    *,
+    create_store: bool = True,
+    chain_context: ChainContext | None = None,
+) -> FastAPI:
     """The API over `store`, or over a store opened from settings.database_url at start-up.
 
     A store passed in stays open after shutdown (its owner closes it); one opened here is
     closed here, and its tables are created first unless create_store is False.
+    Claims are answered from `chain_context` when given (an in-process chain), else from
+    W2E_RPC_URL, connected on first use.
     """
     from settlement.adapters.db.store import open_store
+    from settlement.services.claims import Claims
     from settlement.services.ingest import Ingestor
 
     @asynccontextmanager
@@ -51,6 +63,8 @@ def create_app(settings: Settings, store: Any = None, *, create_store: bool = Tr
                 inflight=InflightLimit(settings.max_inflight_batches),
                 thread_limiter=anyio.CapacityLimiter(settings.max_inflight_batches),
             )
+            # The claims routes take it as a dependency (api.routes.claims).
+            app.state.claims = Claims(settings, chain_context)
             yield
         finally:
             if owned:

@@ -395,6 +395,7 @@ def claim(
 
     from settlement.adapters import chain as chainlib
     from settlement.adapters.keys import load_key
+    from settlement.client.claims import claim_info_from_service
     from settlement.config import load_settings
     from settlement.errors import ConfigError, InputError, NothingToClaim, SettlementError
 
@@ -412,7 +413,7 @@ def claim(
             tree = chainlib.load_tree(dump)
             infos = [chainlib.claim_info(distributor, tree, a) for a in addresses]
         else:
-            infos = [chainlib.claim_info_from_service(service, a) for a in addresses]
+            infos = [claim_info_from_service(service, a) for a in addresses]
             contracts = {i.distributor for i in infos}
             if len(contracts) != 1 or infos[0].chain_id != chain.chain_id:
                 raise ConfigError(
@@ -785,8 +786,8 @@ def tree_prove(
 
 # --- submitter, corrections, demo (registered next to their modules' CLI functions) ----------
 
-from settlement.services.correct import cli_correct  # noqa: E402
-from settlement.services.submit import cli_submit  # noqa: E402
+from settlement.cli.correct import cli_correct  # noqa: E402
+from settlement.cli.submit import cli_submit  # noqa: E402
 from settlement.sim.demo import cli_demo  # noqa: E402
 
 app.command("submit")(cli_submit)

@@ -1,5 +1,7 @@
-"""SDK for players and nodes: sign receipts (ReceiptSigner), submit them (SettlementClient)."""
+"""SDK for players and nodes: sign receipts (ReceiptSigner), submit them (SettlementClient),
+fetch what to claim (claim_info_from_service)."""
 
+from settlement.client.claims import ClaimInfo, claim_info_from_service
 from settlement.client.http import (
     AsyncSettlementClient,
     BatchResult,
@@ -20,6 +22,7 @@ from settlement.client.signer import (
 __all__ = [
     "AsyncSettlementClient",
     "BatchResult",
+    "ClaimInfo",
     "CounterWentDown",
     "ItemVerdict",
     "KeyLoadError",
@@ -30,4 +33,5 @@ __all__ = [
     "SettlementClient",
     "SubmitError",
     "SubmitResult",
+    "claim_info_from_service",
 ]

@@ -14,9 +14,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from prometheus_client import Gauge
 
 from settlement.adapters import files as publish
@@ -28,7 +26,6 @@ from settlement.adapters.chain import (
     PreparedTx,
     read_events,
     root_history,
-    scan_claims,
 )
 from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import EpochStore
@@ -72,8 +69,6 @@ STALE_FLOOR = Gauge(
     "The latest closed epoch when it was built under an older floor than the one in force "
     "(not proposed: the next close folds it); 0 otherwise",
 )
-
-CLAIMS_CURSOR = "claimed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -531,21 +526,6 @@ class Submitter:
         PAUSED.set(1 if self.distributor.paused() else 0)
 
 
-# -- the Claimed indexer ------------------------------------------------------------------------
-
-
-def index_claims(store: Store, distributor: Distributor, deployment_block: int) -> int:
-    """Read Claimed events since the last run into the store; returns how many were read."""
-    rows = sdb.SubmitterStore(store)
-    start = rows.cursor(CLAIMS_CURSOR)
-    if start is None:
-        start = deployment_block
-    scan = scan_claims(distributor, start)
-    if scan.next_block > start:
-        rows.record_claims(CLAIMS_CURSOR, scan.claimed, scan.next_block - 1, scan.next_block)
-    return len(scan.events)
-
-
 def proposals_on_chain(distributor: Distributor, from_block: int) -> dict[str, int]:
     """root -> how many times it was proposed (ordinary or correction) since `from_block`."""
     counts: dict[str, int] = {}
@@ -568,7 +548,7 @@ def run_step(submitter: Submitter) -> list[sdb.Proposal]:
         return []
 
 
-# -- wiring for the CLI and the jobs -------------------------------------------------------------
+# -- wiring for the CLI -------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -602,83 +582,3 @@ def open_submitter(
         )
     finally:
         store.close()
-
-
-def cli_submit(
-    loop: Annotated[
-        bool, typer.Option("--loop", help="keep running as a scheduled job until interrupted")
-    ] = False,
-    interval: Annotated[
-        float | None,
-        typer.Option(
-            min=0.05, help="seconds between ticks with --loop (default: W2E_SUBMITTER_INTERVAL)"
-        ),
-    ] = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(help="with --loop, serve the alert gauges on 127.0.0.1:PORT/metrics"),
-    ] = None,
-    release_revoked: Annotated[
-        str | None,
-        typer.Option(
-            metavar="ROOT", help="operator's decision: allow a revoked ROOT to be proposed again"
-        ),
-    ] = None,
-) -> None:
-    """Post closed epochs' roots: reconcile with the chain, finish what is in flight, accept
-    roots past validAt, propose the latest closed epoch (folding those closed meanwhile).
-
-    One tick and exit by default; with --loop an APScheduler job every --interval seconds
-    that also indexes Claimed events. Refuses while paused and when the distributor cannot
-    cover the root (metric w2e_submitter_shortfall_base_units). Exit 2 on bad settings or
-    keys, 3 on chain errors.
-    """
-    from settlement.config import load_settings
-    from settlement.errors import SettlementError
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick is noise
-    try:
-        settings = load_settings()
-        with open_submitter(settings, say=lambda m: typer.echo(m, err=True)) as submitter:
-            if release_revoked is not None:
-                n = submitter.release_revoked(release_revoked)
-                typer.echo(f"released {n} revoked proposal(s) of root {release_revoked}", err=True)
-            if not loop:
-                for row in submitter.step():
-                    typer.echo(_row_json(row))
-                index_claims(submitter.store, submitter.distributor, submitter.deployment_block)
-                return
-            from settlement.jobs import ChainScheduler, run_until_interrupted
-
-            if metrics_port is not None:
-                from prometheus_client import start_http_server
-
-                start_http_server(metrics_port, addr="127.0.0.1")
-
-            run_until_interrupted(
-                ChainScheduler(submitter, interval or settings.submitter_interval)
-            )
-    except SettlementError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(error.exit_code) from None
-
-
-def _row_json(row: sdb.Proposal) -> str:
-    import orjson
-
-    return orjson.dumps(
-        {
-            "proposal": row.id,
-            "kind": row.kind,
-            "epochs": [row.first_epoch, row.epoch],
-            "root": row.root,
-            "cumulativeTotal": str(row.cumulative_total),
-            "dataHash": row.data_hash,
-            "status": row.status,
-            "txHash": row.tx_hash,
-            "block": row.block,
-            "validAt": row.valid_at,
-            "note": row.note,
-        }
-    ).decode()

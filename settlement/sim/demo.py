@@ -24,12 +24,14 @@ from settlement.adapters import chain as c
 from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import CloseReader, EpochStore
 from settlement.adapters.db.store import Store, open_store
+from settlement.client.claims import claim_info_from_service
 from settlement.config import Settings
 from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Params
 from settlement.errors import InputError, SettlementError
+from settlement.services.claims import index_claims
 from settlement.services.close import close_epoch
-from settlement.services.submit import Submitter, index_claims, proposals_on_chain
+from settlement.services.submit import Submitter, proposals_on_chain
 from settlement.sim.generate import SimConfig, generate, post, upload_registries
 
 EPOCH_SECONDS = 900
@@ -184,13 +186,12 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoResult:
         seconds["simulate"] = time.perf_counter() - t
 
         from settlement.api.app import create_app
-        from settlement.api.routes.claims import ChainContext
         from settlement.client.http import SettlementClient
+        from settlement.services.claims import ChainContext
 
         store = open_store(settings.database_url)
         try:
-            app = create_app(settings, store)
-            app.state.chain_context = ChainContext(chain, distributor)
+            app = create_app(settings, store, chain_context=ChainContext(chain, distributor))
             with _Server(app) as server:
                 t = time.perf_counter()
                 token = settings.admin_token.get_secret_value()  # type: ignore[union-attr]
@@ -262,7 +263,7 @@ def _settle(
     half = cfg.single_claims // 2
     singles = nodes[:half] + viewers[: cfg.single_claims - half]
     for account in singles:
-        info = c.refresh_claim(distributor, c.claim_info_from_service(url, account))
+        info = c.refresh_claim(distributor, claim_info_from_service(url, account))
         c.send_claim(relayer, distributor, info)
     assert tree1 is not None
     seconds["claims"] = time.perf_counter() - t
@@ -279,14 +280,14 @@ def _settle(
     final = _balances(store, EPOCHS)
     tree = _accepted_tree(submitter)
     for account in singles:
-        info = c.refresh_claim(distributor, c.claim_info_from_service(url, account))
+        info = c.refresh_claim(distributor, claim_info_from_service(url, account))
         if info.claimable > 0:  # earned nothing since its first claim: nothing to send
             c.send_claim(relayer, distributor, info)
     rest = [a for a, _ in tree.values if a not in set(singles)]
     # Every few accounts, whatever their class: nodes, viewers and creators alike.
     step = max(1, len(rest) // max(1, cfg.relayed_claims))
     relayed = rest[::step][: cfg.relayed_claims]
-    infos = [c.claim_info_from_service(url, a) for a in relayed]
+    infos = [claim_info_from_service(url, a) for a in relayed]
     results = c.relay_claims(relayer, distributor, infos, batch_size=len(infos) or 1)
     say(
         f"relayed one claimMany for {len(relayed)} accounts: tx {results[0].tx_hash if results else '-'}"

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,13 +17,14 @@ from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import CloseReader, EpochStore
 from settlement.adapters.db.store import Store, open_store
 from settlement.api.app import create_app
-from settlement.api.routes.claims import ChainContext, account_chain_fields
+from settlement.api.routes.claims import account_chain_fields
 from settlement.config import Settings
 from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Params
 from settlement.jobs import ChainScheduler, close_due
+from settlement.services.claims import ChainContext, Claims, index_claims
 from settlement.services.ingest import Ingestor, load_registries
-from settlement.services.submit import Submitter, index_claims, proposals_on_chain
+from settlement.services.submit import Submitter, proposals_on_chain
 from settlement.sim.generate import SimConfig, generate, read_lines
 
 GENESIS = 1_767_225_600
@@ -159,8 +159,7 @@ def test_receipts_to_claims_with_folding_and_restarts(world: World, tmp_path: Pa
     accounts = [a for a, _ in tree.values]
     infos = c.claim_infos(d, tree, accounts)
     # Through the API: GET /v1/accounts/{address}/claim gives calldata a wallet sends as is.
-    app = create_app(w.settings, w.store)
-    app.state.chain_context = ChainContext(w.chain, d)
+    app = create_app(w.settings, w.store, chain_context=ChainContext(w.chain, d))
     with TestClient(app) as client:
         for info in infos[:3]:
             body = client.get(f"/v1/accounts/{info.account}/claim").json()
@@ -182,9 +181,9 @@ def test_receipts_to_claims_with_folding_and_restarts(world: World, tmp_path: Pa
     assert sdb.SubmitterStore(w.store).claimed_all() == dict(tree.values)
 
     # What GET /v1/accounts/{address} adds from the chain: claimed (indexed), claimable now.
-    state = SimpleNamespace(chain_context=ChainContext(w.chain, d))
+    claims = Claims(w.settings, ChainContext(w.chain, d))
     account, amount = tree.values[0]
-    fields = account_chain_fields(state, w.store, w.settings, bytes.fromhex(account[2:]))
+    fields = account_chain_fields(claims, w.store, bytes.fromhex(account[2:]))
     assert fields["claimed"] == str(amount) and fields["claimableNow"] == "0"
     assert fields["acceptedRoot"] == tree.root and fields["acceptedProof"] == tree.proof(0)
     assert "pending" not in fields
@@ -225,11 +224,11 @@ def test_crash_after_persist_or_after_send_never_proposes_twice(world: World) ->
     restarted.step()
     after = restarted.rows.get(row.id)
     assert after.status == sdb.MINED and after.tx_hash == prepared.tx_hash
-    state = SimpleNamespace(chain_context=ChainContext(w.chain, d))
+    claims = Claims(w.settings, ChainContext(w.chain, d))
     top = max(
         _balances(w.store, 4).items(), key=lambda x: x[1] - _balances(w.store, 3).get(x[0], 0)
     )
-    fields = account_chain_fields(state, w.store, w.settings, bytes.fromhex(top[0][2:]))
+    fields = account_chain_fields(claims, w.store, bytes.fromhex(top[0][2:]))
     before = _balances(w.store, 3).get(top[0], 0)
     assert fields["pending"]["adds"] == str(top[1] - max(before, int(fields["claimed"])))
     assert fields["pending"]["epoch"] == 4 and int(fields["pending"]["adds"]) > 0
@@ -264,61 +263,3 @@ def test_chain_scheduler_job_ticks_the_submitter_and_the_claims_indexer(world: W
     assert sub.reconciled  # the first tick reconciled, later ones found nothing to do
     assert rows.cursor("claimed") == w.chain.block_number() + 1 > (before or 0)
     assert all(r.status == sdb.ACCEPTED for r in rows.all())
-
-
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_submitter_rows_round_trip_on_both_stores(backend: str, tmp_path: Path) -> None:
-    """Proposal rows, transaction versions, uint256 totals and the Claimed index, exactly."""
-    import uuid
-
-    import psycopg
-
-    pg = Settings().test_database_url
-    schema = f"w2e_test_{uuid.uuid4().hex[:12]}"
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path}/rows.db"
-    else:
-        try:
-            with psycopg.connect(pg, autocommit=True, connect_timeout=3) as conn:
-                conn.execute(f"CREATE SCHEMA {schema}")
-        except psycopg.OperationalError:
-            if Settings().ci:
-                raise
-            pytest.skip("PostgreSQL is unreachable")
-        url = f"{pg}?options=-csearch_path%3D{schema}"
-    store = open_store(url)
-    try:
-        rows = sdb.SubmitterStore(store)
-        chain = c.connect(Settings(rpc_url=None))
-        key = chain.dev_key(0)
-        first = chain.sign(
-            key, c.Call(key.address, "0x", "t"), nonce=7, fees=c.Fees(3, 2), gas=21_000
-        )
-        big = 2**256 - 1
-        row = rows.insert(
-            kind=sdb.ROOT,
-            epoch=2**40,
-            first_epoch=1,
-            root="0x" + "ab" * 32,
-            cumulative_total=big,
-            data_hash="0x" + "cd" * 32,
-            data_uri="x",
-            from_block=5,
-            prepared=first,
-        )
-        assert row.status == sdb.PREPARED and row.txs == (first,) and row.cumulative_total == big
-        second = chain.replacement(key, first, 50)
-        row = rows.update(row.id, txs=[first, second], status=sdb.SENT, tx_hash=second.tx_hash)
-        assert rows.open() == [row] and row.txs == (first, second)
-        assert rows.get(row.id) == row and rows.by_root("0x" + "ab" * 32) == [row]
-        rows.update(row.id, status=sdb.ACCEPTED, block=9)
-        assert rows.open() == [] and rows.latest_accepted().id == row.id
-        a = "0x" + "11" * 20
-        rows.record_claims("claimed", {a: big}, 9, 10)
-        rows.record_claims("claimed", {a: 1}, 10, 11)  # claimed never goes down
-        assert rows.claimed(bytes.fromhex("11" * 20)) == big and rows.cursor("claimed") == 11
-    finally:
-        store.close()
-        if backend == "postgresql":
-            with psycopg.connect(pg, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -14,9 +14,9 @@ import httpx
 import orjson
 import psycopg
 import pytest
+from support.server import ServerProcess
 
 from settlement.adapters.db.store import open_store
-from settlement.api.process import ServerProcess
 from settlement.domain.receipts import DeliveryReceipt, parse_wire
 from settlement.services.ingest import load_registries
 from settlement.sim.generate import SimConfig, generate

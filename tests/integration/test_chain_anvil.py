@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 from storekit import skip_module_without
+from support.anvil import Anvil, find_anvil
 from typer.testing import CliRunner
 
 from settlement.adapters import chain as c
@@ -26,7 +27,7 @@ from settlement.errors import (
     TransactionFailed,
 )
 
-ANVIL = c.find_anvil()
+ANVIL = find_anvil()
 if ANVIL is None:
     skip_module_without("anvil (node_modules)")
 
@@ -35,8 +36,8 @@ HOUR = 3600
 
 
 @pytest.fixture
-def anvil() -> Iterator[c.Anvil]:
-    with c.Anvil(ANVIL) as node:  # __exit__ kills it whatever the test did
+def anvil() -> Iterator[Anvil]:
+    with Anvil(ANVIL) as node:  # __exit__ kills it whatever the test did
         yield node
 
 
@@ -63,7 +64,7 @@ def _setup(chain: c.Chain, challenge_period: int = HOUR, accounts: int = 6):
     return c.Distributor(chain, record.distributor), tree, poster, guardian, relayer
 
 
-def test_challenge_period_then_accept_and_claim(anvil: c.Anvil) -> None:
+def test_challenge_period_then_accept_and_claim(anvil: Anvil) -> None:
     chain = c.connect(rpc_url=anvil.url)
     d, tree, poster, _guardian, relayer = _setup(chain)
     start = chain.block_number()
@@ -100,7 +101,7 @@ def test_challenge_period_then_accept_and_claim(anvil: c.Anvil) -> None:
     assert c.scan_claims(d, start).claimed == dict(tree.values)
 
 
-def test_guardian_revokes_a_pending_root_and_the_epoch_is_proposed_again(anvil: c.Anvil) -> None:
+def test_guardian_revokes_a_pending_root_and_the_epoch_is_proposed_again(anvil: Anvil) -> None:
     chain = c.connect(rpc_url=anvil.url)
     d, tree, poster, guardian, _relayer = _setup(chain)
     start = chain.block_number()
@@ -129,7 +130,7 @@ def test_guardian_revokes_a_pending_root_and_the_epoch_is_proposed_again(anvil: 
     assert c.root_history(d, "0x" + "77" * 32, start).status == "absent"
 
 
-def test_wait_counts_confirmations(anvil: c.Anvil) -> None:
+def test_wait_counts_confirmations(anvil: Anvil) -> None:
     chain = c.connect(rpc_url=anvil.url, poll_interval=0.02)
     (sender,) = _keys(chain, "sender")
     prepared = chain.build(
@@ -142,7 +143,7 @@ def test_wait_counts_confirmations(anvil: c.Anvil) -> None:
         chain.wait(prepared, confirmations=5, timeout=0.3)
 
 
-def test_pause_blocks_claims_and_proposals_until_unpause(anvil: c.Anvil) -> None:
+def test_pause_blocks_claims_and_proposals_until_unpause(anvil: Anvil) -> None:
     chain = c.connect(rpc_url=anvil.url)
     d, tree, poster, guardian, relayer = _setup(chain, challenge_period=60)
     c.submit_proposal(poster, d, 1, tree.root, tree.cumulative_total, DATA_HASH, "")
@@ -184,7 +185,7 @@ def _correct(poster: Key, d: c.Distributor, fix: MerkleTree, claimed_at_block: i
     )  # fmt: skip
 
 
-def test_pause_racing_an_ordinary_proposal_makes_it_revert(anvil: c.Anvil) -> None:
+def test_pause_racing_an_ordinary_proposal_makes_it_revert(anvil: Anvil) -> None:
     chain = c.connect(rpc_url=anvil.url)
     d, tree, poster, guardian, relayer = _setup(chain)
     _accepted(chain, d, tree, poster, relayer)
@@ -202,7 +203,7 @@ def test_pause_racing_an_ordinary_proposal_makes_it_revert(anvil: c.Anvil) -> No
     chain.transact(guardian, d.unpause())  # no correction pending: the guardian is not stuck
 
 
-def test_correction_waits_for_the_challenge_period_under_pause(anvil: c.Anvil) -> None:
+def test_correction_waits_for_the_challenge_period_under_pause(anvil: Anvil) -> None:
     chain = c.connect(rpc_url=anvil.url)
     d, tree, poster, guardian, relayer = _setup(chain)
     _accepted(chain, d, tree, poster, relayer)
@@ -238,7 +239,7 @@ def test_correction_waits_for_the_challenge_period_under_pause(anvil: c.Anvil) -
     assert c.find_proposal(d, fix.root, start).name == "CorrectionProposed"
 
 
-def test_reading_from_an_earlier_pause_is_stale(anvil: c.Anvil) -> None:
+def test_reading_from_an_earlier_pause_is_stale(anvil: Anvil) -> None:
     chain = c.connect(rpc_url=anvil.url)
     d, tree, poster, guardian, relayer = _setup(chain)
     _accepted(chain, d, tree, poster, relayer)
@@ -263,7 +264,7 @@ def test_reading_from_an_earlier_pause_is_stale(anvil: c.Anvil) -> None:
 def test_stuck_transaction_is_replaced_with_the_same_nonce(tmp_path: Path) -> None:
     # No automine: blocks come from the thread below, each with a base fee above the first
     # transaction's fee cap, so only a bumped replacement can be included.
-    with c.Anvil(ANVIL, args=["--no-mining"]) as node:
+    with Anvil(ANVIL, args=["--no-mining"]) as node:
         chain = c.connect(rpc_url=node.url, bump_blocks=2, bump_percent=20, poll_interval=0.02)
         (sender,) = _keys(chain, "sender")
         to = Key.generate().address
@@ -311,7 +312,7 @@ def test_stuck_transaction_is_replaced_with_the_same_nonce(tmp_path: Path) -> No
 def test_state_survives_an_anvil_kill_with_state_interval(tmp_path: Path) -> None:
     state = tmp_path / "anvil-state.json"
     args = ["--state", str(state), "--state-interval", "1"]
-    with c.Anvil(ANVIL, args=args) as node:
+    with Anvil(ANVIL, args=args) as node:
         chain = c.connect(rpc_url=node.url)
         d, tree, poster, _guardian, relayer = _setup(chain, challenge_period=1)
         c.submit_proposal(poster, d, 1, tree.root, tree.cumulative_total, DATA_HASH, "")
@@ -339,7 +340,7 @@ def test_state_survives_an_anvil_kill_with_state_interval(tmp_path: Path) -> Non
         with pytest.raises(RpcUnavailable):
             c.connect(rpc_url=node.url).block_number()
 
-    with c.Anvil(ANVIL, args=args) as again:
+    with Anvil(ANVIL, args=args) as again:
         chain = c.connect(rpc_url=again.url)
         d = c.Distributor(chain, d.address)
         assert chain.block_number() >= head
@@ -350,7 +351,7 @@ def test_state_survives_an_anvil_kill_with_state_interval(tmp_path: Path) -> Non
         assert c.send_claim(relayer, d, c.claim_info(d, tree, second)).paid == {second: amount2}
 
 
-def test_cli_deploy_and_claim_from_a_dump(anvil: c.Anvil, tmp_path: Path, monkeypatch) -> None:
+def test_cli_deploy_and_claim_from_a_dump(anvil: Anvil, tmp_path: Path, monkeypatch) -> None:
     chain = c.connect(rpc_url=anvil.url)
     admin, poster, guardian, claimer = _keys(chain, "admin", "poster", "guardian", "claimer")
     record_path = tmp_path / "deployment.json"

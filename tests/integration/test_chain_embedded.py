@@ -14,9 +14,11 @@ import pytest
 
 from settlement.adapters import chain as c
 from settlement.adapters.keys import Key, load_key, load_optional_key, save_keystore
+from settlement.client.claims import claim_info_from_service
 from settlement.config import Settings
 from settlement.domain.merkle import MerkleTree
 from settlement.errors import (
+    ChainError,
     ConfigError,
     ContractRevert,
     DeploymentMissing,
@@ -383,7 +385,7 @@ def test_correction_is_proposed_listed_and_accepted_under_pause(dev) -> None:
 def test_claim_info_refuses_a_tree_that_is_not_on_chain(dev) -> None:
     _chain, _admin, d = dev
     tree = vector_tree()
-    with pytest.raises(c.ChainError, match="not the distributor's accepted root"):
+    with pytest.raises(ChainError, match="not the distributor's accepted root"):
         c.claim_info(d, tree, tree.values[0][0])
 
 
@@ -442,9 +444,9 @@ def test_claim_from_a_service_document(dev) -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        info = c.claim_info_from_service(url + "/", account)
+        info = claim_info_from_service(url + "/", account)
         with pytest.raises(InputError, match="no reward"):
-            c.claim_info_from_service(url, tree.values[0][0])
+            claim_info_from_service(url, tree.values[0][0])
     finally:
         server.shutdown()
         server.server_close()
@@ -452,7 +454,7 @@ def test_claim_from_a_service_document(dev) -> None:
     fresh = c.refresh_claim(d, info)
     assert c.send_claim(admin, d, fresh).paid == {account: amount}
     assert c.refresh_claim(d, info).claimable == 0
-    with pytest.raises(c.ChainError, match="names contract"):
+    with pytest.raises(ChainError, match="names contract"):
         c.refresh_claim(d, dataclasses.replace(info, distributor=d.token.address))
 
 

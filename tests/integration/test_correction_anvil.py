@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.anvil import Anvil
 from test_submitter_anvil import ANVIL, EMISSION, HOUR, Net, make_net, one_proposal_per_root
 from typer.testing import CliRunner
 
@@ -24,7 +25,7 @@ from settlement.services.submit import Candidate
 
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[Net]:
-    with c.Anvil(ANVIL) as node:
+    with Anvil(ANVIL) as node:
         n = make_net(tmp_path, node.url, funded_epochs=5)
         try:
             yield n

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.anvil import Anvil
 from test_submitter_anvil import ANVIL, EMISSION, EPOCH, HOUR, Net, make_net
 
 from settlement.adapters import chain as c
@@ -37,7 +38,7 @@ def net(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Net]:
         finally:
             n.store.close()
         return
-    with c.Anvil(ANVIL) as node:
+    with Anvil(ANVIL) as node:
         n = make_net(tmp_path, node.url, funded_epochs=8, window=6 * EPOCH)
         try:
             yield n

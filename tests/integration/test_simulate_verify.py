@@ -86,7 +86,7 @@ def test_simulate_url_loads_registries_and_the_service_answers_the_truth(tmp_pat
     import sys
     import time
 
-    from settlement.api.process import ServerProcess
+    from support.server import ServerProcess
 
     env = {
         **os.environ,

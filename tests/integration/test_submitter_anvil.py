@@ -19,6 +19,7 @@ import pytest
 import requests
 from eth_account import Account
 from storekit import skip_module_without
+from support.anvil import Anvil, find_anvil
 
 from settlement.adapters import chain as c
 from settlement.adapters.db import submitter as sdb
@@ -33,7 +34,7 @@ from settlement.services.ingest import Ingestor, load_registries
 from settlement.services.submit import Submitter, proposals_on_chain
 from settlement.sim.generate import SimConfig, generate, read_lines
 
-ANVIL = c.find_anvil()
+ANVIL = find_anvil()
 if ANVIL is None:
     skip_module_without("anvil (node_modules)")
 
@@ -169,7 +170,7 @@ def make_net(
 
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[Net]:
-    with c.Anvil(ANVIL) as node:
+    with Anvil(ANVIL) as node:
         n = make_net(tmp_path, node.url, funded_epochs=3)
         try:
             yield n
@@ -253,7 +254,7 @@ def test_challenge_period_revoke_pause_and_insolvency(net: Net) -> None:
 
 
 def test_stuck_proposal_is_replaced_with_higher_fees(tmp_path: Path) -> None:
-    with c.Anvil(ANVIL) as node:
+    with Anvil(ANVIL) as node:
         n = make_net(tmp_path, node.url, challenge=0, dev=True)
         try:
             n.close(1)
@@ -297,7 +298,7 @@ def test_stuck_proposal_is_replaced_with_higher_fees(tmp_path: Path) -> None:
 def test_anvil_killed_mid_submission_comes_back_from_its_state(tmp_path: Path) -> None:
     state = tmp_path / "anvil-state.json"
     args = ["--state", str(state), "--state-interval", "1"]
-    node = c.Anvil(ANVIL, args=args).start()
+    node = Anvil(ANVIL, args=args).start()
     try:
         n = make_net(tmp_path, node.url, challenge=0, dev=True)
         n.close(1)
@@ -315,7 +316,7 @@ def test_anvil_killed_mid_submission_comes_back_from_its_state(tmp_path: Path) -
         (sent,) = sub.rows.all()
         assert sent.status == sdb.SENT
 
-        node = c.Anvil(ANVIL, port=node.port, args=args).start()
+        node = Anvil(ANVIL, port=node.port, args=args).start()
         chain = c.connect(rpc_url=node.url, poll_interval=0.02)
         assert chain.lookup(sent.tx_hash) is None  # the restarted node forgot the pool
         restarted = n.submitter(chain)

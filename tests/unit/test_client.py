@@ -20,10 +20,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import orjson
 import pytest
+from eth_utils import to_checksum_address
 from fastapi import FastAPI, Request, Response
+from hypothesis import given
+from hypothesis import strategies as st
 
 from settlement.client import (
     AsyncSettlementClient,
+    ClaimInfo,
     ReceiptSigner,
     RetriesExhausted,
     SettlementClient,
@@ -31,6 +35,7 @@ from settlement.client import (
 )
 from settlement.client.http import parse_verdicts, retry_after_seconds
 from settlement.domain.receipts import Domain, MalformedReceipt, dumps_wire, parse_wire
+from settlement.errors import InputError
 
 DOMAIN = Domain(31337, bytes(19) + b"\x01")
 T0 = 1_767_230_000
@@ -310,3 +315,39 @@ def test_async_client_follows_the_same_contract():
     assert first.summary == {"accepted": 9} and again.summary == {"duplicate": 2}
     assert sleeps[0] >= 3 and len(sleeps) == 2
     assert max(state.requests) <= 4  # 413 taught the client the server's limit
+
+
+_hex32 = st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex())
+_address = st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex())
+
+
+@given(
+    account=_address,
+    amount=st.integers(0, 2**256 - 1),
+    claimed=st.integers(0, 2**256 - 1),
+    proof=st.lists(_hex32, max_size=5),
+    root=_hex32,
+    contract=_address,
+    chain_id=st.integers(1, 2**64 - 1),
+)
+def test_claim_document_round_trips(account, amount, claimed, proof, root, contract, chain_id):
+    """GET .../claim's body parses back into the same ClaimInfo (amounts as decimal strings,
+    any uint256), and claimable never goes below zero."""
+    info = ClaimInfo(
+        account=account,
+        cumulative_amount=amount,
+        claimed=claimed,
+        proof=tuple(proof),
+        root=root,
+        distributor=to_checksum_address(contract),
+        chain_id=chain_id,
+        calldata="0x",
+    )
+    doc = orjson.loads(orjson.dumps(info.to_json()))
+    assert ClaimInfo.from_json(doc) == info
+    assert int(doc["claimable"]) == max(amount - claimed, 0)
+
+
+def test_claim_document_missing_a_field_is_input_error() -> None:
+    with pytest.raises(InputError, match="lacks or garbles"):
+        ClaimInfo.from_json({"account": "0x" + "11" * 20})

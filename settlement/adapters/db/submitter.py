@@ -3,18 +3,18 @@ transaction version), and the Claimed indexer's cursor and per-account claimed a
 
 A proposal row is written *before* its transaction is broadcast, and every fee-bumped
 version is appended before it is broadcast, so a restarted submitter knows every hash that
-may be mined. Amounts are uint256: decimal text, as in epoch_db.
+may be mined. Amounts are uint256: decimal text, as in epochs.py. The SQLModel tables only
+define the schema (for migrations); queries are SQL text, as in store.py.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import sqlalchemy as sa
 from sqlalchemy import BigInteger, Column, Integer, Text
 from sqlmodel import Field, SQLModel
 
@@ -84,9 +84,31 @@ class ClaimedRow(SQLModel, table=True):
 
 SUBMITTER_TABLES: Final = (ProposalRow, ChainCursorRow, ClaimedRow)
 
-_P = ProposalRow.__table__  # type: ignore[attr-defined]
-_CURSOR = ChainCursorRow.__table__  # type: ignore[attr-defined]
-_CLAIMED = ClaimedRow.__table__  # type: ignore[attr-defined]
+# The proposal columns in the order `_proposal` reads them.
+_COLUMNS: Final = (
+    "id",
+    "kind",
+    "epoch",
+    "first_epoch",
+    "root",
+    "cumulative_total",
+    "data_hash",
+    "data_uri",
+    "dump_path",
+    "corrects",
+    "claimed_at_block",
+    "status",
+    "from_block",
+    "txs",
+    "tx_hash",
+    "block",
+    "valid_at",
+    "accept_txs",
+    "note",
+    "created_at",
+    "updated_at",
+)
+_SELECT: Final = f"SELECT {', '.join(_COLUMNS)} FROM proposal"
 
 
 @dataclass(frozen=True)
@@ -118,8 +140,8 @@ class Proposal:
         return self.status in OPEN_STATUSES
 
 
-def _proposal(row: Any) -> Proposal:
-    m = row._mapping
+def _proposal(row: Sequence[Any]) -> Proposal:
+    m = dict(zip(_COLUMNS, row, strict=True))
     return Proposal(
         id=m["id"],
         kind=m["kind"],
@@ -150,10 +172,21 @@ def _txs(versions: Iterable[PreparedTx]) -> str:
 
 
 class SubmitterStore:
-    """The submitter's rows on a `Store`'s engine; every call is one short transaction."""
+    """The submitter's rows on a `Store`: every call is one short transaction through the
+    store's own helper (SQL text on the DBAPI cursor, as the rest of the store)."""
 
     def __init__(self, store: Store) -> None:
-        self.engine: sa.Engine = store.engine
+        self.store = store
+
+    def _run(self, fn: Callable[[Any], Any], *, write: bool) -> Any:
+        return self.store._run(fn, write=write)
+
+    def _q(self, sql: str) -> str:
+        return self.store._q(sql)
+
+    def _select(self, cur: Any, where: str = "", params: Sequence[Any] = ()) -> list[Proposal]:
+        cur.execute(self._q(f"{_SELECT} {where}"), tuple(params))
+        return [_proposal(r) for r in cur.fetchall()]
 
     # -- proposals -----------------------------------------------------------------------------
 
@@ -174,122 +207,163 @@ class SubmitterStore:
         claimed_at_block: int | None = None,
     ) -> Proposal:
         now = int(time.time())
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                _P.insert().values(
-                    kind=kind,
-                    epoch=epoch,
-                    first_epoch=first_epoch,
-                    root=root,
-                    cumulative_total=str(cumulative_total),
-                    data_hash=data_hash,
-                    data_uri=data_uri,
-                    dump_path=dump_path,
-                    corrects=corrects,
-                    claimed_at_block=claimed_at_block,
-                    status=PREPARED,
-                    from_block=from_block,
-                    txs=_txs([prepared]),
-                    tx_hash=prepared.tx_hash,
-                    accept_txs="[]",
-                    created_at=now,
-                    updated_at=now,
-                )
+        values = {
+            "kind": kind,
+            "epoch": epoch,
+            "first_epoch": first_epoch,
+            "root": root,
+            "cumulative_total": str(cumulative_total),
+            "data_hash": data_hash,
+            "data_uri": data_uri,
+            "dump_path": dump_path,
+            "corrects": corrects,
+            "claimed_at_block": claimed_at_block,
+            "status": PREPARED,
+            "from_block": from_block,
+            "txs": _txs([prepared]),
+            "tx_hash": prepared.tx_hash,
+            "accept_txs": "[]",
+            "created_at": now,
+            "updated_at": now,
+        }
+
+        def fn(cur: Any) -> Proposal:
+            cur.execute(
+                self._q(
+                    f"INSERT INTO proposal ({', '.join(values)}) "
+                    f"VALUES ({', '.join(['%s'] * len(values))}) RETURNING id"
+                ),
+                tuple(values.values()),
             )
-            new_id = result.inserted_primary_key[0]
-            return _proposal(conn.execute(_P.select().where(_P.c.id == new_id)).one())
+            (new_id,) = cur.fetchone()
+            return self._select(cur, "WHERE id = %s", (new_id,))[0]
+
+        return self._run(fn, write=True)
 
     def update(self, proposal_id: int, **values: Any) -> Proposal:
         """Set columns; `txs` / `accept_txs` take sequences of PreparedTx."""
+        unknown = set(values) - set(_COLUMNS[1:])
+        if unknown:
+            raise ValueError(f"no proposal column {sorted(unknown)}")
         for name in ("txs", "accept_txs"):
             if name in values:
                 values[name] = _txs(values[name])
         values["updated_at"] = int(time.time())
-        with self.engine.begin() as conn:
-            conn.execute(_P.update().where(_P.c.id == proposal_id).values(**values))
-            return _proposal(conn.execute(_P.select().where(_P.c.id == proposal_id)).one())
+        assignments = ", ".join(f"{name} = %s" for name in values)
+
+        def fn(cur: Any) -> Proposal:
+            cur.execute(
+                self._q(f"UPDATE proposal SET {assignments} WHERE id = %s"),
+                (*values.values(), proposal_id),
+            )
+            return self._select(cur, "WHERE id = %s", (proposal_id,))[0]
+
+        return self._run(fn, write=True)
 
     def get(self, proposal_id: int) -> Proposal | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(_P.select().where(_P.c.id == proposal_id)).first()
-        return None if row is None else _proposal(row)
+        rows = self._run(
+            lambda cur: self._select(cur, "WHERE id = %s", (proposal_id,)), write=False
+        )
+        return rows[0] if rows else None
 
     def all(self) -> list[Proposal]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(_P.select().order_by(_P.c.id)).all()
-        return [_proposal(r) for r in rows]
+        return self._run(lambda cur: self._select(cur, "ORDER BY id"), write=False)
 
     def open(self) -> list[Proposal]:
         """Rows still in flight (prepared, sent or mined), oldest first."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                _P.select().where(_P.c.status.in_(OPEN_STATUSES)).order_by(_P.c.id)
-            ).all()
-        return [_proposal(r) for r in rows]
+        marks = ", ".join(["%s"] * len(OPEN_STATUSES))
+        return self._run(
+            lambda cur: self._select(cur, f"WHERE status IN ({marks}) ORDER BY id", OPEN_STATUSES),
+            write=False,
+        )
 
     def by_root(self, root: str) -> list[Proposal]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(_P.select().where(_P.c.root == root).order_by(_P.c.id)).all()
-        return [_proposal(r) for r in rows]
+        return self._run(
+            lambda cur: self._select(cur, "WHERE root = %s ORDER BY id", (root,)), write=False
+        )
 
     def latest_accepted(self, root: str | None = None) -> Proposal | None:
-        query = _P.select().where(_P.c.status == ACCEPTED)
+        where, params = "WHERE status = %s", [ACCEPTED]
         if root is not None:
-            query = query.where(_P.c.root == root)
-        with self.engine.connect() as conn:
-            row = conn.execute(query.order_by(_P.c.id.desc()).limit(1)).first()
-        return None if row is None else _proposal(row)
+            where, params = where + " AND root = %s", [*params, root]
+        rows = self._run(
+            lambda cur: self._select(cur, f"{where} ORDER BY id DESC LIMIT 1", params),
+            write=False,
+        )
+        return rows[0] if rows else None
 
     def count(self, status: str) -> int:
-        with self.engine.connect() as conn:
-            return conn.execute(
-                sa.select(sa.func.count()).select_from(_P).where(_P.c.status == status)
-            ).scalar_one()
+        def fn(cur: Any) -> int:
+            cur.execute(self._q("SELECT count(*) FROM proposal WHERE status = %s"), (status,))
+            return int(cur.fetchone()[0])
+
+        return self._run(fn, write=False)
 
     # -- Claimed indexer -----------------------------------------------------------------------
 
     def cursor(self, name: str) -> int | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(_CURSOR.c.next_block).where(_CURSOR.c.name == name)
-            ).first()
-        return None if row is None else int(row[0])
+        def fn(cur: Any) -> int | None:
+            cur.execute(self._q("SELECT next_block FROM chain_cursor WHERE name = %s"), (name,))
+            row = cur.fetchone()
+            return None if row is None else int(row[0])
+
+        return self._run(fn, write=False)
 
     def record_claims(
         self, name: str, claimed: dict[str, int], block: int, next_block: int
     ) -> None:
         """Claimed cumulatives (account -> amount, as of `block`) and the new cursor, at once."""
-        with self.engine.begin() as conn:
+
+        def fn(cur: Any) -> None:
             for account, amount in claimed.items():
                 key = bytes.fromhex(account[2:])
-                row = conn.execute(
-                    sa.select(_CLAIMED.c.cumulative).where(_CLAIMED.c.account == key)
-                ).first()
+                cur.execute(
+                    self._q("SELECT cumulative FROM claimed_account WHERE account = %s"), (key,)
+                )
+                row = cur.fetchone()
                 if row is None:
-                    conn.execute(
-                        _CLAIMED.insert().values(account=key, cumulative=str(amount), block=block)
+                    cur.execute(
+                        self._q(
+                            "INSERT INTO claimed_account (account, cumulative, block) "
+                            "VALUES (%s, %s, %s)"
+                        ),
+                        (key, str(amount), block),
                     )
                 elif int(row[0]) < amount:  # claimed only grows
-                    conn.execute(
-                        _CLAIMED.update()
-                        .where(_CLAIMED.c.account == key)
-                        .values(cumulative=str(amount), block=block)
+                    cur.execute(
+                        self._q(
+                            "UPDATE claimed_account SET cumulative = %s, block = %s "
+                            "WHERE account = %s"
+                        ),
+                        (str(amount), block, key),
                     )
-            updated = conn.execute(
-                _CURSOR.update().where(_CURSOR.c.name == name).values(next_block=next_block)
+            cur.execute(
+                self._q("UPDATE chain_cursor SET next_block = %s WHERE name = %s"),
+                (next_block, name),
             )
-            if updated.rowcount == 0:
-                conn.execute(_CURSOR.insert().values(name=name, next_block=next_block))
+            if cur.rowcount == 0:
+                cur.execute(
+                    self._q("INSERT INTO chain_cursor (name, next_block) VALUES (%s, %s)"),
+                    (name, next_block),
+                )
+
+        self._run(fn, write=True)
 
     def claimed(self, account: bytes) -> int:
         """The account's claimed cumulative as indexed (0 when it never claimed)."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(_CLAIMED.c.cumulative).where(_CLAIMED.c.account == account)
-            ).first()
-        return 0 if row is None else int(row[0])
+
+        def fn(cur: Any) -> int:
+            cur.execute(
+                self._q("SELECT cumulative FROM claimed_account WHERE account = %s"), (account,)
+            )
+            row = cur.fetchone()
+            return 0 if row is None else int(row[0])
+
+        return self._run(fn, write=False)
 
     def claimed_all(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(_CLAIMED.c.account, _CLAIMED.c.cumulative)).all()
-        return {"0x" + bytes(a).hex(): int(c) for a, c in rows}
+        def fn(cur: Any) -> dict[str, int]:
+            cur.execute("SELECT account, cumulative FROM claimed_account")
+            return {"0x" + bytes(a).hex(): int(c) for a, c in cur.fetchall()}
+
+        return self._run(fn, write=False)

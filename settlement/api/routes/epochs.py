@@ -161,7 +161,7 @@ def get_account(
     # Imported here: the chain side (web3) is only loaded by services that have a chain.
     from settlement.api.routes.claims import account_chain_fields
 
-    chain_fields = account_chain_fields(request.app.state, store, settings, account)
+    chain_fields = account_chain_fields(request.app.state.claims, store, account)
     return AccountOut(
         **chain_fields,
         account="0x" + view.account.hex(),

@@ -1,4 +1,5 @@
-"""`settlement serve` as a child process on 127.0.0.1, for tests and benches that need the real server.
+"""`settlement serve` as a child process on 127.0.0.1, for tests and benches that need the real
+server.
 
 The child leads its own process group, so one signal to the group reaches uvicorn's
 workers too, and nothing is left running whatever the caller's outcome.

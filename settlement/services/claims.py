@@ -1,0 +1,173 @@
+"""Claims: what an account can claim against the accepted root (for the API), and the Claimed
+indexer that records what was claimed on-chain."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from pathlib import Path
+
+from settlement.adapters import chain as chainlib
+from settlement.adapters.db import submitter as sdb
+from settlement.adapters.db.store import Store
+from settlement.client.claims import ClaimInfo
+from settlement.config import Settings
+from settlement.domain.merkle import MerkleTree
+from settlement.errors import InputError, NotFound, RpcUnavailable
+
+CLAIMS_CURSOR = "claimed"
+ZERO_ROOT = "0x" + "00" * 32
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainContext:
+    """The chain a service answers claims from: its connection and the distributor."""
+
+    chain: chainlib.Chain
+    distributor: chainlib.Distributor
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingClaim:
+    """What the pending root adds for an account once it is accepted."""
+
+    epoch: int
+    root: str
+    adds: int
+    claimable_at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountOnChain:
+    """The chain side of an account: `claimed` as indexed (it lags by the indexer's interval
+    and confirmations), the rest read live."""
+
+    claimed: int
+    claimable_now: int
+    accepted_root: str | None  # None: no root accepted yet
+    accepted_proof: list[str] | None  # None: no leaf in the accepted root
+    pending: PendingClaim | None
+
+
+class Claims:
+    """The API's claims: one per app, built in its lifespan. The chain is connected on first
+    use (from W2E_RPC_URL and the deployment record) unless one is given (the embedded chain
+    of the demo and tests); published trees are kept for the last few roots."""
+
+    def __init__(self, settings: Settings, chain_context: ChainContext | None = None) -> None:
+        self.settings = settings
+        self._context = chain_context
+        self._connect_lock = threading.Lock()
+        self._trees: dict[str, MerkleTree] = {}
+        self._trees_lock = threading.Lock()
+
+    def context(self) -> ChainContext:
+        """The chain; RpcUnavailable when this service has none."""
+        ctx = self._context
+        if ctx is not None:
+            return ctx
+        settings = self.settings
+        if not settings.rpc_url:
+            raise RpcUnavailable(
+                "this service has no chain: set W2E_RPC_URL (and W2E_DEPLOYMENT_FILE) to answer "
+                "claims"
+            )
+        with self._connect_lock:
+            if self._context is None:
+                chain = chainlib.connect(settings)
+                deployment = chainlib.load_deployment(settings.deployment_file, chain)
+                self._context = ChainContext(
+                    chain, chainlib.Distributor(chain, deployment.distributor)
+                )
+            return self._context
+
+    def tree(self, store: Store, root: str) -> MerkleTree:
+        """The published tree of `root`: a closed epoch with that root (newest first), through
+        the close's own tree cache so GET /v1/accounts/{address} loads a tree once; else the
+        dump its proposal names (a correction's tree belongs to no epoch)."""
+        with self._trees_lock:
+            if root in self._trees:
+                return self._trees[root]
+        from settlement.services import close as epochs_service
+
+        settings = self.settings
+        tree = None
+        for closed in epochs_service.list_epochs(store, settings, limit=1000):
+            if closed.root == root:
+                tree = epochs_service.epoch_tree(store, settings, closed)
+                break
+        if tree is None:
+            for row in reversed(sdb.SubmitterStore(store).by_root(root)):
+                if row.dump_path and Path(row.dump_path).exists():
+                    tree = MerkleTree.load(Path(row.dump_path).read_bytes())
+                    break
+        if tree is None:
+            raise NotFound(f"no published tree for the accepted root {root} in this service")
+        with self._trees_lock:
+            if len(self._trees) > 4:
+                self._trees.clear()
+            self._trees[root] = tree
+        return tree
+
+    def claim(self, store: Store, address: str) -> ClaimInfo:
+        """Ready calldata for `address` against the accepted root (GET .../claim)."""
+        ctx = self.context()
+        root = ctx.distributor.root()
+        if root == ZERO_ROOT:
+            raise NotFound("no root is accepted on-chain yet: nothing is claimable")
+        tree = self.tree(store, root)
+        try:
+            return chainlib.claim_info(ctx.distributor, tree, address)
+        except InputError:
+            raise NotFound(f"{address.lower()} has no reward in the accepted root {root}") from None
+
+    def account(self, store: Store, account: bytes) -> AccountOnChain | None:
+        """The chain side of GET /v1/accounts/{address}; None when this service has no chain."""
+        try:
+            ctx = self.context()
+        except RpcUnavailable:
+            return None
+        d = ctx.distributor
+        claimed = sdb.SubmitterStore(store).claimed(account)
+        address = "0x" + account.hex()
+        claimable_now = 0
+        accepted_root = accepted_proof = None
+        root = d.root()
+        accepted_leaf = 0
+        if root != ZERO_ROOT:
+            accepted_root = root
+            tree = self.tree(store, root)
+            try:
+                index = tree.index_of(address)
+            except InputError:
+                index = None
+            if index is not None:
+                accepted_leaf = tree.values[index][1]
+                accepted_proof = tree.proof(index)
+                claimable_now = max(accepted_leaf - claimed, 0)
+        pending = d.pending_root()
+        adds = None
+        if pending is not None:
+            leaf = 0
+            with contextlib.suppress(NotFound):
+                leaf = dict(self.tree(store, pending.root).values).get(address, 0)
+            adds = PendingClaim(
+                pending.epoch,
+                pending.root,
+                max(leaf - max(accepted_leaf, claimed), 0),
+                pending.valid_at,
+            )
+        return AccountOnChain(claimed, claimable_now, accepted_root, accepted_proof, adds)
+
+
+def index_claims(store: Store, distributor: chainlib.Distributor, deployment_block: int) -> int:
+    """Read Claimed events since the last run into the store; returns how many were read."""
+    rows = sdb.SubmitterStore(store)
+    start = rows.cursor(CLAIMS_CURSOR)
+    if start is None:
+        start = deployment_block
+    scan = chainlib.scan_claims(distributor, start)
+    if scan.next_block > start:
+        rows.record_claims(CLAIMS_CURSOR, scan.claimed, scan.next_block - 1, scan.next_block)
+    return len(scan.events)
