@@ -38,13 +38,12 @@ from settlement.domain.receipts import (
     address_of,
     digest,
     dumps_wire,
-    shutdown_pool,
     sign,
     typed_data,
     verify,
-    verify_wire,
-    verify_wire_batch,
 )
+from settlement.domain.wire import verify_wire
+from settlement.parallel import shutdown_pool, verify_wire_batch
 
 NOW = 1_767_300_000
 PARAMS = Params.defaults()

@@ -96,13 +96,10 @@ def receipts_verify(
     import orjson
 
     from settlement.config import load_settings
-    from settlement.domain.receipts import (
-        Domain,
-        Params,
-        verify_wire_batch,
-        wire_items_from_array,
-    )
+    from settlement.domain.receipts import Domain, Params
+    from settlement.domain.wire import wire_items_from_array
     from settlement.errors import SettlementError
+    from settlement.parallel import verify_wire_batch
 
     try:
         settings = load_settings()

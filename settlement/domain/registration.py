@@ -14,13 +14,7 @@ from typing import Any, Final
 
 from coincurve import PrivateKey, PublicKey
 
-from settlement.domain.receipts import (
-    SECP256K1_HALF_N,
-    SECP256K1_N,
-    UINT64_MAX,
-    Domain,
-    keccak,
-)
+from settlement.domain.receipts import SECP256K1_HALF_N, SECP256K1_N, UINT64_MAX, Domain, keccak
 from settlement.errors import InvalidRegistration
 
 NODE_REGISTRATION_TYPE: Final = "NodeRegistration(address node,string label,uint64 issuedAt)"

@@ -38,7 +38,6 @@ from settlement.domain.receipts import (
     Receipt,
     Rejected,
     ViewReceipt,
-    parse_wire,
     verify,
 )
 from settlement.domain.registration import (
@@ -47,6 +46,7 @@ from settlement.domain.registration import (
     parse_request,
     verify_request,
 )
+from settlement.domain.wire import parse_wire
 from settlement.errors import (
     InputError,
     InvalidRegistration,

@@ -17,7 +17,8 @@ import pytest
 
 from settlement.adapters.db.store import open_store
 from settlement.api.process import ServerProcess
-from settlement.domain.receipts import DeliveryReceipt, parse_wire
+from settlement.domain.receipts import DeliveryReceipt
+from settlement.domain.wire import parse_wire
 from settlement.services.ingest import load_registries
 from settlement.sim.generate import SimConfig, generate
 

@@ -34,11 +34,11 @@ from settlement.domain.receipts import (
     Domain,
     ViewReceipt,
     address_of,
-    parse_wire,
     recover_signer,
     sign,
     to_wire,
 )
+from settlement.domain.wire import parse_wire
 from settlement.errors import MalformedReceipt, NotFound, RegistryError
 from settlement.services import ingest as service
 

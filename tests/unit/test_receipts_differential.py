@@ -28,15 +28,14 @@ from settlement.domain.receipts import (
     address_of,
     digest,
     dumps_wire,
-    parse_wire,
     recover_signer,
     sign,
     to_wire,
     typed_data,
     verify,
-    verify_batch,
-    verify_wire,
 )
+from settlement.domain.wire import parse_wire, verify_wire
+from settlement.parallel import verify_batch
 from settlement.services.ingest import _Registries
 
 
