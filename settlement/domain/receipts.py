@@ -256,7 +256,8 @@ class Params:
 class Accepted:
     """Passed every stateless check of PROTOCOL section 3 (the store decides the rest)."""
 
-    accepted = True  # class attribute: lets callers branch without isinstance
+    accepted = True  # class attributes: let callers branch without isinstance
+    verdict = "accepted"  # the wire verdict (PROTOCOL section 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +268,7 @@ class Rejected:
     detail: str = ""
 
     accepted = False
+    verdict = "rejected"
 
 
 Verdict = Accepted | Rejected

@@ -19,17 +19,14 @@ import orjson
 
 from settlement.adapters.db.epochs import EpochStore
 from settlement.adapters.db.store import (
-    BatchState,
     LoggedRejection,
     Registration,
-    RegistrySnapshot,
     SamplePolicy,
     Store,
-    Survivor,
-    evidence_json,
 )
 from settlement.config import Settings
 from settlement.domain.epochs import EpochClock
+from settlement.domain.ingest import RegistrySnapshot, Survivor, decide_batch, registry_gate
 from settlement.domain.receipts import (
     DeliveryReceipt,
     Domain,
@@ -37,7 +34,6 @@ from settlement.domain.receipts import (
     Reason,
     Receipt,
     Rejected,
-    ViewReceipt,
     verify,
 )
 from settlement.domain.registration import (
@@ -78,113 +74,6 @@ class IngestResult:
     summary: dict[str, int]
 
 
-# --- stateful verdicts ------------------------------------------------------------------
-
-
-def _stored_receipt(key: tuple, session: Any, best: tuple[int, int, int, bytes]) -> Receipt:
-    c1, c2, issued, sig = best
-    if len(key) == 3:
-        viewer, sid, node = key
-        return DeliveryReceipt(
-            sid, viewer, node, session.content_id, session.started_at, c1, c2, issued, sig
-        )
-    viewer, sid = key
-    return ViewReceipt(sid, viewer, session.content_id, session.started_at, c1, issued, sig)
-
-
-def _any_stored(state: BatchState, skey: tuple[bytes, bytes], session: Any) -> Receipt | None:
-    """A stored receipt of the session (the lowest key and bucket: deterministic evidence)."""
-    found: list[tuple[tuple, int, tuple[int, int, int, bytes]]] = []
-    for key, per_bucket in state.delivery.items():
-        if key[0] == skey[0] and key[1] == skey[1]:
-            found.extend((key, b, best) for b, best in per_bucket.items())
-    for b, best in state.view.get(skey, {}).items():
-        found.append((skey, b, best))
-    if not found:
-        return None
-    key, _, best = min(found, key=lambda x: (len(x[0]) == 2, x[0], x[1]))
-    return _stored_receipt(key, session, best)
-
-
-def decide_batch(
-    survivors: Sequence[Survivor], state: BatchState, now: int
-) -> list[tuple[str, str | None, str | None]]:
-    """Verdicts 8-11 of PROTOCOL section 3 for each survivor, in batch order.
-
-    `state` holds the batch's locked sessions and their best receipts per key and bucket;
-    each decision updates it, so a later receipt of the same key sees an earlier one.
-    """
-    out: list[tuple[str, str | None, str | None]] = []
-    sessions = state.sessions
-    for _, r, bucket in survivors:
-        skey = (r.viewer, r.session_id)
-        session = sessions[skey]
-        if session.quarantined_at is not None:
-            out.append((REJECTED, Reason.CONFLICT.value, "the session is quarantined"))
-            continue
-        if type(r) is DeliveryReceipt:
-            key: tuple = (r.viewer, r.session_id, r.node)
-            table = state.delivery
-            dirty: set = state.delivery_dirty
-            c1, c2 = r.bytes_served, r.segments_served
-        else:
-            key = skey
-            table = state.view
-            dirty = state.view_dirty
-            c1, c2 = r.watch_seconds, 0
-        per_bucket = table.get(key)
-        detail = None
-        evidence: Receipt | None = None
-        if r.content_id != session.content_id or r.started_at != session.started_at:
-            field = "contentId" if r.content_id != session.content_id else "startedAt"
-            detail = f"{field} differs from the session's stored receipts"
-            evidence = _any_stored(state, skey, session)
-        elif per_bucket:
-            for b in sorted(per_bucket):
-                s1, s2 = per_bucket[b][0], per_bucket[b][1]
-                if (c1 > s1 and c2 < s2) or (c1 < s1 and c2 > s2):
-                    detail = f"counters cross the stored best receipt of bucket {b}"
-                    evidence = _stored_receipt(key, session, per_bucket[b])
-                    break
-        if detail is not None:
-            session.quarantined_at = now
-            session.dirty = True
-            state.quarantines.append(
-                (
-                    r.viewer,
-                    r.session_id,
-                    now,
-                    detail,
-                    None if evidence is None else evidence_json(evidence),
-                    evidence_json(r),
-                )
-            )
-            out.append((REJECTED, Reason.CONFLICT.value, detail))
-            continue
-        best = per_bucket.get(bucket) if per_bucket else None
-        if best is None:
-            verdict, store = ACCEPTED, True
-        elif c1 == best[0] and c2 == best[1]:
-            # Equal counters: keep the earliest issuedAt, then the lowest signature, so
-            # the stored receipt never depends on arrival order.
-            verdict = DUPLICATE
-            store = (r.issued_at, r.signature) < (best[2], best[3])
-        elif c1 >= best[0] and c2 >= best[1]:
-            verdict, store = ACCEPTED, True
-        else:
-            verdict, store = STALE, False
-        if store:
-            if per_bucket is None:
-                per_bucket = table[key] = {}
-            per_bucket[bucket] = (c1, c2, r.issued_at, r.signature)
-            dirty.add((key, bucket))
-            if bucket > session.last_bucket:
-                session.last_bucket = bucket
-                session.dirty = True
-        out.append((verdict, None, None))
-    return out
-
-
 # --- ingest -----------------------------------------------------------------------------
 
 
@@ -195,31 +84,7 @@ class _Registries:
 
     def __init__(self, snapshot: RegistrySnapshot, allowlist: bool) -> None:
         self.snapshot = snapshot
-        nodes = {a: active for a, (_, active) in snapshot.nodes.items()}
-        content = snapshot.content
-        viewers = snapshot.viewers
-
-        # Passed to verify(), which runs it after check 4 and before the signature.
-        def gate(viewer: bytes, node: bytes | None, content_id: bytes) -> Rejected | None:
-            if node is not None:
-                active = nodes.get(node)
-                if not active:
-                    why = "not registered" if active is None else "inactive"
-                    return Rejected(Reason.UNKNOWN_NODE, f"node 0x{node.hex()} is {why}")
-            creator = content.get(content_id)
-            if creator is None:
-                return Rejected(
-                    Reason.UNKNOWN_CONTENT, f"content 0x{content_id.hex()} is not registered"
-                )
-            if allowlist and viewer not in viewers:
-                return Rejected(
-                    Reason.UNKNOWN_VIEWER, f"viewer 0x{viewer.hex()} is not in the allowlist"
-                )
-            if creator == viewer:
-                return Rejected(Reason.SELF_DEALING, "the viewer is the content's creator")
-            return None
-
-        self.gate = gate
+        self.gate = registry_gate(snapshot, allowlist)
 
 
 class Ingestor:
@@ -291,8 +156,11 @@ class Ingestor:
                 )
             )
         stateful = self.store.ingest_batch(survivors, decide_batch, now, logged, self.sampling)
-        for (index, _, _), (verdict, reason, detail) in zip(survivors, stateful, strict=True):
-            results[index] = ItemVerdict(index, verdict, reason, detail)
+        for (index, _, _), v in zip(survivors, stateful, strict=True):
+            if type(v) is Rejected:
+                results[index] = ItemVerdict(index, REJECTED, v.reason.value, v.detail)
+            else:
+                results[index] = ItemVerdict(index, v.verdict, None, None)
         final: list[ItemVerdict] = results  # type: ignore[assignment] - every slot is set
         return IngestResult(final, summarize(final))
 

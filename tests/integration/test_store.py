@@ -131,7 +131,7 @@ def test_ties_keep_earliest_issued_then_lowest_signature(store, world, order):
 
 
 def test_tie_on_issued_at_keeps_lowest_signature():
-    from settlement.adapters.db.store import BatchState, SessionState
+    from settlement.domain.ingest import BatchState, SessionState, decide_batch
 
     w = World()
     sid = key("sigtie")
@@ -148,8 +148,8 @@ def test_tie_on_issued_at_keeps_lowest_signature():
             set(),
             [],
         )
-        out = service.decide_batch([(i, r, 1) for i, r in enumerate(order)], state, NOW)
-        assert [v for v, _, _ in out] == ["accepted", "duplicate"]
+        out = decide_batch([(i, r, 1) for i, r in enumerate(order)], state, NOW)
+        assert [v.verdict for v in out] == ["accepted", "duplicate"]
         assert state.delivery[(w.viewer, sid, w.node)][1][3] == b"\x00" * 65
 
 

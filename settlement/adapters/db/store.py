@@ -29,7 +29,18 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-from settlement.domain.receipts import DeliveryReceipt, Receipt, ViewReceipt, to_wire
+from settlement.domain.ingest import (
+    BatchState,
+    Best,
+    Decide,
+    DeliveryKey,
+    RegistrySnapshot,
+    SessionKey,
+    SessionState,
+    StatefulVerdict,
+    Survivor,
+)
+from settlement.domain.receipts import DeliveryReceipt, Receipt, Rejected, ViewReceipt, to_wire
 from settlement.errors import SchemaOutdated, StoreError
 
 U64_OFFSET: Final = 2**63
@@ -243,57 +254,6 @@ TABLE_NAMES: Final = (*(t.__tablename__ for t in TABLES), SESSION_TOUCH.name)
 # --- the state a batch decides on -----------------------------------------------------
 
 
-class SessionState:
-    """A locked session row as the verdict rules see and change it during one batch."""
-
-    __slots__ = ("content_id", "dirty", "last_bucket", "new", "quarantined_at", "started_at")
-
-    def __init__(
-        self,
-        content_id: bytes,
-        started_at: int,
-        last_bucket: int,
-        quarantined_at: int | None,
-        new: bool,
-    ) -> None:
-        self.content_id = content_id
-        self.started_at = started_at
-        self.last_bucket = last_bucket
-        self.quarantined_at = quarantined_at
-        self.new = new  # to INSERT at the end of the batch
-        self.dirty = False  # to UPDATE at the end of the batch
-
-
-# Best receipt of one key in one bucket: (counter1, counter2, issued_at, signature);
-# delivery: (bytes_served, segments_served, ...), view: (watch_seconds, 0, ...).
-Best = tuple[int, int, int, bytes]
-SessionKey = tuple[bytes, bytes]  # (viewer, session_id)
-DeliveryKey = tuple[bytes, bytes, bytes]  # (viewer, session_id, node)
-
-
-@dataclass(slots=True)
-class BatchState:
-    """Everything stored about a batch's sessions, and what the rules changed in it.
-
-    `delivery[key][bucket]` / `view[skey][bucket]` hold the best receipts; the rules put
-    the (key, bucket) pairs they changed into `delivery_dirty` / `view_dirty` and append
-    quarantine evidence rows to `quarantines`.
-    """
-
-    sessions: dict[SessionKey, SessionState]
-    delivery: dict[DeliveryKey, dict[int, Best]]
-    view: dict[SessionKey, dict[int, Best]]
-    delivery_dirty: set[tuple[DeliveryKey, int]]
-    view_dirty: set[tuple[SessionKey, int]]
-    quarantines: list[tuple[bytes, bytes, int, str, str | None, str]]
-
-
-# (index, receipt, bucket) of a receipt that passed every stateless and registry check.
-Survivor = tuple[int, Receipt, int]
-# The rules: (survivors, state, now) -> per survivor (verdict, reason, detail), in order.
-Decide = Callable[[Sequence[Survivor], BatchState, int], list[tuple[str, str | None, str | None]]]
-
-
 @dataclass(frozen=True, slots=True)
 class LoggedRejection:
     """One item for the rejection log: counted always, its raw form sampled."""
@@ -310,14 +270,6 @@ class SamplePolicy:
     cap: int  # slots per reason
     per_batch: int  # samples per reason per batch
     max_bytes: int  # raw text cut to this length
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrySnapshot:
-    version: int
-    nodes: dict[bytes, tuple[str, bool]]  # address -> (label, active)
-    content: dict[bytes, bytes]  # content id -> creator
-    viewers: frozenset[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,10 +311,6 @@ class Sample:
     epoch: int
     detail: str
     raw: str
-
-
-def evidence_json(receipt: Receipt) -> str:
-    return orjson.dumps(to_wire(receipt)).decode()
 
 
 def _raw_default(value: Any) -> Any:
@@ -739,7 +687,7 @@ class Store:
         now: int,
         rejections: Sequence[LoggedRejection],
         sampling: SamplePolicy,
-    ) -> list[tuple[str, str | None, str | None]]:
+    ) -> list[StatefulVerdict]:
         """Decide the survivors' stateful verdicts on their locked sessions and store the result.
 
         One transaction: lock the batch's sessions, read their rows, `decide` in batch order,
@@ -750,7 +698,7 @@ class Store:
             return []
         skeys = sorted({(r.viewer, r.session_id) for _, r, _ in survivors})
 
-        def fn(cur: Any) -> list[tuple[str, str | None, str | None]]:
+        def fn(cur: Any) -> list[StatefulVerdict]:
             with self._pipeline(cur):
                 state = (
                     self._lock_and_read(cur, survivors, skeys)
@@ -760,17 +708,18 @@ class Store:
                 verdicts = decide(survivors, state, now)
                 self._write_state(cur, state)
                 logged = list(rejections)
-                for (_, r, bucket), (verdict, reason, detail) in zip(
-                    survivors, verdicts, strict=True
-                ):
-                    if verdict != "accepted":
+                for (_, r, bucket), verdict in zip(survivors, verdicts, strict=True):
+                    if not verdict.accepted:
+                        # A rejection is logged by its reason code and sampled with its
+                        # receipt; a duplicate or stale one by its verdict, never sampled.
+                        rejected = type(verdict) is Rejected
                         logged.append(
                             LoggedRejection(
-                                reason or verdict,
+                                verdict.reason.value if rejected else verdict.verdict,
                                 r.node if type(r) is DeliveryReceipt else NO_NODE,
                                 bucket,
-                                detail or "",
-                                to_wire(r) if verdict == "rejected" else None,
+                                verdict.detail if rejected else "",
+                                to_wire(r) if rejected else None,
                             )
                         )
                 self._log(cur, logged, now, sampling)
