@@ -18,12 +18,9 @@ from typing import Any, Final
 import orjson
 
 from settlement.adapters.db.epochs import EpochStore
-from settlement.adapters.db.store import (
-    LoggedRejection,
-    Registration,
-    SamplePolicy,
-    Store,
-)
+from settlement.adapters.db.registry import Registration
+from settlement.adapters.db.rejections import LoggedRejection, SamplePolicy
+from settlement.adapters.db.store import Store
 from settlement.config import Settings
 from settlement.domain.epochs import EpochClock
 from settlement.domain.ingest import RegistrySnapshot, Survivor, decide_batch, registry_gate

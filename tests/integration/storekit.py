@@ -118,7 +118,7 @@ def opened(backend: str, tmp_path: Any) -> Iterator[Store]:
 
 def reset(store: Store) -> None:
     """Empty every table (cheaper than a new schema and its migration per test)."""
-    from settlement.adapters.db.store import TABLE_NAMES
+    from settlement.adapters.db.tables import TABLE_NAMES
 
     def fn(cur: Any) -> None:
         for table in TABLE_NAMES:

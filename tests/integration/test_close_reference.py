@@ -25,8 +25,9 @@ from storekit import (
 )
 
 from settlement.adapters.db.epochs import EPOCH_TABLES
-from settlement.adapters.db.store import U64_OFFSET, DeliveryReceipt
+from settlement.adapters.db.tables import U64_OFFSET
 from settlement.domain import merkle
+from settlement.domain.receipts import DeliveryReceipt
 from settlement.domain.rewards import ClassAmounts, SessionInput, settle_epoch
 from settlement.services import close as epochs_service
 from settlement.services import ingest as service

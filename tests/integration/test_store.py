@@ -27,7 +27,7 @@ from storekit import (
     wire,
 )
 
-from settlement.adapters.db.store import U64_OFFSET
+from settlement.adapters.db.tables import U64_OFFSET
 from settlement.domain.epochs import EpochClock
 from settlement.domain.receipts import (
     DeliveryReceipt,

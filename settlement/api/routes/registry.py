@@ -10,7 +10,7 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from settlement.adapters.db.store import Registration
+from settlement.adapters.db.registry import Registration
 from settlement.api.deps import AdminDep, ClientKeyDep, SettingsDep, StateDep, StoreDep
 from settlement.api.schemas import (
     ERROR_RESPONSES,
