@@ -333,7 +333,7 @@ def drop_database(store: str, url: str) -> None:
 
 def setup_registries(url: str, registries: dict) -> None:
     from settlement.adapters.db.store import open_store
-    from settlement.services.ingest import load_registries
+    from settlement.services.registry import load_registries
 
     with open_store(url) as store:
         load_registries(store, registries)

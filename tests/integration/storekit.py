@@ -186,12 +186,12 @@ class World:
         return sign(r, self.domain, vk)
 
     def register(self, store: Store) -> None:
-        from settlement.services import ingest as service
+        from settlement.services import registry as registry_service
 
-        service.register_node(store, self.node, "node-1")
-        service.register_node(store, self.node2, "node-2")
-        service.add_content(store, self.content, self.creator)
-        service.add_content(store, self.content2, self.creator)
+        registry_service.register_node(store, self.node, "node-1")
+        registry_service.register_node(store, self.node2, "node-2")
+        registry_service.add_content(store, self.content, self.creator)
+        registry_service.add_content(store, self.content2, self.creator)
 
 
 def wire(*receipts: Any) -> list[dict[str, Any]]:

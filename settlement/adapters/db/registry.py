@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from settlement.adapters.db.tables import dec, enc
 from settlement.domain.ingest import RegistrySnapshot
-
-
-@dataclass(frozen=True, slots=True)
-class Registration:
-    id: int
-    node: bytes
-    label: str
-    issued_at: int
-    signature: bytes
-    status: str
-    requested_at: int
-    decided_at: int | None
+from settlement.domain.registration import Registration
 
 
 class RegistryQueries:
