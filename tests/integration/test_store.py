@@ -117,7 +117,7 @@ def test_same_key_twice_in_one_batch_sees_the_first(store, world):
     ]
     assert best(store) == {("DeliveryReceipt", 1): high, ("ViewReceipt", 1): view}
     session = store.session(world.viewer, sid)
-    assert session["content_id"] == world.content and session["quarantined_at"] is None
+    assert session.content_id == world.content and session.quarantined_at is None
 
 
 @pytest.mark.parametrize("order", ["late_first", "early_first"])
@@ -167,7 +167,7 @@ def test_multi_bucket_session_keeps_best_per_bucket_and_detects_crossing(store, 
         "accepted",
     ]
     assert best(store) == {("DeliveryReceipt", 1): late1, ("DeliveryReceipt", 2): a2}
-    assert store.session(world.viewer, sid)["last_bucket"] == 2
+    assert store.session(world.viewer, sid).last_bucket == 2
     # Crossing the best of ANOTHER bucket (bucket 2: 5000/9) is a conflict.
     cross = world.delivery(sid, 6000, 8, B2 + 2)
     assert verdicts(ingest(store, wire(cross))) == ["CONFLICT"]
@@ -191,7 +191,7 @@ def test_conflict_other_content_quarantines_the_whole_session(store, world):
     assert parse_wire(q.evidence_received) == other
     for evidence in (q.evidence_stored, q.evidence_received):
         assert recover_signer(parse_wire(evidence), world.domain) == world.viewer
-    assert store.session(world.viewer, sid)["quarantined_at"] == NOW
+    assert store.session(world.viewer, sid).quarantined_at == NOW
     assert store.quarantined(stored_before=NOW) == []
     # Credit already stored stands: the accepted receipt is still the bucket's best.
     assert ("DeliveryReceipt", 1) in best(store)
@@ -278,11 +278,11 @@ def test_max_uint64_round_trips(store, world):
     assert verdicts(ingest(store, wire(other), now=top, **s)) == ["CONFLICT"]
     [q] = store.quarantined()
     assert q.stored_at == top and parse_wire(q.evidence_stored) == r
-    assert store.session(world.viewer, sid)["started_at"] == top - 1000
+    assert store.session(world.viewer, sid).started_at == top - 1000
     # And zero, the bottom of the range.
     z = world.view(bytes(32), 0, B1, started=GENESIS)
     assert verdicts(ingest(store, wire(z))) == ["accepted"]
-    assert store.session(world.viewer, bytes(32))["started_at"] == GENESIS
+    assert store.session(world.viewer, bytes(32)).started_at == GENESIS
     assert U64_OFFSET == 2**63
 
 

@@ -61,6 +61,16 @@ class StoredReceipt:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredSession:
+    """A session row as operators and tests read it."""
+
+    content_id: bytes
+    started_at: int
+    last_bucket: int
+    quarantined_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class QuarantineRecord:
     viewer: bytes
     session_id: bytes
@@ -396,8 +406,8 @@ class Store(RegistryQueries, RejectionLog):
 
         return self._run(fn, write=False)
 
-    def session(self, viewer: bytes, session_id: bytes) -> dict[str, Any] | None:
-        def fn(cur: Any) -> dict[str, Any] | None:
+    def session(self, viewer: bytes, session_id: bytes) -> StoredSession | None:
+        def fn(cur: Any) -> StoredSession | None:
             cur.execute(
                 self._q(
                     "SELECT content_id, started_at, last_bucket, quarantined_at "
@@ -409,12 +419,7 @@ class Store(RegistryQueries, RejectionLog):
             if row is None:
                 return None
             cid, st, last, q = row
-            return {
-                "content_id": bytes(cid),
-                "started_at": dec(st),
-                "last_bucket": last,
-                "quarantined_at": None if q is None else dec(q),
-            }
+            return StoredSession(bytes(cid), dec(st), last, None if q is None else dec(q))
 
         return self._run(fn, write=False)
 
