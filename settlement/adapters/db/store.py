@@ -189,19 +189,16 @@ class Store(RegistryQueries, RejectionLog):
                 self._write_state(cur, state)
                 logged = list(rejections)
                 for (_, r, bucket), verdict in zip(survivors, verdicts, strict=True):
-                    if not verdict.accepted:
-                        # A rejection is logged by its reason code and sampled with its
-                        # receipt; a duplicate or stale one by its verdict, never sampled.
-                        rejected = type(verdict) is Rejected
-                        logged.append(
-                            LoggedRejection(
-                                verdict.reason.value if rejected else verdict.verdict,
-                                r.node if type(r) is DeliveryReceipt else NO_NODE,
-                                bucket,
-                                verdict.detail if rejected else "",
-                                to_wire(r) if rejected else None,
-                            )
-                        )
+                    if verdict.accepted:
+                        continue
+                    # A rejection is logged by its reason code and sampled with its receipt;
+                    # a duplicate or stale one by its verdict, never sampled.
+                    if type(verdict) is Rejected:
+                        reason, detail, raw = verdict.reason.value, verdict.detail, to_wire(r)
+                    else:
+                        reason, detail, raw = verdict.verdict, "", None
+                    node = r.node if type(r) is DeliveryReceipt else NO_NODE
+                    logged.append(LoggedRejection(reason, node, bucket, detail, raw))
                 self._log(cur, logged, now, sampling)
                 self._commit_queued(cur)
             return verdicts
