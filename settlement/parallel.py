@@ -77,7 +77,7 @@ def shutdown_pool() -> None:
 
 # Verdicts cross the process boundary as (reason or None, detail): a few bytes each.
 def _pack(verdicts: Iterable[Verdict]) -> list[tuple[str, str] | None]:
-    return [None if v.accepted else (v.reason.value, v.detail) for v in verdicts]
+    return [None if type(v) is not Rejected else (v.reason.value, v.detail) for v in verdicts]
 
 
 def _unpack(packed: list[tuple[str, str] | None]) -> list[Verdict]:

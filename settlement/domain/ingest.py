@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -131,7 +131,7 @@ def evidence_json(receipt: Receipt) -> str:
 # --- verdicts 8-11 --------------------------------------------------------------------
 
 
-def _stored_receipt(key: tuple, session: SessionState, best: Best) -> Receipt:
+def _stored_receipt(key: tuple[bytes, ...], session: SessionState, best: Best) -> Receipt:
     c1, c2, issued, sig = best
     if len(key) == 3:
         viewer, sid, node = key
@@ -144,7 +144,7 @@ def _stored_receipt(key: tuple, session: SessionState, best: Best) -> Receipt:
 
 def _any_stored(state: BatchState, skey: SessionKey, session: SessionState) -> Receipt | None:
     """A stored receipt of the session (the lowest key and bucket: deterministic evidence)."""
-    found: list[tuple[tuple, int, Best]] = []
+    found: list[tuple[tuple[bytes, ...], int, Best]] = []
     for key, per_bucket in state.delivery.items():
         if key[0] == skey[0] and key[1] == skey[1]:
             found.extend((key, b, best) for b, best in per_bucket.items())
@@ -152,8 +152,8 @@ def _any_stored(state: BatchState, skey: SessionKey, session: SessionState) -> R
         found.append((skey, b, best))
     if not found:
         return None
-    key, _, best = min(found, key=lambda x: (len(x[0]) == 2, x[0], x[1]))
-    return _stored_receipt(key, session, best)
+    lowest, _, best = min(found, key=lambda x: (len(x[0]) == 2, x[0], x[1]))
+    return _stored_receipt(lowest, session, best)
 
 
 def decide_batch(
@@ -173,15 +173,15 @@ def decide_batch(
             out.append(Rejected(Reason.CONFLICT, "the session is quarantined"))
             continue
         if type(r) is DeliveryReceipt:
-            key: tuple = (r.viewer, r.session_id, r.node)
-            table = state.delivery
-            dirty: set = state.delivery_dirty
+            key: tuple[bytes, ...] = (r.viewer, r.session_id, r.node)
+            table: dict[Any, dict[int, Best]] = state.delivery
+            dirty: set[Any] = state.delivery_dirty
             c1, c2 = r.bytes_served, r.segments_served
         else:
             key = skey
             table = state.view
             dirty = state.view_dirty
-            c1, c2 = r.watch_seconds, 0
+            c1, c2 = r.watch_seconds, 0  # type: ignore[union-attr]  # a ViewReceipt here
         per_bucket = table.get(key)
         detail = None
         evidence: Receipt | None = None

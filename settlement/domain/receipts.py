@@ -284,6 +284,7 @@ def _structure_error(r: Any) -> MalformedReceipt | None:
     Receipts built by hand (not by parse_wire) may carry anything; this turns that into a
     MALFORMED verdict instead of an exception deep in the digest.
     """
+    spec: tuple[tuple[str, str, str, int], ...]
     if type(r) is DeliveryReceipt:  # exact types, as verify() checks them
         spec = _DELIVERY_SPEC
     elif type(r) is ViewReceipt:
@@ -463,10 +464,11 @@ def verify(
             t = type(receipt)
             started = receipt.started_at
             issued = receipt.issued_at
+            # `t is` narrows nothing for mypy; isinstance would cost on this hot path.
             if t is DeliveryReceipt:
-                node = receipt.node
-                amount = receipt.bytes_served
-                segments = receipt.segments_served
+                node = receipt.node  # type: ignore[union-attr]
+                amount = receipt.bytes_served  # type: ignore[union-attr]
+                segments = receipt.segments_served  # type: ignore[union-attr]
                 if (
                     type(receipt.session_id) is bytes
                     and len(receipt.session_id) == 32
@@ -489,7 +491,7 @@ def verify(
                     )
             elif t is ViewReceipt:
                 node = None
-                amount = receipt.watch_seconds
+                amount = receipt.watch_seconds  # type: ignore[union-attr]
                 segments = 0
                 if (
                     type(receipt.session_id) is bytes

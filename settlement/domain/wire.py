@@ -49,7 +49,7 @@ class _BadNumber:
         self.token = token
 
 
-class _Pairs(list):
+class _Pairs(list[tuple[str, Any]]):
     """A JSON object as its key/value pairs in order, so repeated keys stay visible."""
 
     __slots__ = ()
@@ -82,10 +82,11 @@ def parse_wire(obj: Any) -> Receipt:
     dict, repeated keys are already lost; pass the JSON text to have them detected.
     """
     values = _wire_values(obj)
-    return values[0](*values[1:])
+    receipt: Receipt = values[0](*values[1:])
+    return receipt
 
 
-def _wire_values(obj: Any) -> tuple:
+def _wire_values(obj: Any) -> tuple[Any, ...]:
     """(receipt class, field values in order) of a wire object; parse_wire without the object.
 
     The verifier takes the values as they are: building the frozen dataclass would cost
@@ -128,7 +129,7 @@ def _wire_values(obj: Any) -> tuple:
     return _values_from_pairs(pairs)
 
 
-def _values_from_pairs(pairs: _Pairs) -> tuple:
+def _values_from_pairs(pairs: _Pairs) -> tuple[Any, ...]:
     d: dict[str, Any] = {}
     for key, value in pairs:
         if key in d:
@@ -173,7 +174,7 @@ def _no_constant(token: str) -> Any:
     raise ValueError(f"{token} is not JSON")
 
 
-def _values_from_mapping(d: Mapping[str, Any]) -> tuple:
+def _values_from_mapping(d: Mapping[str, Any]) -> tuple[Any, ...]:
     kind = d.get("kind")
     if kind == KIND_DELIVERY:
         keys = _DELIVERY_KEYS
@@ -239,7 +240,7 @@ def _uint(value: Any, maximum: int, name: str) -> int:
     t = type(value)
     if t is int:
         if 0 <= value <= maximum:
-            return value
+            return value  # type: ignore[no-any-return]  # `t is int` narrows nothing for mypy
     elif (
         t is str
         and value.isascii()

@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from settlement.adapters.db.epochs import EpochStore
 from settlement.adapters.db.rejections import LoggedRejection, SamplePolicy
@@ -122,7 +122,7 @@ class Ingestor:
                 logged.append(LoggedRejection(Reason.MALFORMED.value, b"", 0, detail, item))
                 continue
             verdict = verify(r, domain, params, now, gate)
-            if verdict.accepted:
+            if type(verdict) is not Rejected:
                 # issuedAt >= genesis here (else TOO_OLD), so it has a bucket.
                 survivors.append((index, r, bucket(r.issued_at)))
                 continue
@@ -143,7 +143,7 @@ class Ingestor:
                 results[index] = ItemVerdict(index, REJECTED, v.reason.value, v.detail)
             else:
                 results[index] = ItemVerdict(index, v.verdict, None, None)
-        final: list[ItemVerdict] = results  # type: ignore[assignment] - every slot is set
+        final = cast(list[ItemVerdict], results)  # every slot is set by now
         return IngestResult(final, summarize(final))
 
 
