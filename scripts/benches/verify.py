@@ -37,12 +37,10 @@ from settlement.domain.receipts import (
     ViewReceipt,
     address_of,
     digest,
-    dumps_wire,
     sign,
-    typed_data,
     verify,
 )
-from settlement.domain.wire import verify_wire
+from settlement.domain.wire import dumps_wire, typed_data, verify_wire
 from settlement.parallel import shutdown_pool, verify_wire_batch
 
 NOW = 1_767_300_000

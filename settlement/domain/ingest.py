@@ -19,8 +19,8 @@ from settlement.domain.receipts import (
     Receipt,
     Rejected,
     ViewReceipt,
-    to_wire,
 )
+from settlement.domain.wire import to_wire
 
 __all__ = [
     "DUPLICATE",

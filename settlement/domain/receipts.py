@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
-import orjson
 from tiny_keccak import keccak256 as _keccak256
 
 from settlement.domain import secp
@@ -39,12 +38,9 @@ __all__ = [
     "ViewReceipt",
     "address_of",
     "digest",
-    "dumps_wire",
     "keccak",
     "recover_signer",
     "sign",
-    "to_wire",
-    "typed_data",
     "verify",
 ]
 
@@ -319,55 +315,6 @@ def digest(receipt: Receipt, domain: Domain) -> bytes:
     return keccak(domain._prefix + keccak(encoded))
 
 
-_EIP712_TYPES: Final = {
-    "EIP712Domain": [
-        {"name": "name", "type": "string"},
-        {"name": "version", "type": "string"},
-        {"name": "chainId", "type": "uint256"},
-        {"name": "verifyingContract", "type": "address"},
-    ],
-    "DeliveryReceipt": [
-        {"name": "sessionId", "type": "bytes32"},
-        {"name": "viewer", "type": "address"},
-        {"name": "node", "type": "address"},
-        {"name": "contentId", "type": "bytes32"},
-        {"name": "startedAt", "type": "uint64"},
-        {"name": "bytesServed", "type": "uint64"},
-        {"name": "segmentsServed", "type": "uint32"},
-        {"name": "issuedAt", "type": "uint64"},
-    ],
-    "ViewReceipt": [
-        {"name": "sessionId", "type": "bytes32"},
-        {"name": "viewer", "type": "address"},
-        {"name": "contentId", "type": "bytes32"},
-        {"name": "startedAt", "type": "uint64"},
-        {"name": "watchSeconds", "type": "uint32"},
-        {"name": "issuedAt", "type": "uint64"},
-    ],
-}
-
-
-def typed_data(receipt: Receipt, domain: Domain) -> dict[str, Any]:
-    """The receipt as standard EIP-712 typed data (eth_signTypedData_v4, eth-account's full_message).
-
-    Wallet-based players sign this; tests hash it with eth-account to check `digest`.
-    """
-    primary = "DeliveryReceipt" if type(receipt) is DeliveryReceipt else "ViewReceipt"
-    message = to_wire(receipt)
-    del message["kind"], message["signature"]
-    return {
-        "types": {"EIP712Domain": _EIP712_TYPES["EIP712Domain"], primary: _EIP712_TYPES[primary]},
-        "primaryType": primary,
-        "domain": {
-            "name": DOMAIN_NAME,
-            "version": DOMAIN_VERSION,
-            "chainId": domain.chain_id,
-            "verifyingContract": "0x" + domain.verifying_contract.hex(),
-        },
-        "message": message,
-    }
-
-
 def sign(receipt: Receipt, domain: Domain, private_key: bytes) -> Receipt:
     """A copy of `receipt` signed by `private_key` (32 bytes), canonical: low-s, v in {27, 28}."""
     # libsecp256k1 always produces low-s, so the result passes the canonical check.
@@ -635,18 +582,3 @@ _VIEW_SPEC: Final = (
 )
 _DELIVERY_KEYS: Final = frozenset(["kind", *(s[0] for s in _DELIVERY_SPEC)])
 _VIEW_KEYS: Final = frozenset(["kind", *(s[0] for s in _VIEW_SPEC)])
-
-
-def to_wire(receipt: Receipt) -> dict[str, Any]:
-    """PROTOCOL wire object: "kind", camelCase fields, lowercase 0x hex, ints as JSON numbers."""
-    spec = _DELIVERY_SPEC if type(receipt) is DeliveryReceipt else _VIEW_SPEC
-    out: dict[str, Any] = {"kind": receipt.kind}
-    for wire_name, attr, kind, _ in spec:
-        value = getattr(receipt, attr)
-        out[wire_name] = "0x" + value.hex() if kind == "hex" else value
-    return out
-
-
-def dumps_wire(receipt: Receipt) -> bytes:
-    """One receipt as compact JSON bytes (one NDJSON line without the newline)."""
-    return orjson.dumps(to_wire(receipt))

@@ -1,5 +1,5 @@
-"""Strict parsing of the receipt wire format (PROTOCOL section 2): JSON in, receipts or
-MALFORMED verdicts out, naming the first fault in field order.
+"""The receipt wire format (PROTOCOL section 2): receipts out as wire objects and EIP-712
+typed data; JSON in, strictly, as receipts or MALFORMED verdicts naming the first fault.
 """
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from binascii import unhexlify as _unhexlify
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -19,6 +19,8 @@ from settlement.domain.receipts import (
     _VIEW_SPEC,
     _VIEW_STRUCT,
     DELIVERY_TYPEHASH,
+    DOMAIN_NAME,
+    DOMAIN_VERSION,
     KIND_DELIVERY,
     KIND_VIEW,
     UINT32_MAX,
@@ -37,7 +39,84 @@ from settlement.domain.receipts import (
 )
 from settlement.errors import InputError, MalformedReceipt
 
-__all__ = ["parse_wire", "verify_wire", "wire_items_from_array"]
+__all__ = [
+    "dumps_wire",
+    "parse_wire",
+    "to_wire",
+    "typed_data",
+    "verify_wire",
+    "wire_items_from_array",
+]
+
+
+# --- out: wire objects and EIP-712 typed data ------------------------------------------
+
+
+def to_wire(receipt: Receipt) -> dict[str, Any]:
+    """PROTOCOL wire object: "kind", camelCase fields, lowercase 0x hex, ints as JSON numbers."""
+    spec = _DELIVERY_SPEC if type(receipt) is DeliveryReceipt else _VIEW_SPEC
+    out: dict[str, Any] = {"kind": receipt.kind}
+    for wire_name, attr, kind, _ in spec:
+        value = getattr(receipt, attr)
+        out[wire_name] = "0x" + value.hex() if kind == "hex" else value
+    return out
+
+
+def dumps_wire(receipt: Receipt) -> bytes:
+    """One receipt as compact JSON bytes (one NDJSON line without the newline)."""
+    return orjson.dumps(to_wire(receipt))
+
+
+_EIP712_TYPES: Final = {
+    "EIP712Domain": [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ],
+    "DeliveryReceipt": [
+        {"name": "sessionId", "type": "bytes32"},
+        {"name": "viewer", "type": "address"},
+        {"name": "node", "type": "address"},
+        {"name": "contentId", "type": "bytes32"},
+        {"name": "startedAt", "type": "uint64"},
+        {"name": "bytesServed", "type": "uint64"},
+        {"name": "segmentsServed", "type": "uint32"},
+        {"name": "issuedAt", "type": "uint64"},
+    ],
+    "ViewReceipt": [
+        {"name": "sessionId", "type": "bytes32"},
+        {"name": "viewer", "type": "address"},
+        {"name": "contentId", "type": "bytes32"},
+        {"name": "startedAt", "type": "uint64"},
+        {"name": "watchSeconds", "type": "uint32"},
+        {"name": "issuedAt", "type": "uint64"},
+    ],
+}
+
+
+def typed_data(receipt: Receipt, domain: Domain) -> dict[str, Any]:
+    """The receipt as standard EIP-712 typed data (eth_signTypedData_v4, eth-account's full_message).
+
+    Wallet-based players sign this; tests hash it with eth-account to check `digest`.
+    """
+    primary = "DeliveryReceipt" if type(receipt) is DeliveryReceipt else "ViewReceipt"
+    message = to_wire(receipt)
+    del message["kind"], message["signature"]
+    return {
+        "types": {"EIP712Domain": _EIP712_TYPES["EIP712Domain"], primary: _EIP712_TYPES[primary]},
+        "primaryType": primary,
+        "domain": {
+            "name": DOMAIN_NAME,
+            "version": DOMAIN_VERSION,
+            "chainId": domain.chain_id,
+            "verifyingContract": "0x" + domain.verifying_contract.hex(),
+        },
+        "message": message,
+    }
+
+
+# --- in: strict parsing ---------------------------------------------------------------
 
 
 class _BadNumber:

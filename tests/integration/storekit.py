@@ -20,8 +20,8 @@ from settlement.domain.receipts import (
     address_of,
     keccak,
     sign,
-    to_wire,
 )
+from settlement.domain.wire import to_wire
 
 GENESIS = 1_767_225_600
 EPOCH = 3600

@@ -36,9 +36,8 @@ from settlement.domain.receipts import (
     address_of,
     recover_signer,
     sign,
-    to_wire,
 )
-from settlement.domain.wire import parse_wire
+from settlement.domain.wire import parse_wire, to_wire
 from settlement.errors import MalformedReceipt, NotFound, RegistryError
 from settlement.services import ingest as service
 from settlement.services import registry as registry_service

@@ -24,12 +24,10 @@ from settlement.domain.receipts import (
     ViewReceipt,
     address_of,
     digest,
-    dumps_wire,
     sign,
-    to_wire,
     verify,
 )
-from settlement.domain.wire import parse_wire, verify_wire
+from settlement.domain.wire import dumps_wire, parse_wire, to_wire, verify_wire
 from settlement.errors import InputError, SettlementError
 from settlement.parallel import verify_batch, verify_wire_batch
 

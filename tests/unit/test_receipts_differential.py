@@ -27,14 +27,11 @@ from settlement.domain.receipts import (
     ViewReceipt,
     address_of,
     digest,
-    dumps_wire,
     recover_signer,
     sign,
-    to_wire,
-    typed_data,
     verify,
 )
-from settlement.domain.wire import parse_wire, verify_wire
+from settlement.domain.wire import dumps_wire, parse_wire, to_wire, typed_data, verify_wire
 from settlement.parallel import verify_batch
 
 

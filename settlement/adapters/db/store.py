@@ -43,7 +43,8 @@ from settlement.domain.ingest import (
     StatefulVerdict,
     Survivor,
 )
-from settlement.domain.receipts import DeliveryReceipt, Receipt, Rejected, ViewReceipt, to_wire
+from settlement.domain.receipts import DeliveryReceipt, Receipt, Rejected, ViewReceipt
+from settlement.domain.wire import to_wire
 from settlement.errors import SchemaOutdated, StoreError
 
 NO_NODE: Final = b""  # node column of a view receipt's rejection-log row
