@@ -15,7 +15,14 @@ from pathlib import Path
 import coincurve
 from eth_utils import to_checksum_address
 
-from settlement.domain.receipts import DeliveryReceipt, Domain, Receipt, ViewReceipt, digest, keccak
+from settlement.domain.receipts import (
+    DeliveryReceipt,
+    Domain,
+    Receipt,
+    ViewReceipt,
+    digest,
+    keccak,
+)
 from settlement.errors import InputError, SettlementError
 
 UINT32_MAX = 2**32 - 1
