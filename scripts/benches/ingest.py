@@ -219,7 +219,8 @@ def _recover_share(pairs: list[tuple[bytes, bytes]]) -> tuple[int, float, float]
 def digest_pairs(lines: list[bytes], limit: int) -> list[tuple[bytes, bytes]]:
     """(64-byte signature + recovery id, EIP-712 digest) of up to `limit` receipts."""
     from settlement.config import Settings
-    from settlement.domain.receipts import Domain, MalformedReceipt, digest, parse_wire
+    from settlement.domain.receipts import Domain, MalformedReceipt, digest
+    from settlement.domain.wire import parse_wire
 
     settings = Settings()
     domain = Domain.from_hex(settings.chain_id, settings.distributor)
@@ -332,7 +333,7 @@ def drop_database(store: str, url: str) -> None:
 
 def setup_registries(url: str, registries: dict) -> None:
     from settlement.adapters.db.store import open_store
-    from settlement.services.ingest import load_registries
+    from settlement.services.registry import load_registries
 
     with open_store(url) as store:
         load_registries(store, registries)
@@ -346,7 +347,8 @@ def store_ceiling(url: str, lines: list[bytes], batch: int) -> float:
     from settlement.adapters.db.store import open_store
     from settlement.config import Settings
     from settlement.domain.epochs import EpochClock
-    from settlement.domain.receipts import MalformedReceipt, parse_wire
+    from settlement.domain.receipts import MalformedReceipt
+    from settlement.domain.wire import parse_wire
 
     clock = EpochClock.from_settings(Settings())
     receipts = []

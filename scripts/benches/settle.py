@@ -87,7 +87,7 @@ def cutoff(e: int) -> int:
 def load(store, sessions: int, seed: int, epoch: int = 1) -> dict[str, int]:
     """Registries (epoch 1) and the best receipts of `sessions` sessions, all in bucket
     `epoch`: started and last issued between cutoff(epoch - 1) and cutoff(epoch)."""
-    from settlement.adapters.db.store import U64_OFFSET  # noqa: F401 - the store encodes itself
+    from settlement.adapters.db.tables import U64_OFFSET  # noqa: F401 - the store encodes itself
     from settlement.domain.receipts import DeliveryReceipt, ViewReceipt
     from settlement.sim.generate import SimConfig, build_world
 

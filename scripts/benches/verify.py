@@ -37,14 +37,11 @@ from settlement.domain.receipts import (
     ViewReceipt,
     address_of,
     digest,
-    dumps_wire,
-    shutdown_pool,
     sign,
-    typed_data,
     verify,
-    verify_wire,
-    verify_wire_batch,
 )
+from settlement.domain.wire import dumps_wire, typed_data, verify_wire
+from settlement.parallel import shutdown_pool, verify_wire_batch
 
 NOW = 1_767_300_000
 PARAMS = Params.defaults()

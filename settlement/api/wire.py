@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from settlement.domain.receipts import wire_items_from_array
+from settlement.domain.wire import wire_items_from_array
 from settlement.errors import InputError, PayloadTooLarge
 
 SHAPE = 'a JSON object {"receipts": [receipt, ...]}'

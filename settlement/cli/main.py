@@ -96,13 +96,10 @@ def receipts_verify(
     import orjson
 
     from settlement.config import load_settings
-    from settlement.domain.receipts import (
-        Domain,
-        Params,
-        verify_wire_batch,
-        wire_items_from_array,
-    )
+    from settlement.domain.receipts import Domain, Params
+    from settlement.domain.wire import wire_items_from_array
     from settlement.errors import SettlementError
+    from settlement.parallel import verify_wire_batch
 
     try:
         settings = load_settings()
@@ -500,7 +497,7 @@ def registry_nodes_add(
     inactive: Annotated[bool, typer.Option(help="register it inactive")] = False,
 ) -> None:
     """Register a node (or update its label and state)."""
-    from settlement.services.ingest import register_node
+    from settlement.services.registry import register_node
 
     with _registry() as (store, settings):
         node = register_node(store, address, label, not inactive, settings=settings)
@@ -518,7 +515,7 @@ def registry_nodes_list() -> None:
 @_nodes_app.command("activate")
 def registry_nodes_activate(address: Annotated[str, typer.Argument()]) -> None:
     """Let a registered node earn again."""
-    from settlement.services.ingest import set_node_active
+    from settlement.services.registry import set_node_active
 
     with _registry() as (store, _):
         set_node_active(store, address, True)
@@ -527,7 +524,7 @@ def registry_nodes_activate(address: Annotated[str, typer.Argument()]) -> None:
 @_nodes_app.command("deactivate")
 def registry_nodes_deactivate(address: Annotated[str, typer.Argument()]) -> None:
     """Refuse a node's new receipts (UNKNOWN_NODE); what it earned stands."""
-    from settlement.services.ingest import set_node_active
+    from settlement.services.registry import set_node_active
 
     with _registry() as (store, _):
         set_node_active(store, address, False)
@@ -539,7 +536,7 @@ def registry_content_add(
     creator: Annotated[str, typer.Argument(help="creator address, 0x + 40 hex digits")],
 ) -> None:
     """Register content (or change its creator)."""
-    from settlement.services.ingest import add_content
+    from settlement.services.registry import add_content
 
     with _registry() as (store, settings):
         add_content(store, content_id, creator, settings=settings)
@@ -556,7 +553,7 @@ def registry_content_list() -> None:
 @_viewers_app.command("add")
 def registry_viewers_add(address: Annotated[str, typer.Argument()]) -> None:
     """Add a viewer to the allowlist."""
-    from settlement.services.ingest import add_viewer
+    from settlement.services.registry import add_viewer
 
     with _registry() as (store, settings):
         add_viewer(store, address, settings=settings)
@@ -567,7 +564,7 @@ def registry_import(
     file: Annotated[str, typer.Argument(help="registries JSON, as `settlement simulate` writes")],
 ) -> None:
     """Import nodes, content and viewers from a file in one transaction."""
-    from settlement.services.ingest import load_registries
+    from settlement.services.registry import load_registries
 
     with _registry() as (store, settings):
         _echo_json(load_registries(store, file, settings=settings))
@@ -588,7 +585,7 @@ def registry_requests_approve(request_id: Annotated[int, typer.Argument()]) -> N
     """Approve a pending request: its node is registered, active."""
     import time
 
-    from settlement.services.ingest import approve_node_registration
+    from settlement.services.registry import approve_node_registration
 
     with _registry() as (store, _):
         _echo_json(
@@ -601,7 +598,7 @@ def registry_requests_reject(request_id: Annotated[int, typer.Argument()]) -> No
     """Reject a pending request."""
     import time
 
-    from settlement.services.ingest import reject_node_registration
+    from settlement.services.registry import reject_node_registration
 
     with _registry() as (store, _):
         _echo_json(

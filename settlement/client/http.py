@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import orjson
 
-from settlement.domain.receipts import DeliveryReceipt, ViewReceipt, to_wire
+from settlement.domain.receipts import DeliveryReceipt, ViewReceipt
+from settlement.domain.wire import to_wire
 from settlement.errors import SettlementError
 
 RECEIPTS_PATH = "/v1/receipts"

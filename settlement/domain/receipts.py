@@ -5,30 +5,16 @@ Pure: `now` is a parameter, nothing here reads a clock, the environment or the n
 
 from __future__ import annotations
 
-import json
-import os
 import struct
-import sys
-import threading
-from binascii import unhexlify as _unhexlify
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
-import orjson
-from coincurve import PrivateKey, PublicKey
-from coincurve._libsecp256k1 import ffi as _ffi
-from coincurve._libsecp256k1 import lib as _lib
-from coincurve.context import GLOBAL_CONTEXT
 from tiny_keccak import keccak256 as _keccak256
 
+from settlement.domain import secp
 from settlement.errors import InputError, MalformedReceipt
-
-if TYPE_CHECKING:
-    from concurrent.futures import ProcessPoolExecutor
-
-    from settlement.config import Settings
 
 
 # keccak256 of bytes. tiny-keccak (Rust) costs 0.4 us a call, safe-pysha3 0.7 us and
@@ -52,19 +38,10 @@ __all__ = [
     "ViewReceipt",
     "address_of",
     "digest",
-    "dumps_wire",
     "keccak",
-    "parse_wire",
     "recover_signer",
-    "shutdown_pool",
     "sign",
-    "to_wire",
-    "typed_data",
     "verify",
-    "verify_batch",
-    "verify_wire",
-    "verify_wire_batch",
-    "wire_items_from_array",
 ]
 
 UINT32_MAX: Final = 2**32 - 1
@@ -72,9 +49,6 @@ UINT64_MAX: Final = 2**64 - 1
 # secp256k1 group order; EIP-2 caps s at floor(n/2) so each signature has one form only.
 SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 SECP256K1_HALF_N: Final = SECP256K1_N // 2
-
-_CTX: Final = GLOBAL_CONTEXT.ctx
-_EC_UNCOMPRESSED: Final = _lib.SECP256K1_EC_UNCOMPRESSED
 
 KIND_DELIVERY: Final = "delivery"
 KIND_VIEW: Final = "view"
@@ -124,6 +98,27 @@ _DELIVERY_STRUCT: Final = struct.Struct(">32s32s12x20s12x20s32s24xQ24xQ28xI24xQ"
 _VIEW_STRUCT: Final = struct.Struct(">32s32s12x20s32s24xQ28xI24xQ")
 
 
+class DomainSettings(Protocol):
+    """What Domain.from_settings reads (settlement.config.Settings has it): the domain
+    stays free of the config module."""
+
+    chain_id: int
+    distributor: str
+
+
+class ParamSettings(Protocol):
+    """What Params.from_settings reads, by PROTOCOL section 3's names."""
+
+    genesis: int
+    clock_skew: int
+    max_age: int
+    max_session_age: int
+    segment_seconds: int
+    max_bitrate: int
+    max_lead_seconds: int
+    min_segment_bytes: int
+
+
 @dataclass(frozen=True, slots=True)
 class Domain:
     """EIP-712 domain "W2E Settlement" v1 of one chain and RewardDistributor."""
@@ -155,6 +150,8 @@ class Domain:
     @classmethod
     def from_hex(cls, chain_id: int, verifying_contract: str) -> Domain:
         """Domain from a 0x address string, as given on a command line or in settings."""
+        from settlement.domain.wire import _hex  # wire imports this module
+
         try:
             address = _hex(verifying_contract, 20, "distributor")
         except MalformedReceipt as error:
@@ -165,7 +162,7 @@ class Domain:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, chain_id: int | None = None, distributor: str | None = None
+        cls, settings: DomainSettings, chain_id: int | None = None, distributor: str | None = None
     ) -> Domain:
         """The settings' domain; `chain_id` / `distributor` override them when given."""
         return cls.from_hex(
@@ -224,13 +221,21 @@ class Params:
 
     @classmethod
     def defaults(cls) -> Params:
-        """The settings' declared defaults, whatever the environment says."""
-        from settlement.config import Settings
-
-        return cls.from_settings(Settings.model_construct())
+        """PROTOCOL's default parameters (Settings declares the same defaults; a test checks)."""
+        return cls(
+            genesis=1_767_225_600,
+            clock_skew=120,
+            max_age=604_800,
+            max_session_age=86_400,
+            segment_seconds=4,
+            max_bitrate=50_000_000,
+            max_lead_seconds=30,
+            min_segment_bytes=8192,
+        )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Params:
+    def from_settings(cls, settings: ParamSettings) -> Params:
+        """The parameters of any object that has them by name (settlement.config.Settings)."""
         return cls(
             genesis=settings.genesis,
             clock_skew=settings.clock_skew,
@@ -247,7 +252,8 @@ class Params:
 class Accepted:
     """Passed every stateless check of PROTOCOL section 3 (the store decides the rest)."""
 
-    accepted = True  # class attribute: lets callers branch without isinstance
+    accepted = True  # class attributes: let callers branch without isinstance
+    verdict = "accepted"  # the wire verdict (PROTOCOL section 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +264,7 @@ class Rejected:
     detail: str = ""
 
     accepted = False
+    verdict = "rejected"
 
 
 Verdict = Accepted | Rejected
@@ -273,6 +280,7 @@ def _structure_error(r: Any) -> MalformedReceipt | None:
     Receipts built by hand (not by parse_wire) may carry anything; this turns that into a
     MALFORMED verdict instead of an exception deep in the digest.
     """
+    spec: tuple[tuple[str, str, str, int], ...]
     if type(r) is DeliveryReceipt:  # exact types, as verify() checks them
         spec = _DELIVERY_SPEC
     elif type(r) is ViewReceipt:
@@ -307,65 +315,16 @@ def digest(receipt: Receipt, domain: Domain) -> bytes:
     return keccak(domain._prefix + keccak(encoded))
 
 
-_EIP712_TYPES: Final = {
-    "EIP712Domain": [
-        {"name": "name", "type": "string"},
-        {"name": "version", "type": "string"},
-        {"name": "chainId", "type": "uint256"},
-        {"name": "verifyingContract", "type": "address"},
-    ],
-    "DeliveryReceipt": [
-        {"name": "sessionId", "type": "bytes32"},
-        {"name": "viewer", "type": "address"},
-        {"name": "node", "type": "address"},
-        {"name": "contentId", "type": "bytes32"},
-        {"name": "startedAt", "type": "uint64"},
-        {"name": "bytesServed", "type": "uint64"},
-        {"name": "segmentsServed", "type": "uint32"},
-        {"name": "issuedAt", "type": "uint64"},
-    ],
-    "ViewReceipt": [
-        {"name": "sessionId", "type": "bytes32"},
-        {"name": "viewer", "type": "address"},
-        {"name": "contentId", "type": "bytes32"},
-        {"name": "startedAt", "type": "uint64"},
-        {"name": "watchSeconds", "type": "uint32"},
-        {"name": "issuedAt", "type": "uint64"},
-    ],
-}
-
-
-def typed_data(receipt: Receipt, domain: Domain) -> dict[str, Any]:
-    """The receipt as standard EIP-712 typed data (eth_signTypedData_v4, eth-account's full_message).
-
-    Wallet-based players sign this; tests hash it with eth-account to check `digest`.
-    """
-    primary = "DeliveryReceipt" if type(receipt) is DeliveryReceipt else "ViewReceipt"
-    message = to_wire(receipt)
-    del message["kind"], message["signature"]
-    return {
-        "types": {"EIP712Domain": _EIP712_TYPES["EIP712Domain"], primary: _EIP712_TYPES[primary]},
-        "primaryType": primary,
-        "domain": {
-            "name": DOMAIN_NAME,
-            "version": DOMAIN_VERSION,
-            "chainId": domain.chain_id,
-            "verifyingContract": "0x" + domain.verifying_contract.hex(),
-        },
-        "message": message,
-    }
-
-
 def sign(receipt: Receipt, domain: Domain, private_key: bytes) -> Receipt:
     """A copy of `receipt` signed by `private_key` (32 bytes), canonical: low-s, v in {27, 28}."""
     # libsecp256k1 always produces low-s, so the result passes the canonical check.
-    rsv = PrivateKey(private_key).sign_recoverable(digest(receipt, domain), hasher=None)
+    rsv = secp.sign_recoverable(private_key, digest(receipt, domain))
     return replace(receipt, signature=rsv[:64] + bytes((rsv[64] + 27,)))
 
 
 def address_of(private_key: bytes) -> bytes:
     """The 20-byte Ethereum address of a 32-byte private key."""
-    return keccak(PrivateKey(private_key).public_key.format(compressed=False)[1:])[12:]
+    return secp.address_of(private_key)
 
 
 def _canonical_error(sig: bytes) -> str | None:
@@ -381,18 +340,6 @@ def _canonical_error(sig: bytes) -> str | None:
     return None
 
 
-def _recover(digest32: bytes, sig: bytes) -> bytes | None:
-    """Signer address of a canonical r||s||v signature, or None when recovery fails."""
-    try:
-        public = PublicKey.from_signature_and_message(
-            sig[:64] + _RECID[sig[64]], digest32, hasher=None
-        )
-    except ValueError:  # r is no x-coordinate of the curve: no key signed this
-        return None
-    return keccak(public.format(compressed=False)[1:])[12:]
-
-
-_RECID: Final = {27: b"\x00", 28: b"\x01"}
 _ZERO32: Final = bytes(32)
 _N_BYTES: Final = SECP256K1_N.to_bytes(32, "big")
 _HALF_N_BYTES: Final = SECP256K1_HALF_N.to_bytes(32, "big")
@@ -403,21 +350,10 @@ def recover_signer(receipt: Receipt, domain: Domain) -> bytes | None:
     encoded = _pack_sound(receipt)
     if encoded is None or _canonical_error(receipt.signature) is not None:
         return None
-    return _recover(keccak(domain._prefix + keccak(encoded)), receipt.signature)
+    return secp.recover_address(keccak(domain._prefix + keccak(encoded)), receipt.signature)
 
 
 # --- verdicts -------------------------------------------------------------------------
-
-
-class _Scratch(threading.local):
-    """Per-thread output buffer for the uncompressed public key (cffi calls drop the GIL)."""
-
-    def __init__(self) -> None:
-        out = _ffi.new("unsigned char[65]")
-        self.bufs = (out, _ffi.new("size_t *", 65))
-
-
-_scratch = _Scratch()
 
 
 def _pack_sound(r: Any, signed: bool = True) -> bytes | None:
@@ -475,10 +411,11 @@ def verify(
             t = type(receipt)
             started = receipt.started_at
             issued = receipt.issued_at
+            # `t is` narrows nothing for mypy; isinstance would cost on this hot path.
             if t is DeliveryReceipt:
-                node = receipt.node
-                amount = receipt.bytes_served
-                segments = receipt.segments_served
+                node = receipt.node  # type: ignore[union-attr]
+                amount = receipt.bytes_served  # type: ignore[union-attr]
+                segments = receipt.segments_served  # type: ignore[union-attr]
                 if (
                     type(receipt.session_id) is bytes
                     and len(receipt.session_id) == 32
@@ -501,7 +438,7 @@ def verify(
                     )
             elif t is ViewReceipt:
                 node = None
-                amount = receipt.watch_seconds
+                amount = receipt.watch_seconds  # type: ignore[union-attr]
                 segments = 0
                 if (
                     type(receipt.session_id) is bytes
@@ -524,7 +461,7 @@ def verify(
     if encoded is None:
         error = _structure_error(receipt)
         return Rejected(Reason.MALFORMED, str(error) if error else "malformed receipt")
-    return _judge(
+    return judge_values(
         encoded,
         viewer,
         node,
@@ -541,53 +478,7 @@ def verify(
     )
 
 
-def verify_wire(
-    obj: Any, domain: Domain, params: Params, now: int, gate: Gate | None = None
-) -> Verdict:
-    """parse_wire then verify; a parse failure is a MALFORMED verdict, not an exception."""
-    try:
-        v = _wire_values(obj)
-    except MalformedReceipt as error:
-        return Rejected(Reason.MALFORMED, str(error))
-    # The values passed every field check: encode them without building a receipt object.
-    if v[0] is DeliveryReceipt:
-        _, session_id, viewer, node, content_id, started, amount, segments, issued, sig = v
-        encoded = _DELIVERY_STRUCT.pack(
-            DELIVERY_TYPEHASH,
-            session_id,
-            viewer,
-            node,
-            content_id,
-            started,
-            amount,
-            segments,
-            issued,
-        )
-    else:
-        _, session_id, viewer, content_id, started, amount, issued, sig = v
-        node = None
-        segments = 0
-        encoded = _VIEW_STRUCT.pack(
-            VIEW_TYPEHASH, session_id, viewer, content_id, started, amount, issued
-        )
-    return _judge(
-        encoded,
-        viewer,
-        node,
-        started,
-        amount,
-        segments,
-        issued,
-        sig,
-        domain,
-        params,
-        now,
-        gate,
-        content_id,
-    )
-
-
-def _judge(
+def judge_values(
     encoded: bytes,
     viewer: bytes,
     node: bytes | None,
@@ -654,34 +545,19 @@ def _judge(
     if node is not None and viewer == node:
         return Rejected(Reason.SELF_DEALING, "viewer == node")
     digest32 = _keccak256(domain._prefix + _keccak256(encoded))
-    # Recovery inline (not via _recover): this is the hot path, a call costs 1% of it.
-    try:
-        public = PublicKey.from_signature_and_message(sig[:64] + _RECID[v], digest32, hasher=None)
-    except ValueError:  # r is no x-coordinate of the curve: no key signed this
+    # One call into secp: recovery and the known-keys memo stay behind its face.
+    signer = _signer_unless(digest32, sig, viewer)
+    if signer is None:
+        return ACCEPTED
+    if signer == secp.NO_KEY:
         return Rejected(Reason.SIGNER_MISMATCH, "signature recovers to no key")
-    known = _known_keys.get(viewer)
-    if known is not None and _lib.secp256k1_ec_pubkey_cmp(_CTX, public.public_key, known) == 0:
-        return ACCEPTED  # the very key that hashed to this viewer before
-    out, outlen = _scratch.bufs
-    _lib.secp256k1_ec_pubkey_serialize(_CTX, out, outlen, public.public_key, _EC_UNCOMPRESSED)
-    signer = _keccak256(_ffi.buffer(out, 65)[1:])[12:]
-    if signer != viewer:
-        return Rejected(Reason.SIGNER_MISMATCH, f"signed by 0x{signer.hex()}, not the viewer")
-    if len(_known_keys) >= _KNOWN_KEYS_MAX:
-        _known_keys.clear()  # crude but bounded; a miss only costs one keccak
-    _known_keys[viewer] = public.public_key  # the cdata stays alive with the dict entry
-    return ACCEPTED
+    return Rejected(Reason.SIGNER_MISMATCH, f"signed by 0x{signer.hex()}, not the viewer")
 
 
-# A viewer signs many receipts (cumulative counters, every few segments). Once its key has
-# been shown to hash to its address, comparing a recovered key with it (one C call) proves
-# the same as serializing and hashing the key again. A memo of a pure function: verdicts
-# do not depend on what is in it.
-_known_keys: dict[bytes, Any] = {}
-_KNOWN_KEYS_MAX: Final = 100_000
+_signer_unless: Final = secp.signer_unless  # a module global: one lookup less per receipt
 
 
-# --- wire format ----------------------------------------------------------------------
+# --- wire serialization -------------------------------------------------------------------
 
 # (wire name, attribute, "hex" or "uint", byte length or max value), in protocol order.
 _DELIVERY_SPEC: Final = (
@@ -706,404 +582,3 @@ _VIEW_SPEC: Final = (
 )
 _DELIVERY_KEYS: Final = frozenset(["kind", *(s[0] for s in _DELIVERY_SPEC)])
 _VIEW_KEYS: Final = frozenset(["kind", *(s[0] for s in _VIEW_SPEC)])
-
-
-def to_wire(receipt: Receipt) -> dict[str, Any]:
-    """PROTOCOL wire object: "kind", camelCase fields, lowercase 0x hex, ints as JSON numbers."""
-    spec = _DELIVERY_SPEC if type(receipt) is DeliveryReceipt else _VIEW_SPEC
-    out: dict[str, Any] = {"kind": receipt.kind}
-    for wire_name, attr, kind, _ in spec:
-        value = getattr(receipt, attr)
-        out[wire_name] = "0x" + value.hex() if kind == "hex" else value
-    return out
-
-
-def dumps_wire(receipt: Receipt) -> bytes:
-    """One receipt as compact JSON bytes (one NDJSON line without the newline)."""
-    return orjson.dumps(to_wire(receipt))
-
-
-class _BadNumber:
-    """A JSON number token the protocol forbids (sign, fraction, exponent, NaN), kept verbatim."""
-
-    __slots__ = ("token",)
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-
-class _Pairs(list):
-    """A JSON object as its key/value pairs in order, so repeated keys stay visible."""
-
-    __slots__ = ()
-
-
-def _parse_int_token(token: str) -> int | _BadNumber:
-    # json hands us the token: "-0" must stay a sign error, huge tokens must not cost time.
-    if token[0] == "-" or len(token) > 40:
-        return _BadNumber(token)
-    return int(token)
-
-
-def _strict_loads(raw: bytes) -> Any:
-    try:
-        return json.loads(
-            raw,
-            object_pairs_hook=_Pairs,
-            parse_int=_parse_int_token,
-            parse_float=_BadNumber,
-            parse_constant=_BadNumber,
-        )
-    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError
-        raise MalformedReceipt("(json)", f"not valid JSON: {error}") from None
-
-
-def parse_wire(obj: Any) -> Receipt:
-    """A receipt from its wire object (a dict, or the JSON bytes/str of one object).
-
-    Raises MalformedReceipt(field, message) naming the first fault in field order. For a
-    dict, repeated keys are already lost; pass the JSON text to have them detected.
-    """
-    values = _wire_values(obj)
-    return values[0](*values[1:])
-
-
-def _wire_values(obj: Any) -> tuple:
-    """(receipt class, field values in order) of a wire object; parse_wire without the object.
-
-    The verifier takes the values as they are: building the frozen dataclass would cost
-    as much as all the field checks together.
-    """
-    if type(obj) is bytes:
-        raw = obj
-    elif isinstance(obj, str):
-        try:
-            raw = obj.encode()
-        except UnicodeEncodeError:
-            raise MalformedReceipt("(json)", "text is not valid Unicode") from None
-    elif isinstance(obj, bytes | bytearray | memoryview):
-        raw = bytes(obj)
-    elif type(obj) is _Pairs:  # an object of a JSON array read by wire_items_from_array
-        return _values_from_pairs(obj)
-    elif type(obj) is _NotAnObject:
-        raise MalformedReceipt("(receipt)", f"must be a JSON object, got {_type_name(obj.value)}")
-    elif isinstance(obj, Mapping):
-        return _values_from_mapping(obj)
-    else:
-        raise MalformedReceipt("(receipt)", f"must be a JSON object, got {type(obj).__name__}")
-    # Fast path: orjson, when the raw text proves nothing was lost. orjson keeps the last
-    # of repeated keys and reads "-0" as 0. Every key token is followed by its own colon,
-    # so colons >= key tokens >= distinct keys, and equality means no key came twice
-    # (without backslashes no escape can hide a colon). Without "-" no number had a sign.
-    if b"\\" not in raw and b"-" not in raw:
-        try:
-            d = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            d = None
-        if type(d) is dict and raw.count(b":") == len(d):
-            try:
-                return _values_from_mapping(d)
-            except MalformedReceipt:
-                pass  # the strict path below names the fault with the exact token
-    pairs = _strict_loads(raw)
-    if type(pairs) is not _Pairs:
-        raise MalformedReceipt("(receipt)", f"must be a JSON object, got {_type_name(pairs)}")
-    return _values_from_pairs(pairs)
-
-
-def _values_from_pairs(pairs: _Pairs) -> tuple:
-    d: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in d:
-            raise MalformedReceipt(key, "repeated field")
-        d[key] = value
-    return _values_from_mapping(d)
-
-
-class _NotAnObject:
-    """An item of a JSON array of receipts that is no object (kept to be judged MALFORMED)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-def wire_items_from_array(raw: bytes | str, *, constants: bool = True) -> list[Any]:
-    """The items of a JSON array of wire receipts, for verify_wire and verify_wire_batch.
-
-    Each item keeps what the text said (repeated keys, number tokens of any size), so a
-    bad item gets its own MALFORMED verdict. Raises InputError when the text is no JSON
-    array: then no item can be told from the next; with `constants=False` also when it
-    holds NaN or Infinity, which Python reads but JSON does not have.
-    """
-    try:
-        value = json.loads(
-            raw,
-            object_pairs_hook=_Pairs,
-            parse_int=_parse_int_token,
-            parse_float=_BadNumber,
-            parse_constant=_BadNumber if constants else _no_constant,
-        )
-    except (ValueError, RecursionError) as error:
-        raise InputError(f"not a valid JSON array of receipts: {error}") from None
-    if type(value) is not list:
-        raise InputError(f"expected a JSON array of receipts, got {_type_name(value)}")
-    return [item if type(item) is _Pairs else _NotAnObject(item) for item in value]
-
-
-def _no_constant(token: str) -> Any:
-    raise ValueError(f"{token} is not JSON")
-
-
-def _values_from_mapping(d: Mapping[str, Any]) -> tuple:
-    kind = d.get("kind")
-    if kind == KIND_DELIVERY:
-        keys = _DELIVERY_KEYS
-    elif kind == KIND_VIEW:
-        keys = _VIEW_KEYS
-    elif "kind" not in d:
-        raise MalformedReceipt("kind", "missing")
-    else:
-        raise MalformedReceipt("kind", f'must be "delivery" or "view", got {_show(kind)}')
-    if len(d) != len(keys) or not keys.issuperset(d):
-        unknown = sorted(str(k) for k in d if k not in keys)
-        if unknown:
-            raise MalformedReceipt(unknown[0], "unknown field")
-        spec = _DELIVERY_SPEC if kind == KIND_DELIVERY else _VIEW_SPEC
-        missing = next(s[0] for s in spec if s[0] not in d)
-        raise MalformedReceipt(missing, "missing")
-    if kind == KIND_DELIVERY:
-        return (
-            DeliveryReceipt,
-            _hex(d["sessionId"], 32, "sessionId"),
-            _hex(d["viewer"], 20, "viewer"),
-            _hex(d["node"], 20, "node"),
-            _hex(d["contentId"], 32, "contentId"),
-            _uint(d["startedAt"], UINT64_MAX, "startedAt"),
-            _uint(d["bytesServed"], UINT64_MAX, "bytesServed"),
-            _uint(d["segmentsServed"], UINT32_MAX, "segmentsServed"),
-            _uint(d["issuedAt"], UINT64_MAX, "issuedAt"),
-            _hex(d["signature"], 65, "signature"),
-        )
-    return (
-        ViewReceipt,
-        _hex(d["sessionId"], 32, "sessionId"),
-        _hex(d["viewer"], 20, "viewer"),
-        _hex(d["contentId"], 32, "contentId"),
-        _uint(d["startedAt"], UINT64_MAX, "startedAt"),
-        _uint(d["watchSeconds"], UINT32_MAX, "watchSeconds"),
-        _uint(d["issuedAt"], UINT64_MAX, "issuedAt"),
-        _hex(d["signature"], 65, "signature"),
-    )
-
-
-def _hex(value: Any, size: int, name: str) -> bytes:
-    if type(value) is str and len(value) == 2 + 2 * size and value[:2] == "0x":
-        try:
-            return _unhexlify(value[2:])  # strict, unlike bytes.fromhex: no whitespace
-        except ValueError:  # binascii.Error, and non-ASCII text
-            pass
-    raise MalformedReceipt(name, _hex_problem(value, size))
-
-
-def _hex_problem(value: Any, size: int) -> str:
-    want = f"0x + {2 * size} hex digits ({size} bytes)"
-    if type(value) is not str:
-        return f"must be a hex string ({want}), got {_type_name(value)}"
-    if value[:2] != "0x":
-        return f"must start with 0x (lowercase x), got {_show(value[:4])}..."
-    if len(value) != 2 + 2 * size:
-        return f"wrong length: want {want}, got {len(value) - 2} digits"
-    return f"must contain only hex digits 0-9a-fA-F: {_show(value)}"
-
-
-def _uint(value: Any, maximum: int, name: str) -> int:
-    t = type(value)
-    if t is int:
-        if 0 <= value <= maximum:
-            return value
-    elif (
-        t is str
-        and value.isascii()
-        and value.isdigit()
-        and (value[0] != "0" or len(value) == 1)
-        and len(value) <= 20
-    ):
-        number = int(value)
-        if number <= maximum:
-            return number
-    raise MalformedReceipt(name, _uint_problem(value, maximum))
-
-
-def _uint_problem(value: Any, maximum: int) -> str:
-    bits = 32 if maximum == UINT32_MAX else 64
-    if type(value) is _BadNumber:
-        token, shown = value.token, _short_token(value.token)
-        if token[0] == "-":
-            return f"must be an unsigned integer without sign, got {shown}"
-        if token.isdigit():
-            return f"out of range for uint{bits} (max {maximum}), got {shown}"
-        if any(c in token for c in "eE"):
-            return f"must be an integer without exponent, got {shown}"
-        if "." in token:
-            return f"must be an integer, got the float {shown}"
-        return f"must be an integer, got {shown}"
-    if type(value) is int:
-        if value < 0:
-            return f"must be an unsigned integer without sign, got {value}"
-        return f"out of range for uint{bits} (max {maximum}), got {value}"
-    if type(value) is str:
-        if value.isascii() and value.isdigit() and (value[0] != "0" or len(value) == 1):
-            return f"out of range for uint{bits} (max {maximum}), got {_show(value)}"
-        return f"integer strings must match ^(0|[1-9][0-9]*)$, got {_show(value)}"
-    if type(value) is float:
-        return f"must be an integer, got the float {value!r}"
-    return f"must be an integer, got {_type_name(value)}"
-
-
-def _short_token(token: str) -> str:
-    # A 400-digit token is named by its head and length, not echoed whole.
-    return token if len(token) <= 40 else f"{token[:20]}... ({len(token)} characters)"
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if type(value) is bool:
-        return f"the boolean {'true' if value else 'false'}"
-    if type(value) is _BadNumber:
-        return f"the number {_short_token(value.token)}"
-    if type(value) in (int, float):
-        return f"the number {value!r}"
-    if isinstance(value, list | tuple):
-        return "an object" if type(value) is _Pairs else "an array"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, str):
-        return "a string"
-    return type(value).__name__
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, str) else _type_name(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-# --- batches --------------------------------------------------------------------------
-
-INLINE_BELOW: Final = 4096  # below this a pool's pickling and wake-ups cost more than they save
-_pool: ProcessPoolExecutor | None = None
-_pool_workers = 0
-_pool_lock = threading.Lock()
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _get_pool(workers: int) -> ProcessPoolExecutor:
-    """The module's process pool, started on first use and reused by every later batch."""
-    global _pool, _pool_workers
-    with _pool_lock:
-        if _pool is None or _pool_workers != workers:
-            import atexit
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            if _pool is not None:
-                _pool.shutdown(wait=True)
-            # forkserver: forking a parent that may run threads (servers, tests) is unsafe
-            method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-            _pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
-            _pool_workers = workers
-            if not getattr(_get_pool, "_atexit", False):
-                atexit.register(shutdown_pool)
-                _get_pool._atexit = True  # type: ignore[attr-defined]
-        return _pool
-
-
-def shutdown_pool() -> None:
-    """Stop the batch pool (tests and long-lived processes that want the cores back)."""
-    global _pool, _pool_workers
-    with _pool_lock:
-        if _pool is not None:
-            _pool.shutdown(wait=True, cancel_futures=True)
-            _pool = None
-            _pool_workers = 0
-
-
-# Verdicts cross the process boundary as (reason or None, detail): a few bytes each.
-def _pack(verdicts: Iterable[Verdict]) -> list[tuple[str, str] | None]:
-    return [None if v.accepted else (v.reason.value, v.detail) for v in verdicts]
-
-
-def _unpack(packed: list[tuple[str, str] | None]) -> list[Verdict]:
-    return [ACCEPTED if p is None else Rejected(Reason(p[0]), p[1]) for p in packed]
-
-
-def _verify_chunk(
-    receipts: Sequence[Receipt], domain: Domain, params: Params, now: int
-) -> list[tuple[str, str] | None]:
-    return _pack(verify(r, domain, params, now) for r in receipts)
-
-
-def _verify_wire_chunk(
-    items: Sequence[Any], domain: Domain, params: Params, now: int
-) -> list[tuple[str, str] | None]:
-    return _pack(verify_wire(item, domain, params, now) for item in items)
-
-
-def _run_batch(
-    chunk_fn: Any,
-    items: Sequence[Any],
-    domain: Domain,
-    params: Params,
-    now: int,
-    workers: int | None,
-    inline_below: int,
-) -> list[Verdict]:
-    workers = _cores() if workers is None else max(1, workers)
-    if workers == 1 or len(items) < inline_below:
-        return _unpack(chunk_fn(items, domain, params, now))
-    pool = _get_pool(workers)
-    # A few chunks per worker keeps cores busy when one chunk runs slower than another.
-    size = max(256, -(-len(items) // (workers * 4)))
-    chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    futures = [pool.submit(chunk_fn, chunk, domain, params, now) for chunk in chunks]
-    out: list[Verdict] = []
-    for future in futures:  # submission order == input order
-        out.extend(_unpack(future.result()))
-    return out
-
-
-def verify_batch(
-    receipts: Sequence[Receipt],
-    domain: Domain,
-    params: Params,
-    now: int,
-    *,
-    workers: int | None = None,
-    inline_below: int = INLINE_BELOW,
-) -> list[Verdict]:
-    """verify() of each receipt, in input order, on every core when the batch is large."""
-    return _run_batch(_verify_chunk, receipts, domain, params, now, workers, inline_below)
-
-
-def verify_wire_batch(
-    items: Sequence[Any],
-    domain: Domain,
-    params: Params,
-    now: int,
-    *,
-    workers: int | None = None,
-    inline_below: int = INLINE_BELOW,
-) -> list[Verdict]:
-    """verify_wire() of each wire item (JSON bytes/str or dict), in input order.
-
-    Workers parse too: raw lines are cheaper to ship than parsed receipts.
-    """
-    return _run_batch(_verify_wire_chunk, items, domain, params, now, workers, inline_below)

@@ -12,21 +12,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from coincurve import PrivateKey, PublicKey
-
-from settlement.domain.receipts import (
-    SECP256K1_HALF_N,
-    SECP256K1_N,
-    UINT64_MAX,
-    Domain,
-    keccak,
-)
+from settlement.domain import secp
+from settlement.domain.receipts import SECP256K1_HALF_N, SECP256K1_N, UINT64_MAX, Domain, keccak
 from settlement.errors import InvalidRegistration
 
 NODE_REGISTRATION_TYPE: Final = "NodeRegistration(address node,string label,uint64 issuedAt)"
 NODE_REGISTRATION_TYPEHASH: Final = keccak(NODE_REGISTRATION_TYPE.encode())
 MAX_LABEL: Final = 64  # characters
 _FIELDS: Final = frozenset(("node", "label", "issuedAt", "signature"))
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A stored registration request and what became of it."""
+
+    id: int
+    node: bytes
+    label: str
+    issued_at: int
+    signature: bytes
+    status: str  # "pending" | "approved" | "rejected"
+    requested_at: int
+    decided_at: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +74,7 @@ def sign_registration(
     request: NodeRegistrationRequest, domain: Domain, private_key: bytes
 ) -> NodeRegistrationRequest:
     """A copy of `request` signed by the node's key (canonical: low-s, v in {27, 28})."""
-    rsv = PrivateKey(private_key).sign_recoverable(
-        registration_digest(request, domain), hasher=None
-    )
+    rsv = secp.sign_recoverable(private_key, registration_digest(request, domain))
     return replace(request, signature=rsv[:64] + bytes((rsv[64] + 27,)))
 
 
@@ -129,13 +134,9 @@ def verify_request(
     r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big")
     if not (0 < r < SECP256K1_N and 0 < s <= SECP256K1_HALF_N):
         raise InvalidRegistration("signature is not canonical (r in [1, n), s in [1, n/2])")
-    try:
-        public = PublicKey.from_signature_and_message(
-            sig[:64] + bytes((sig[64] - 27,)), registration_digest(request, domain), hasher=None
-        )
-    except ValueError:
-        raise InvalidRegistration("signature recovers to no key") from None
-    signer = keccak(public.format(compressed=False)[1:])[12:]
+    signer = secp.recover_address(registration_digest(request, domain), sig)
+    if signer is None:
+        raise InvalidRegistration("signature recovers to no key")
     if signer != request.node:
         raise InvalidRegistration(
             f"signed by 0x{signer.hex()}, not by the node 0x{request.node.hex()}: sign with the node key"

@@ -40,10 +40,9 @@ from settlement.domain.receipts import (
     ViewReceipt,
     address_of,
     digest,
-    dumps_wire,
     keccak,
-    to_wire,
 )
+from settlement.domain.wire import dumps_wire, to_wire
 from settlement.errors import InputError, SettlementError
 
 RECEIPTS_FILE = "receipts.ndjson"

@@ -23,7 +23,8 @@ from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Params
 from settlement.jobs import ChainScheduler, close_due
 from settlement.services.claims import ChainContext, Claims, index_claims
-from settlement.services.ingest import Ingestor, load_registries
+from settlement.services.ingest import Ingestor
+from settlement.services.registry import load_registries
 from settlement.services.submit import Submitter, proposals_on_chain
 from settlement.sim.generate import SimConfig, generate, read_lines
 

@@ -17,8 +17,9 @@ import pytest
 from support.server import ServerProcess
 
 from settlement.adapters.db.store import open_store
-from settlement.domain.receipts import DeliveryReceipt, parse_wire
-from settlement.services.ingest import load_registries
+from settlement.domain.receipts import DeliveryReceipt
+from settlement.domain.wire import parse_wire
+from settlement.services.registry import load_registries
 from settlement.sim.generate import SimConfig, generate
 
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"

@@ -20,8 +20,8 @@ from settlement.domain.receipts import (
     address_of,
     keccak,
     sign,
-    to_wire,
 )
+from settlement.domain.wire import to_wire
 
 GENESIS = 1_767_225_600
 EPOCH = 3600
@@ -118,7 +118,7 @@ def opened(backend: str, tmp_path: Any) -> Iterator[Store]:
 
 def reset(store: Store) -> None:
     """Empty every table (cheaper than a new schema and its migration per test)."""
-    from settlement.adapters.db.store import TABLE_NAMES
+    from settlement.adapters.db.tables import TABLE_NAMES
 
     def fn(cur: Any) -> None:
         for table in TABLE_NAMES:
@@ -186,12 +186,12 @@ class World:
         return sign(r, self.domain, vk)
 
     def register(self, store: Store) -> None:
-        from settlement.services import ingest as service
+        from settlement.services import registry as registry_service
 
-        service.register_node(store, self.node, "node-1")
-        service.register_node(store, self.node2, "node-2")
-        service.add_content(store, self.content, self.creator)
-        service.add_content(store, self.content2, self.creator)
+        registry_service.register_node(store, self.node, "node-1")
+        registry_service.register_node(store, self.node2, "node-2")
+        registry_service.add_content(store, self.content, self.creator)
+        registry_service.add_content(store, self.content2, self.creator)
 
 
 def wire(*receipts: Any) -> list[dict[str, Any]]:

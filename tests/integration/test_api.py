@@ -19,7 +19,7 @@ from settlement.api.app import create_app
 from settlement.config import Settings
 from settlement.domain.receipts import Domain, address_of
 from settlement.domain.registration import NodeRegistrationRequest, sign_registration, to_wire
-from settlement.services.ingest import load_registries
+from settlement.services.registry import load_registries
 from settlement.sim.generate import SimConfig, generate
 
 TOKEN = "test-admin-token"

@@ -25,11 +25,13 @@ from storekit import (
 )
 
 from settlement.adapters.db.epochs import EPOCH_TABLES
-from settlement.adapters.db.store import U64_OFFSET, DeliveryReceipt
+from settlement.adapters.db.tables import U64_OFFSET
 from settlement.domain import merkle
+from settlement.domain.receipts import DeliveryReceipt
 from settlement.domain.rewards import ClassAmounts, SessionInput, settle_epoch
 from settlement.services import close as epochs_service
 from settlement.services import ingest as service
+from settlement.services import registry as registry_service
 from settlement.services.close import close_epoch, params_of
 
 EPOCHS = 3
@@ -139,7 +141,7 @@ def check_against_reference(store, tmp_path, seed, caps_seed):
             assert {i.reason for i in got.items if i.verdict == "rejected"} <= {"SELF_DEALING"}
         if e == 2:
             # content2 now belongs to rv0: its earlier watch time earns no creator share.
-            service.add_content(store, w.content2, rv0)
+            registry_service.add_content(store, w.content2, rv0)
             creators = {**creators, w.content2: rv0}
         closed = close_epoch(store, s, e, now=cutoff(e))
         ref = settle_epoch(

@@ -29,6 +29,7 @@ from settlement.domain import merkle
 from settlement.domain.receipts import address_of
 from settlement.services import correct
 from settlement.services import ingest as service
+from settlement.services import registry as registry_service
 from settlement.services.close import close_epoch
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -322,8 +323,8 @@ def dataset(tmp_path_factory: Any) -> Dataset:
         w = World()
         w.register(store)
         other_key = key("viewer-2")
-        service.add_viewer(store, w.viewer)
-        service.add_viewer(store, address_of(other_key))
+        registry_service.add_viewer(store, w.viewer)
+        registry_service.add_viewer(store, address_of(other_key))
         sid, cheat = key("session-a"), key("cheat")
         ingest = service.Ingestor(store, s).ingest
         b1 = GENESIS + 100

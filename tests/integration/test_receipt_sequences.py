@@ -14,6 +14,7 @@ import pytest
 from storekit import BACKENDS, opened, settings
 
 from settlement.services import ingest as service
+from settlement.services import registry as registry_service
 
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[1] / "vectors" / "receipts.json").read_text()
@@ -54,7 +55,7 @@ def test_the_sequences_cover_every_stateful_verdict():
 def test_every_step_gets_its_verdict(backend, one_batch, sequence, tmp_path):
     cfg = _settings(sequence["viewerAllowlist"])
     with opened(backend, tmp_path) as store:
-        service.load_registries(store, sequence["registries"], settings=cfg)
+        registry_service.load_registries(store, sequence["registries"], settings=cfg)
         ingestor = service.Ingestor(store, cfg)
         wires = [step["wire"] for step in sequence["steps"]]
         if one_batch:

@@ -27,20 +27,20 @@ from storekit import (
     wire,
 )
 
-from settlement.adapters.db.store import U64_OFFSET
+from settlement.adapters.db.tables import U64_OFFSET
 from settlement.domain.epochs import EpochClock
 from settlement.domain.receipts import (
     DeliveryReceipt,
     Domain,
     ViewReceipt,
     address_of,
-    parse_wire,
     recover_signer,
     sign,
-    to_wire,
 )
+from settlement.domain.wire import parse_wire, to_wire
 from settlement.errors import MalformedReceipt, NotFound, RegistryError
 from settlement.services import ingest as service
+from settlement.services import registry as registry_service
 
 UINT64_MAX = 2**64 - 1
 CLOCK = EpochClock(GENESIS, EPOCH, GRACE)
@@ -116,7 +116,7 @@ def test_same_key_twice_in_one_batch_sees_the_first(store, world):
     ]
     assert best(store) == {("DeliveryReceipt", 1): high, ("ViewReceipt", 1): view}
     session = store.session(world.viewer, sid)
-    assert session["content_id"] == world.content and session["quarantined_at"] is None
+    assert session.content_id == world.content and session.quarantined_at is None
 
 
 @pytest.mark.parametrize("order", ["late_first", "early_first"])
@@ -131,7 +131,7 @@ def test_ties_keep_earliest_issued_then_lowest_signature(store, world, order):
 
 
 def test_tie_on_issued_at_keeps_lowest_signature():
-    from settlement.adapters.db.store import BatchState, SessionState
+    from settlement.domain.ingest import BatchState, SessionState, decide_batch
 
     w = World()
     sid = key("sigtie")
@@ -148,8 +148,8 @@ def test_tie_on_issued_at_keeps_lowest_signature():
             set(),
             [],
         )
-        out = service.decide_batch([(i, r, 1) for i, r in enumerate(order)], state, NOW)
-        assert [v for v, _, _ in out] == ["accepted", "duplicate"]
+        out = decide_batch([(i, r, 1) for i, r in enumerate(order)], state, NOW)
+        assert [v.verdict for v in out] == ["accepted", "duplicate"]
         assert state.delivery[(w.viewer, sid, w.node)][1][3] == b"\x00" * 65
 
 
@@ -166,7 +166,7 @@ def test_multi_bucket_session_keeps_best_per_bucket_and_detects_crossing(store, 
         "accepted",
     ]
     assert best(store) == {("DeliveryReceipt", 1): late1, ("DeliveryReceipt", 2): a2}
-    assert store.session(world.viewer, sid)["last_bucket"] == 2
+    assert store.session(world.viewer, sid).last_bucket == 2
     # Crossing the best of ANOTHER bucket (bucket 2: 5000/9) is a conflict.
     cross = world.delivery(sid, 6000, 8, B2 + 2)
     assert verdicts(ingest(store, wire(cross))) == ["CONFLICT"]
@@ -190,7 +190,7 @@ def test_conflict_other_content_quarantines_the_whole_session(store, world):
     assert parse_wire(q.evidence_received) == other
     for evidence in (q.evidence_stored, q.evidence_received):
         assert recover_signer(parse_wire(evidence), world.domain) == world.viewer
-    assert store.session(world.viewer, sid)["quarantined_at"] == NOW
+    assert store.session(world.viewer, sid).quarantined_at == NOW
     assert store.quarantined(stored_before=NOW) == []
     # Credit already stored stands: the accepted receipt is still the bucket's best.
     assert ("DeliveryReceipt", 1) in best(store)
@@ -225,20 +225,20 @@ def test_registry_gate(store, world):
     assert verdicts(ingest(store, wire(forged))) == ["UNKNOWN_NODE"]
     # Inactive node, then active again: the ingestor notices each registry change.
     ingestor = service.Ingestor(store, settings())
-    service.set_node_active(store, world.node2, False)
+    registry_service.set_node_active(store, world.node2, False)
     r = world.delivery(key("gate5"), 10, 1, B1, node=world.node2)
     [v] = ingestor.ingest(wire(r), NOW).items
     assert (v.reason, "inactive" in v.detail) == ("UNKNOWN_NODE", True)
-    service.set_node_active(store, world.node2, True)
+    registry_service.set_node_active(store, world.node2, True)
     assert verdicts(ingestor.ingest(wire(r), NOW)) == ["accepted"]
 
 
 def test_viewer_allowlist(store, world):
     r = world.view(key("allow"), 4, B1)
     assert verdicts(ingest(store, wire(r), viewer_allowlist=True)) == ["UNKNOWN_VIEWER"]
-    service.add_viewer(store, world.viewer)
+    registry_service.add_viewer(store, world.viewer)
     assert verdicts(ingest(store, wire(r), viewer_allowlist=True)) == ["accepted"]
-    service.remove_viewer(store, world.viewer)
+    registry_service.remove_viewer(store, world.viewer)
     r2 = world.view(key("allow2"), 4, B1)
     assert verdicts(ingest(store, wire(r2), viewer_allowlist=True)) == ["UNKNOWN_VIEWER"]
     assert verdicts(ingest(store, wire(r2), viewer_allowlist=False)) == ["accepted"]
@@ -247,16 +247,16 @@ def test_viewer_allowlist(store, world):
 def test_registries_refuse_unpayable_addresses_and_unknown_entries(store):
     s = settings()
     with pytest.raises(RegistryError, match="zero address"):
-        service.register_node(store, bytes(20), "zero")
+        registry_service.register_node(store, bytes(20), "zero")
     with pytest.raises(RegistryError, match="RewardDistributor"):
-        service.add_content(store, key("c"), s.distributor, settings=s)
+        registry_service.add_content(store, key("c"), s.distributor, settings=s)
     with pytest.raises(RegistryError, match="label"):
-        service.register_node(store, key("n")[:20], " padded ")
+        registry_service.register_node(store, key("n")[:20], " padded ")
     with pytest.raises(NotFound):
-        service.set_node_active(store, key("n")[:20], False)
+        registry_service.set_node_active(store, key("n")[:20], False)
     with pytest.raises(NotFound):
-        service.remove_content(store, key("c"))
-    node = service.register_node(store, "0x" + key("n")[:20].hex(), "n")
+        registry_service.remove_content(store, key("c"))
+    node = registry_service.register_node(store, "0x" + key("n")[:20].hex(), "n")
     assert store.nodes() == [(node, "n", True)]
 
 
@@ -277,11 +277,11 @@ def test_max_uint64_round_trips(store, world):
     assert verdicts(ingest(store, wire(other), now=top, **s)) == ["CONFLICT"]
     [q] = store.quarantined()
     assert q.stored_at == top and parse_wire(q.evidence_stored) == r
-    assert store.session(world.viewer, sid)["started_at"] == top - 1000
+    assert store.session(world.viewer, sid).started_at == top - 1000
     # And zero, the bottom of the range.
     z = world.view(bytes(32), 0, B1, started=GENESIS)
     assert verdicts(ingest(store, wire(z))) == ["accepted"]
-    assert store.session(world.viewer, bytes(32))["started_at"] == GENESIS
+    assert store.session(world.viewer, bytes(32)).started_at == GENESIS
     assert U64_OFFSET == 2**63
 
 
@@ -435,28 +435,30 @@ def test_node_registration_requests(store):
     node_key = key("operator")
     node = address_of(node_key)
     req = sign_registration(NodeRegistrationRequest(node, "edge-1", NOW), domain, node_key)
-    reg = service.request_node_registration(store, s, reg_wire(req), NOW)
+    reg = registry_service.request_node_registration(store, s, reg_wire(req), NOW)
     assert reg.status == "pending" and store.nodes() == []
-    reg = service.approve_node_registration(store, reg.id, NOW + 1)
+    reg = registry_service.approve_node_registration(store, reg.id, NOW + 1)
     assert (reg.status, reg.decided_at) == ("approved", NOW + 1)
     assert store.nodes() == [(node, "edge-1", True)]
     with pytest.raises(RegistryError, match="already approved"):
-        service.reject_node_registration(store, reg.id, NOW + 2)
+        registry_service.reject_node_registration(store, reg.id, NOW + 2)
     # A replayed request cannot come back (e.g. to re-activate a deactivated node).
     with pytest.raises(InvalidRegistration, match="later issuedAt"):
-        service.request_node_registration(store, s, reg_wire(req), NOW + 5)
+        registry_service.request_node_registration(store, s, reg_wire(req), NOW + 5)
     # Open mode approves at once; a request signed by another key is refused.
     req2 = sign_registration(NodeRegistrationRequest(node, "edge-1b", NOW + 10), domain, node_key)
-    reg2 = service.request_node_registration(store, settings(registry_mode="open"), req2, NOW + 10)
+    reg2 = registry_service.request_node_registration(
+        store, settings(registry_mode="open"), req2, NOW + 10
+    )
     assert reg2.status == "approved" and store.nodes() == [(node, "edge-1b", True)]
     forged = sign_registration(NodeRegistrationRequest(node, "x", NOW + 20), domain, key("other"))
     with pytest.raises(InvalidRegistration, match="not by the node"):
-        service.request_node_registration(store, s, forged, NOW + 20)
+        registry_service.request_node_registration(store, s, forged, NOW + 20)
     stale = sign_registration(NodeRegistrationRequest(node, "x", NOW - 10**6), domain, node_key)
     with pytest.raises(InvalidRegistration, match="older"):
-        service.request_node_registration(store, s, stale, NOW)
+        registry_service.request_node_registration(store, s, stale, NOW)
     with pytest.raises(NotFound):
-        service.approve_node_registration(store, 999, NOW)
+        registry_service.approve_node_registration(store, 999, NOW)
     assert [r.status for r in store.registrations()] == ["approved", "approved"]
 
 
@@ -485,7 +487,7 @@ def test_simulated_traffic_gets_the_verdicts_its_labels_promise(store, tmp_path)
         workers=1,
     )
     sim = generate(cfg, tmp_path / "sim")
-    service.load_registries(store, sim.out_dir / "registries.json")
+    registry_service.load_registries(store, sim.out_dir / "registries.json")
     p = cfg.params  # the simulator's receipt parameters, row 4 included
     ingestor = service.Ingestor(
         store,

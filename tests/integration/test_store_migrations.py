@@ -7,7 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from storekit import BACKENDS, backend_url
 
-from settlement.adapters.db.store import METADATA, compare_type, open_store, schema_revision
+from settlement.adapters.db.store import open_store
+from settlement.adapters.db.tables import METADATA, compare_type, schema_revision
 from settlement.errors import SchemaOutdated
 
 
@@ -62,7 +63,8 @@ def test_0005_splits_the_view_watermark_into_raw_and_credited(backend, tmp_path)
     import sqlalchemy as sa
     from alembic import command
 
-    from settlement.adapters.db.store import _engine, alembic_config
+    from settlement.adapters.db.store import _engine
+    from settlement.adapters.db.tables import alembic_config
 
     v1_rows = [
         (b"\x01" * 20, b"\x0a" * 32, 1, 8),

@@ -30,7 +30,8 @@ from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Params
 from settlement.jobs import close_due
 from settlement.services import submit as submitter_mod
-from settlement.services.ingest import Ingestor, load_registries
+from settlement.services.ingest import Ingestor
+from settlement.services.registry import load_registries
 from settlement.services.submit import Submitter, proposals_on_chain
 from settlement.sim.generate import SimConfig, generate, read_lines
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from settlement.api.wire import parse_batch
-from settlement.domain.receipts import Domain, Params, verify_wire
+from settlement.domain.receipts import Domain, Params
+from settlement.domain.wire import verify_wire
 from settlement.errors import InputError, PayloadTooLarge
 
 VECTORS = json.loads(

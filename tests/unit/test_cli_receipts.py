@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from settlement import parallel
 from settlement.cli.main import app
-from settlement.domain import receipts as R
 
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[1] / "vectors" / "receipts.json").read_text()
@@ -133,15 +133,15 @@ def test_parameter_options_override_settings(tmp_path):
 
 
 def test_large_file_uses_the_pool_and_keeps_order(tmp_path):
-    n = R.INLINE_BELOW + 500
+    n = parallel.INLINE_BELOW + 500
     lines = [line_of(CASES[i % len(CASES)]) for i in range(n)]
     path = tmp_path / "big.ndjson"
     path.write_text("\n".join(lines) + "\n")
     try:
         result = run(str(path), *DOMAIN_ARGS, "--workers", "2")
-        assert R._pool is not None
+        assert parallel._pool is not None
     finally:
-        R.shutdown_pool()
+        parallel.shutdown_pool()
     assert result.exit_code == 0, result.stderr
     got = [r["reason"] for r in rows(result.stdout)]
     assert got == [CASES[i % len(CASES)]["reason"] for i in range(n)]

@@ -34,7 +34,8 @@ from settlement.client import (
     SubmitError,
 )
 from settlement.client.http import parse_verdicts, retry_after_seconds
-from settlement.domain.receipts import Domain, MalformedReceipt, dumps_wire, parse_wire
+from settlement.domain.receipts import Domain, MalformedReceipt
+from settlement.domain.wire import dumps_wire, parse_wire
 from settlement.errors import InputError
 
 DOMAIN = Domain(31337, bytes(19) + b"\x01")

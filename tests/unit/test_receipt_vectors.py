@@ -17,12 +17,11 @@ from settlement.domain.receipts import (
     Reason,
     address_of,
     digest,
-    parse_wire,
     recover_signer,
     verify,
-    verify_wire,
-    verify_wire_batch,
 )
+from settlement.domain.wire import parse_wire, verify_wire
+from settlement.parallel import verify_wire_batch
 
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[1] / "vectors" / "receipts.json").read_text()

@@ -8,8 +8,10 @@ import json
 import orjson
 import pytest
 
+from settlement import parallel as P
 from settlement.config import Settings
 from settlement.domain import receipts as R
+from settlement.domain import secp
 from settlement.domain.receipts import (
     ACCEPTED,
     SECP256K1_N,
@@ -22,16 +24,12 @@ from settlement.domain.receipts import (
     ViewReceipt,
     address_of,
     digest,
-    dumps_wire,
-    parse_wire,
     sign,
-    to_wire,
     verify,
-    verify_batch,
-    verify_wire,
-    verify_wire_batch,
 )
+from settlement.domain.wire import dumps_wire, parse_wire, to_wire, verify_wire
 from settlement.errors import InputError, SettlementError
+from settlement.parallel import verify_batch, verify_wire_batch
 
 KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 OTHER_KEY = (7).to_bytes(32, "big")
@@ -90,6 +88,11 @@ def test_params_from_settings_use_protocol_names():
     assert params.segment_seconds == 2
     assert params.genesis == settings.genesis
     assert params.max_bitrate == settings.max_bitrate
+
+
+def test_params_defaults_are_the_settings_declared_defaults():
+    # The domain holds PROTOCOL's defaults itself (it must not import the config module).
+    assert Params.defaults() == Params.from_settings(Settings.model_construct())
 
 
 def test_domain_separator_is_computed_once_and_validated():
@@ -503,19 +506,19 @@ def test_batch_inline_and_pool_agree_in_input_order():
     expected = [verify(r, DOMAIN, PARAMS, NOW) for r in receipts]
     assert verify_batch(receipts, DOMAIN, PARAMS, NOW, workers=1) == expected
     assert verify_batch(receipts, DOMAIN, PARAMS, NOW, workers=2, inline_below=0) == expected
-    pool = R._pool
+    pool = P._pool
     assert pool is not None
     lines = [dumps_wire(r) for r in receipts] + [b'{"kind": "view"}', b"nope"]
     wire_expected = [verify_wire(x, DOMAIN, PARAMS, NOW) for x in lines]
     assert wire_expected[-1].reason is Reason.MALFORMED
     assert verify_wire_batch(lines, DOMAIN, PARAMS, NOW, workers=2, inline_below=0) == wire_expected
-    assert R._pool is pool  # started once, reused
-    R.shutdown_pool()
-    assert R._pool is None
+    assert P._pool is pool  # started once, reused
+    P.shutdown_pool()
+    assert P._pool is None
 
 
 def test_small_batches_run_inline_without_a_pool():
-    R.shutdown_pool()
+    P.shutdown_pool()
     verdicts = verify_batch(_mixed_batch(12), DOMAIN, PARAMS, NOW)
     assert [v.accepted for v in verdicts[:2]] == [True, True]
     assert [v.reason for v in verdicts[2:6]] == [
@@ -524,7 +527,7 @@ def test_small_batches_run_inline_without_a_pool():
         Reason.NON_CANONICAL_SIGNATURE,
         Reason.SIGNER_MISMATCH,
     ]
-    assert R._pool is None
+    assert P._pool is None
 
 
 def test_wire_fast_path_is_only_taken_when_safe():
@@ -534,17 +537,17 @@ def test_wire_fast_path_is_only_taken_when_safe():
 
 
 def test_known_key_memo_never_changes_a_verdict(monkeypatch):
-    R._known_keys.clear()
+    secp._known_keys.clear()
     assert verify(delivery(), DOMAIN, PARAMS, NOW) is ACCEPTED
-    assert VIEWER in R._known_keys  # learnt from a verified recovery
+    assert VIEWER in secp._known_keys  # learnt from a verified recovery
     # Same viewer, another key's signature: the memo misses and the full check rejects.
     assert reason(delivery(key=OTHER_KEY)) is Reason.SIGNER_MISMATCH
     assert verify(view(), DOMAIN, PARAMS, NOW) is ACCEPTED
     # A full memo is emptied, not grown.
-    monkeypatch.setattr(R, "_KNOWN_KEYS_MAX", 1)
-    R._known_keys[b"\x01" * 20] = R._known_keys.pop(VIEWER)
+    monkeypatch.setattr(secp, "_KNOWN_KEYS_MAX", 1)
+    secp._known_keys[b"\x01" * 20] = secp._known_keys.pop(VIEWER)
     assert verify(delivery(), DOMAIN, PARAMS, NOW) is ACCEPTED
-    assert list(R._known_keys) == [VIEWER]
+    assert list(secp._known_keys) == [VIEWER]
 
 
 def test_int_fields_follow_struct_rules_everywhere():

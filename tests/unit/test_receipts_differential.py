@@ -15,7 +15,7 @@ from eth_account.messages import _hash_eip191_message, encode_typed_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from settlement.adapters.db.store import RegistrySnapshot
+from settlement.domain.ingest import RegistrySnapshot, registry_gate
 from settlement.domain.receipts import (
     SECP256K1_HALF_N,
     SECP256K1_N,
@@ -27,17 +27,12 @@ from settlement.domain.receipts import (
     ViewReceipt,
     address_of,
     digest,
-    dumps_wire,
-    parse_wire,
     recover_signer,
     sign,
-    to_wire,
-    typed_data,
     verify,
-    verify_batch,
-    verify_wire,
 )
-from settlement.services.ingest import _Registries
+from settlement.domain.wire import dumps_wire, parse_wire, to_wire, typed_data, verify_wire
+from settlement.parallel import verify_batch
 
 
 def _edge_ints(maximum: int) -> st.SearchStrategy[int]:
@@ -324,7 +319,7 @@ def _gate_of(registry: dict | None):
         registry["content"],
         registry["viewers"],
     )
-    return _Registries(snapshot, registry["allowlist"]).gate
+    return registry_gate(snapshot, registry["allowlist"])
 
 
 @settings(max_examples=1_500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,9 +20,9 @@ from settlement.domain.receipts import (
     ViewReceipt,
     address_of,
     sign,
-    typed_data,
     verify,
 )
+from settlement.domain.wire import typed_data
 
 KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 DOMAIN = Domain(31337, bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"))

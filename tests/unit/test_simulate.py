@@ -15,14 +15,8 @@ import orjson
 import pytest
 
 from settlement.config import Settings
-from settlement.domain.receipts import (
-    DeliveryReceipt,
-    MalformedReceipt,
-    Params,
-    Reason,
-    parse_wire,
-    verify_wire,
-)
+from settlement.domain.receipts import DeliveryReceipt, MalformedReceipt, Params, Reason
+from settlement.domain.wire import parse_wire, verify_wire
 from settlement.errors import InputError
 from settlement.sim import generate as simulate
 from settlement.sim.generate import BAD_KINDS, HONEST, SimConfig, generate, parse_bad_fractions

@@ -25,16 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy import BigInteger, Boolean, Column, Integer, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
-from settlement.adapters.db.store import (
-    U64,
-    U64_OFFSET,
-    Store,
-    bytes_column,
-    dec,
-    enc,
-    pk_bytes,
-    pk_int,
-)
+from settlement.adapters.db.store import Store
+from settlement.adapters.db.tables import U64, U64_OFFSET, bytes_column, dec, enc, pk_bytes, pk_int
 from settlement.domain.credit import CloseCredit, Cols, CreditWeights, as_bytes, credit_epoch
 from settlement.errors import StoreError
 

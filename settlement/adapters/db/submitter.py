@@ -19,7 +19,8 @@ from sqlalchemy import BigInteger, Column, Integer, Text
 from sqlmodel import Field, SQLModel
 
 from settlement.adapters.chain import PreparedTx
-from settlement.adapters.db.store import Store, pk_bytes
+from settlement.adapters.db.store import Store
+from settlement.adapters.db.tables import pk_bytes
 
 # prepared -> sent -> mined (root pending on chain) -> accepted; or revoked (by the guardian),
 # failed (reverted, or its nonce went to another transaction), superseded (a correction

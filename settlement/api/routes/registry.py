@@ -10,7 +10,6 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from settlement.adapters.db.store import Registration
 from settlement.api.deps import AdminDep, ClientKeyDep, SettingsDep, StateDep, StoreDep
 from settlement.api.schemas import (
     ERROR_RESPONSES,
@@ -23,7 +22,8 @@ from settlement.api.schemas import (
     RegistriesIn,
     ViewerIn,
 )
-from settlement.services import ingest as service
+from settlement.domain.registration import Registration
+from settlement.services import registry as service
 
 admin = APIRouter(
     prefix="/v1/admin",
@@ -54,7 +54,9 @@ def _registration(reg: Registration) -> RegistrationOut:
 
 @admin.get("/nodes", summary="List registered nodes")
 def list_nodes(_: AdminDep, store: StoreDep) -> list[NodeOut]:
-    return [NodeOut(address=_hex(a), label=label, active=on) for a, label, on in store.nodes()]
+    return [
+        NodeOut(address=_hex(a), label=label, active=on) for a, label, on in service.nodes(store)
+    ]
 
 
 @admin.post("/nodes", summary="Register or update a node")
@@ -80,8 +82,7 @@ def node_active(
 
 @admin.get("/content", summary="List registered content and creators")
 def list_content(_: AdminDep, store: StoreDep) -> list[ContentOut]:
-    snap = store.registry_snapshot()
-    return [ContentOut(contentId=_hex(c), creator=_hex(k)) for c, k in sorted(snap.content.items())]
+    return [ContentOut(contentId=_hex(c), creator=_hex(k)) for c, k in service.content(store)]
 
 
 @admin.post("/content", summary="Register content (content id -> creator)")
@@ -97,7 +98,7 @@ def delete_content(_: AdminDep, store: StoreDep, content_id: str) -> None:
 
 @admin.get("/viewers", summary="List the viewer allowlist")
 def list_viewers(_: AdminDep, store: StoreDep) -> list[str]:
-    return sorted(_hex(v) for v in store.registry_snapshot().viewers)
+    return [_hex(v) for v in service.viewers(store)]
 
 
 @admin.post("/viewers", summary="Add a viewer to the allowlist")
@@ -124,7 +125,7 @@ def import_registries(
 def list_registrations(
     _: AdminDep, store: StoreDep, status: Literal["pending", "approved", "rejected"] | None = None
 ) -> list[RegistrationOut]:
-    return [_registration(r) for r in store.registrations(status)]
+    return [_registration(r) for r in service.registrations(store, status)]
 
 
 @admin.post(

@@ -1,4 +1,4 @@
-"""Alembic environment: the SQLModel tables of settlement.adapters.db.store are the target.
+"""Alembic environment: the SQLModel tables of settlement.adapters.db.tables are the target.
 
 Programmatic runs (open_store) hand in their connection; the command line takes
 `-x url=...`, else W2E_DATABASE_URL through Settings.
@@ -10,20 +10,21 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from settlement.adapters.db import store as db
+from settlement.adapters.db import tables
+from settlement.adapters.db.store import _engine
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = db.METADATA
+target_metadata = tables.METADATA
 
 
 def _configure(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        compare_type=db.compare_type,
+        compare_type=tables.compare_type,
         render_as_batch=connection.dialect.name == "sqlite",
     )
 
@@ -40,11 +41,11 @@ def run_migrations_online() -> None:
         from settlement.config import load_settings
 
         url = load_settings().database_url
-    engine, _ = db._engine(url, pool_size=1, sqlite_synchronous="FULL")
+    engine, _ = _engine(url, pool_size=1, sqlite_synchronous="FULL")
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({db._PG_MIGRATION_LOCK})")
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({tables._PG_MIGRATION_LOCK})")
             _configure(conn)
             context.run_migrations()
     finally:

@@ -1,7 +1,7 @@
 """Initial store: sessions, best receipts, quarantine, registries, rejection log.
 
 One revision for SQLite and PostgreSQL. uint64 columns (U64 below) are BIGINT holding
-value - 2**63 (see settlement.adapters.db.store): exact and order-preserving on both.
+value - 2**63 (see settlement.adapters.db.tables): exact and order-preserving on both.
 
 Revision ID: 0001
 Revises:

@@ -1,6 +1,6 @@
 """What a close reads: watermark tables without a primary key (the close appends a row per
 key it moved and nothing looks one up by key, see settlement.adapters.db.epochs), and
-session_touch, the sessions each batch changed (settlement.adapters.db.store.SESSION_TOUCH), so
+session_touch, the sessions each batch changed (settlement.adapters.db.tables.SESSION_TOUCH), so
 that a close reads those rather than every live session.
 
 The watermark tables are rebuilt with their rows copied, the same on SQLite and PostgreSQL

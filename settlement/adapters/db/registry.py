@@ -1,0 +1,278 @@
+"""The registries and node registration requests: their queries, a part of every Store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from settlement.adapters.db.tables import dec, enc
+from settlement.domain.ingest import RegistrySnapshot
+from settlement.domain.registration import Registration
+
+
+class RegistryQueries:
+    """Store methods over the registry tables (SQL text through the Store's transactions)."""
+
+    def _q(self, sql: str) -> str:
+        raise NotImplementedError  # Store's
+
+    def _run(self, fn: Callable[[Any], Any], write: bool = True) -> Any:
+        raise NotImplementedError  # Store's
+
+    # -- registries ----------------------------------------------------------------------
+
+    def _bump(self, cur: Any) -> None:
+        cur.execute(
+            "INSERT INTO registry_state (id, version) VALUES (1, 1) "
+            "ON CONFLICT (id) DO UPDATE SET version = registry_state.version + 1"
+        )
+
+    def registry_version(self) -> int:
+        def fn(cur: Any) -> int:
+            cur.execute("SELECT version FROM registry_state WHERE id = 1")
+            row = cur.fetchone()
+            return 0 if row is None else row[0]
+
+        return self._run(fn, write=False)
+
+    def registry_snapshot(self) -> RegistrySnapshot:
+        def fn(cur: Any) -> RegistrySnapshot:
+            # The version first: a change committed while the tables are read makes the
+            # snapshot newer than its version, so the next check reloads again (never older).
+            cur.execute("SELECT version FROM registry_state WHERE id = 1")
+            row = cur.fetchone()
+            cur.execute("SELECT address, label, active FROM registry_node")
+            nodes = {bytes(a): (label, bool(active)) for a, label, active in cur.fetchall()}
+            cur.execute("SELECT content_id, creator FROM registry_content")
+            content = {bytes(c): bytes(k) for c, k in cur.fetchall()}
+            cur.execute("SELECT address FROM registry_viewer")
+            viewers = frozenset(bytes(a) for (a,) in cur.fetchall())
+            return RegistrySnapshot(0 if row is None else row[0], nodes, content, viewers)
+
+        return self._run(fn, write=False)
+
+    def put_node(self, address: bytes, label: str, active: bool) -> None:
+        def fn(cur: Any) -> None:
+            cur.execute(
+                self._q(
+                    "INSERT INTO registry_node (address, label, active) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (address) DO UPDATE SET label = excluded.label, "
+                    "active = excluded.active"
+                ),
+                (address, label, active),
+            )
+            self._bump(cur)
+
+        self._run(fn)
+
+    def set_node_active(self, address: bytes, active: bool) -> bool:
+        """False when the node is not registered."""
+
+        def fn(cur: Any) -> bool:
+            cur.execute(
+                self._q("UPDATE registry_node SET active = %s WHERE address = %s"),
+                (active, address),
+            )
+            found = cur.rowcount > 0
+            if found:
+                self._bump(cur)
+            return found
+
+        return self._run(fn)
+
+    def put_content(self, content_id: bytes, creator: bytes) -> None:
+        def fn(cur: Any) -> None:
+            cur.execute(
+                self._q(
+                    "INSERT INTO registry_content (content_id, creator) VALUES (%s, %s) "
+                    "ON CONFLICT (content_id) DO UPDATE SET creator = excluded.creator"
+                ),
+                (content_id, creator),
+            )
+            self._bump(cur)
+
+        self._run(fn)
+
+    def remove_content(self, content_id: bytes) -> bool:
+        return self._delete_one("registry_content", "content_id", content_id)
+
+    def add_viewer(self, address: bytes) -> None:
+        def fn(cur: Any) -> None:
+            cur.execute(
+                self._q(
+                    "INSERT INTO registry_viewer (address) VALUES (%s) "
+                    "ON CONFLICT (address) DO NOTHING"
+                ),
+                (address,),
+            )
+            self._bump(cur)
+
+        self._run(fn)
+
+    def remove_viewer(self, address: bytes) -> bool:
+        return self._delete_one("registry_viewer", "address", address)
+
+    def _delete_one(self, table: str, column: str, key: bytes) -> bool:
+        def fn(cur: Any) -> bool:
+            cur.execute(self._q(f"DELETE FROM {table} WHERE {column} = %s"), (key,))
+            found = cur.rowcount > 0
+            if found:
+                self._bump(cur)
+            return found
+
+        return self._run(fn)
+
+    def load_registries(
+        self,
+        nodes: Iterable[tuple[bytes, str, bool]],
+        content: Iterable[tuple[bytes, bytes]],
+        viewers: Iterable[bytes],
+    ) -> None:
+        """Upsert many registry entries in one transaction (import of a registries file)."""
+        nodes, content, viewers = list(nodes), list(content), [(v,) for v in viewers]
+
+        def fn(cur: Any) -> None:
+            if nodes:
+                cur.executemany(
+                    self._q(
+                        "INSERT INTO registry_node (address, label, active) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (address) DO UPDATE SET label = excluded.label, "
+                        "active = excluded.active"
+                    ),
+                    nodes,
+                )
+            if content:
+                cur.executemany(
+                    self._q(
+                        "INSERT INTO registry_content (content_id, creator) VALUES (%s, %s) "
+                        "ON CONFLICT (content_id) DO UPDATE SET creator = excluded.creator"
+                    ),
+                    content,
+                )
+            if viewers:
+                cur.executemany(
+                    self._q(
+                        "INSERT INTO registry_viewer (address) VALUES (%s) "
+                        "ON CONFLICT (address) DO NOTHING"
+                    ),
+                    viewers,
+                )
+            self._bump(cur)
+
+        self._run(fn)
+
+    # -- node registration requests ------------------------------------------------------
+
+    _REG_COLS = "id, node, label, issued_at, signature, status, requested_at, decided_at"
+
+    def _registration(self, row: Any) -> Registration:
+        i, node, label, issued, sig, status, requested, decided = row
+        return Registration(
+            i,
+            bytes(node),
+            label,
+            dec(issued),
+            bytes(sig),
+            status,
+            dec(requested),
+            None if decided is None else dec(decided),
+        )
+
+    def add_registration(
+        self,
+        node: bytes,
+        label: str,
+        issued_at: int,
+        signature: bytes,
+        requested_at: int,
+        *,
+        approve: bool,
+    ) -> Registration | None:
+        """Store a verified request; with `approve` the node is registered in the same transaction.
+
+        None when the node already has a request issued at or after `issued_at`: a signed
+        request is used once, so replaying an old one cannot re-activate a node.
+        """
+
+        def fn(cur: Any) -> Registration | None:
+            cur.execute(
+                self._q("SELECT MAX(issued_at) FROM node_registration WHERE node = %s"), (node,)
+            )
+            (latest,) = cur.fetchone()
+            if latest is not None and dec(latest) >= issued_at:
+                return None
+            status = "approved" if approve else "pending"
+            decided = enc(requested_at) if approve else None
+            cur.execute(
+                self._q(
+                    "INSERT INTO node_registration (node, label, issued_at, signature, status, "
+                    "requested_at, decided_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    f"RETURNING {self._REG_COLS}"
+                ),
+                (node, label, enc(issued_at), signature, status, enc(requested_at), decided),
+            )
+            row = cur.fetchone()
+            if approve:
+                self._approve(cur, node, label)
+            return self._registration(row)
+
+        return self._run(fn)
+
+    def _approve(self, cur: Any, node: bytes, label: str) -> None:
+        cur.execute(
+            self._q(
+                "INSERT INTO registry_node (address, label, active) VALUES (%s, %s, %s) "
+                "ON CONFLICT (address) DO UPDATE SET label = excluded.label, active = excluded.active"
+            ),
+            (node, label, True),
+        )
+        self._bump(cur)
+
+    def registration(self, request_id: int) -> Registration | None:
+        def fn(cur: Any) -> Registration | None:
+            cur.execute(
+                self._q(f"SELECT {self._REG_COLS} FROM node_registration WHERE id = %s"),
+                (request_id,),
+            )
+            row = cur.fetchone()
+            return None if row is None else self._registration(row)
+
+        return self._run(fn, write=False)
+
+    def registrations(self, status: str | None = None) -> list[Registration]:
+        def fn(cur: Any) -> list[Registration]:
+            if status is None:
+                cur.execute(f"SELECT {self._REG_COLS} FROM node_registration ORDER BY id")
+            else:
+                cur.execute(
+                    self._q(
+                        f"SELECT {self._REG_COLS} FROM node_registration WHERE status = %s ORDER BY id"
+                    ),
+                    (status,),
+                )
+            return [self._registration(r) for r in cur.fetchall()]
+
+        return self._run(fn, write=False)
+
+    def decide_registration(
+        self, request_id: int, approve: bool, decided_at: int
+    ) -> Registration | None:
+        """Approve or reject a pending request; None when no pending request has that id."""
+
+        def fn(cur: Any) -> Registration | None:
+            cur.execute(
+                self._q(
+                    "UPDATE node_registration SET status = %s, decided_at = %s "
+                    f"WHERE id = %s AND status = 'pending' RETURNING {self._REG_COLS}"
+                ),
+                ("approved" if approve else "rejected", enc(decided_at), request_id),
+            )
+            row = cur.fetchone()
+            if row is None:
+                return None
+            reg = self._registration(row)
+            if approve:
+                self._approve(cur, reg.node, reg.label)
+            return reg
+
+        return self._run(fn)

@@ -1,0 +1,268 @@
+"""The schema: SQLModel tables (what Alembic migrations compare against) and the migrations.
+
+Every uint64 (times, bytes served) is stored as a signed 64-bit integer offset by 2**63:
+exact over the full range, and ordered like the value, so SQL comparisons still work.
+Read such columns through the store's reads, or with `dec` (stored + 2**63).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, LargeBinary, Text
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+U64_OFFSET: Final = 2**63
+MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
+
+
+def enc(value: int) -> int:
+    """uint64 -> the signed 64-bit integer stored for it (order-preserving)."""
+    return value - U64_OFFSET
+
+
+def dec(value: int) -> int:
+    """The stored signed 64-bit integer -> its uint64."""
+    return value + U64_OFFSET
+
+
+class U64(TypeDecorator):
+    """uint64 in a BIGINT (both stores' integers are signed 64-bit): value - 2**63."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect: Any) -> int | None:
+        return None if value is None else enc(value)
+
+    def process_result_value(self, value: int | None, dialect: Any) -> int | None:
+        return None if value is None else dec(value)
+
+
+# --- tables ---------------------------------------------------------------------------
+# Columns are declared with sa_column so both dialects get exactly these types; the one
+# Alembic revision creates the same, and a test compares them.
+
+
+def pk_bytes() -> Any:
+    """A bytes primary-key column (addresses, ids); shared by every adapter's tables."""
+    return Field(sa_column=Column(LargeBinary, primary_key=True, autoincrement=False))
+
+
+def pk_int() -> Any:
+    """A bigint primary-key column the caller numbers (epochs, buckets), no autoincrement."""
+    return Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+
+
+def bytes_column(name: str) -> Column:
+    """A required bytes column of a plain (keyless) sa.Table."""
+    return Column(name, LargeBinary, nullable=False)
+
+
+class ReceiptSession(SQLModel, table=True):
+    """A session (viewer, sessionId): its one contentId and startedAt, and its quarantine."""
+
+    __tablename__ = "receipt_session"
+    viewer: bytes = pk_bytes()
+    session_id: bytes = pk_bytes()
+    content_id: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    started_at: int = Field(sa_column=Column(U64, nullable=False))
+    # Highest bucket any stored receipt of the session is in (retention waits for its close).
+    last_bucket: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # When the first conflict was stored (uint64 unix seconds); NULL: not quarantined.
+    quarantined_at: int | None = Field(default=None, sa_column=Column(U64, nullable=True))
+
+    __table_args__ = (Index("ix_receipt_session_started_at", "started_at"),)
+
+
+class DeliveryBest(SQLModel, table=True):
+    """Best delivery receipt per key (viewer, sessionId, node) and bucket (PROTOCOL 4)."""
+
+    __tablename__ = "delivery_best"
+    viewer: bytes = pk_bytes()
+    session_id: bytes = pk_bytes()
+    node: bytes = pk_bytes()
+    bucket: int = pk_int()
+    bytes_served: int = Field(sa_column=Column(U64, nullable=False))
+    segments_served: int = Field(sa_column=Column(BigInteger, nullable=False))
+    issued_at: int = Field(sa_column=Column(U64, nullable=False))
+    signature: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class ViewBest(SQLModel, table=True):
+    """Best view receipt per key (viewer, sessionId) and bucket."""
+
+    __tablename__ = "view_best"
+    viewer: bytes = pk_bytes()
+    session_id: bytes = pk_bytes()
+    bucket: int = pk_int()
+    watch_seconds: int = Field(sa_column=Column(BigInteger, nullable=False))
+    issued_at: int = Field(sa_column=Column(U64, nullable=False))
+    signature: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Quarantine(SQLModel, table=True):
+    """Evidence of a quarantined session: the two conflicting signed receipts (wire JSON)."""
+
+    __tablename__ = "quarantine"
+    viewer: bytes = pk_bytes()
+    session_id: bytes = pk_bytes()
+    stored_at: int = Field(sa_column=Column(U64, nullable=False))
+    detail: str = Field(sa_column=Column(Text, nullable=False))
+    evidence_stored: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    evidence_received: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class RegistryNode(SQLModel, table=True):
+    __tablename__ = "registry_node"
+    address: bytes = pk_bytes()
+    label: str = Field(sa_column=Column(Text, nullable=False))
+    active: bool = Field(sa_column=Column(Boolean, nullable=False))
+
+
+class RegistryContent(SQLModel, table=True):
+    __tablename__ = "registry_content"
+    content_id: bytes = pk_bytes()
+    creator: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class RegistryViewer(SQLModel, table=True):
+    __tablename__ = "registry_viewer"
+    address: bytes = pk_bytes()
+
+
+class RegistryState(SQLModel, table=True):
+    """One row: a counter bumped by every registry change, so ingest reloads only then."""
+
+    __tablename__ = "registry_state"
+    id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    version: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class NodeRegistration(SQLModel, table=True):
+    """A node operator's signed registration request and the platform's decision."""
+
+    __tablename__ = "node_registration"
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    node: bytes = Field(sa_column=Column(LargeBinary, nullable=False, index=True))
+    label: str = Field(sa_column=Column(Text, nullable=False))
+    issued_at: int = Field(sa_column=Column(U64, nullable=False))
+    signature: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    status: str = Field(sa_column=Column(Text, nullable=False))  # pending|approved|rejected
+    requested_at: int = Field(sa_column=Column(U64, nullable=False))
+    decided_at: int | None = Field(default=None, sa_column=Column(U64, nullable=True))
+
+
+class RejectionCount(SQLModel, table=True):
+    """Every verdict but `accepted`, counted by (reason, node, epoch): always, never sampled.
+
+    `reason` is a PROTOCOL reason code, or `duplicate` / `stale`; `node` is empty for view
+    receipts and unparsable items; `epoch` is the receipt's bucket, 0 when it has none.
+    """
+
+    __tablename__ = "rejection_count"
+    reason: str = Field(sa_column=Column(Text, primary_key=True))
+    node: bytes = pk_bytes()
+    epoch: int = pk_int()
+    count: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class RejectionSample(SQLModel, table=True):
+    """Raw rejected items, a ring buffer of `rejection_sample_cap` slots per reason."""
+
+    __tablename__ = "rejection_sample"
+    reason: str = Field(sa_column=Column(Text, primary_key=True))
+    slot: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    stored_at: int = Field(sa_column=Column(U64, nullable=False))
+    node: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    epoch: int = Field(sa_column=Column(BigInteger, nullable=False))
+    detail: str = Field(sa_column=Column(Text, nullable=False))
+    raw: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class RejectionCursor(SQLModel, table=True):
+    """Samples written so far per reason; the next slot is `written % cap`."""
+
+    __tablename__ = "rejection_cursor"
+    reason: str = Field(sa_column=Column(Text, primary_key=True))
+    written: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+# A close reads only the sessions touched since the closes before it (see epoch_db.SetClose):
+# every batch appends a row per (session, bucket) whose best receipts it changed, in its own
+# transaction, and the close that consumes them deletes the rows its snapshot saw. Rows a
+# close could not see stay for the next one, so a receipt committed while a close runs is
+# never passed over. Append-only without an index: ingest pays one cheap insert a batch.
+SESSION_TOUCH: Final = sa.Table(
+    "session_touch",
+    SQLModel.metadata,
+    bytes_column("viewer"),
+    bytes_column("session_id"),
+    Column("bucket", BigInteger, nullable=False),
+)
+
+METADATA: Final = SQLModel.metadata
+TABLES: Final = (
+    ReceiptSession,
+    DeliveryBest,
+    ViewBest,
+    Quarantine,
+    RegistryNode,
+    RegistryContent,
+    RegistryViewer,
+    RegistryState,
+    NodeRegistration,
+    RejectionCount,
+    RejectionSample,
+    RejectionCursor,
+)
+TABLE_NAMES: Final = (*(t.__tablename__ for t in TABLES), SESSION_TOUCH.name)
+
+
+# --- migrations -----------------------------------------------------------------------
+
+_PG_MIGRATION_LOCK: Final = 0x5732_4553_544F_5245  # pg_advisory_xact_lock key of migrations
+
+
+def compare_type(
+    ctx: Any, inspected_column: Any, metadata_column: Any, inspected_type: Any, metadata_type: Any
+) -> bool | None:
+    """Alembic type comparison: U64 is a BIGINT underneath; every other type the default way."""
+    if isinstance(metadata_type, U64):
+        return not isinstance(inspected_type, BigInteger)
+    return None
+
+
+def alembic_config(connection: Any = None) -> Any:
+    """Alembic's Config for the package's migrations (no alembic.ini needed)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: sa.Engine) -> None:
+    """`alembic upgrade head` on this engine; concurrent callers wait for each other."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+        command.upgrade(alembic_config(conn), "head")
+
+
+def schema_revision(engine: sa.Engine) -> tuple[str | None, str]:
+    """(revision the database is at, the code's head)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head or ""

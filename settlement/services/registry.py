@@ -1,0 +1,223 @@
+"""Use cases of the registries: nodes, content, the viewer allowlist, bulk imports and the
+nodes' own signed registration requests. No HTTP, no Typer: the API and CLI call these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from settlement.adapters.db.store import Store
+from settlement.config import Settings
+from settlement.domain.receipts import Domain
+from settlement.domain.registration import (
+    NodeRegistrationRequest,
+    Registration,
+    check_label,
+    parse_request,
+    verify_request,
+)
+from settlement.errors import InputError, InvalidRegistration, NotFound, RegistryError
+
+# --- changes -------------------------------------------------------------------------
+
+
+def _bytes(value: bytes | str, size: int, what: str) -> bytes:
+    if isinstance(value, str):
+        if len(value) == 2 + 2 * size and value[:2] in ("0x", "0X"):
+            try:
+                return bytes.fromhex(value[2:])
+            except ValueError:
+                pass
+        raise RegistryError(f"{what} must be 0x + {2 * size} hex digits, got {value!r:.80}")
+    if type(value) is bytes and len(value) == size:
+        return value
+    raise RegistryError(f"{what} must be {size} bytes")
+
+
+def _payee(value: bytes | str, what: str, settings: Settings | None) -> bytes:
+    """An address that may be paid: never address(0) nor the distributor (PROTOCOL 4)."""
+    address = _bytes(value, 20, what)
+    if address == bytes(20):
+        raise RegistryError(f"{what} must not be the zero address: nothing could be paid to it")
+    if settings is not None and address == bytes.fromhex(settings.distributor[2:]):
+        raise RegistryError(f"{what} must not be the RewardDistributor: it cannot claim")
+    return address
+
+
+def register_node(
+    store: Store,
+    address: bytes | str,
+    label: str,
+    active: bool = True,
+    *,
+    settings: Settings | None = None,
+) -> bytes:
+    """Add or update a node (pass `settings` so the distributor address is refused too)."""
+    try:
+        label = check_label(label)
+    except InvalidRegistration as error:
+        raise RegistryError(str(error)) from None
+    node = _payee(address, "node address", settings)
+    store.put_node(node, label, active)
+    return node
+
+
+def set_node_active(store: Store, address: bytes | str, active: bool) -> None:
+    node = _bytes(address, 20, "node address")
+    if not store.set_node_active(node, active):
+        raise NotFound(f"node 0x{node.hex()} is not registered: register it first")
+
+
+def add_content(
+    store: Store,
+    content_id: bytes | str,
+    creator: bytes | str,
+    *,
+    settings: Settings | None = None,
+) -> bytes:
+    cid = _bytes(content_id, 32, "content id")
+    store.put_content(cid, _payee(creator, "creator address", settings))
+    return cid
+
+
+def remove_content(store: Store, content_id: bytes | str) -> None:
+    cid = _bytes(content_id, 32, "content id")
+    if not store.remove_content(cid):
+        raise NotFound(f"content 0x{cid.hex()} is not registered")
+
+
+def add_viewer(store: Store, address: bytes | str, *, settings: Settings | None = None) -> bytes:
+    viewer = _payee(address, "viewer address", settings)
+    store.add_viewer(viewer)
+    return viewer
+
+
+def remove_viewer(store: Store, address: bytes | str) -> None:
+    viewer = _bytes(address, 20, "viewer address")
+    if not store.remove_viewer(viewer):
+        raise NotFound(f"viewer 0x{viewer.hex()} is not in the allowlist")
+
+
+def load_registries(
+    store: Store, doc: Mapping[str, Any] | str | Path, *, settings: Settings | None = None
+) -> dict[str, int]:
+    """Import a registries document (the simulator's registries.json shape) in one transaction:
+    {"nodes": [{"address", "label", "active"}], "content": [{"contentId", "creator"}],
+    "viewers": ["0x.."]}. Returns the number of entries of each kind.
+    """
+    if not isinstance(doc, Mapping):
+        try:
+            doc = orjson.loads(Path(doc).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as error:
+            raise InputError(f"cannot read registries from {doc}: {error}") from None
+        if not isinstance(doc, Mapping):
+            raise InputError("a registries file holds one JSON object")
+    try:
+        nodes = [
+            (
+                _payee(n["address"], "node address", settings),
+                check_label(n.get("label", "node")),
+                bool(n.get("active", True)),
+            )
+            for n in doc.get("nodes", [])
+        ]
+        content = [
+            (
+                _bytes(c["contentId"], 32, "content id"),
+                _payee(c["creator"], "creator address", settings),
+            )
+            for c in doc.get("content", [])
+        ]
+        viewers = [_payee(v, "viewer address", settings) for v in doc.get("viewers", [])]
+    except (KeyError, TypeError, InvalidRegistration) as error:
+        raise RegistryError(f"invalid registries document: {error}") from None
+    store.load_registries(nodes, content, viewers)
+    return {"nodes": len(nodes), "content": len(content), "viewers": len(viewers)}
+
+
+def request_node_registration(
+    store: Store,
+    settings: Settings,
+    signed_request: Mapping[str, Any] | NodeRegistrationRequest,
+    now: int,
+) -> Registration:
+    """Store a node's signed registration request; in open mode it is approved at once.
+
+    Raises InvalidRegistration when the request is malformed, stale, not signed by its
+    node, or not newer than the node's last request (a signed request is used once).
+    """
+    request = (
+        signed_request
+        if isinstance(signed_request, NodeRegistrationRequest)
+        else parse_request(signed_request)
+    )
+    verify_request(
+        request,
+        Domain.from_settings(settings),
+        now,
+        clock_skew=settings.clock_skew,
+        max_age=settings.registration_max_age,
+    )
+    try:
+        node = _payee(request.node, "node address", settings)
+    except RegistryError as error:
+        raise InvalidRegistration(str(error)) from None
+    reg = store.add_registration(
+        node,
+        request.label,
+        request.issued_at,
+        request.signature,
+        now,
+        approve=settings.registry_mode == "open",
+    )
+    if reg is None:
+        raise InvalidRegistration(
+            f"node 0x{node.hex()} already sent a request issued at or after {request.issued_at}: "
+            "sign a new request with a later issuedAt"
+        )
+    return reg
+
+
+def approve_node_registration(store: Store, request_id: int, now: int) -> Registration:
+    return _decide_registration(store, request_id, True, now)
+
+
+def reject_node_registration(store: Store, request_id: int, now: int) -> Registration:
+    return _decide_registration(store, request_id, False, now)
+
+
+def _decide_registration(store: Store, request_id: int, approve: bool, now: int) -> Registration:
+    reg = store.decide_registration(request_id, approve, now)
+    if reg is None:
+        existing = store.registration(request_id)
+        if existing is None:
+            raise NotFound(f"no node registration request {request_id}")
+        raise RegistryError(f"request {request_id} is already {existing.status}")
+    return reg
+
+
+# --- reads ------------------------------------------------------------------------------
+
+
+def nodes(store: Store) -> list[tuple[bytes, str, bool]]:
+    """(address, label, active) of every registered node, by address."""
+    return store.nodes()
+
+
+def content(store: Store) -> list[tuple[bytes, bytes]]:
+    """(content id, creator) of all registered content, by content id."""
+    return sorted(store.registry_snapshot().content.items())
+
+
+def viewers(store: Store) -> list[bytes]:
+    """The viewer allowlist, sorted."""
+    return sorted(store.registry_snapshot().viewers)
+
+
+def registrations(store: Store, status: str | None = None) -> list[Registration]:
+    """Node registration requests, all or those with `status`."""
+    return store.registrations(status)
