@@ -18,7 +18,7 @@ from settlement.domain.receipts import (
     dumps_wire,
     to_wire,
 )
-from settlement.sim.sessions import HonestChunk, _Honest, _key, _state
+from settlement.sim.sessions import HonestChunk, HonestReceipt, signing_key, worker_state
 from settlement.sim.world import BAD_KINDS
 
 
@@ -44,19 +44,19 @@ class Chunk(HonestChunk):
             for _ in range(n):
                 make(pool[self.rng.randrange(len(pool))])
 
-    def _forged(self, base: _Honest) -> None:
+    def _forged(self, base: HonestReceipt) -> None:
         attacker = coincurve.PrivateKey(self.rng.randbytes(32))
         r = base.receipt
         line = dumps_wire(self._signed(r, attacker))
         self._emit_bad("forged", r.issued_at, base.seq, line)
 
-    def _wrong_domain(self, base: _Honest) -> None:
-        domain = _state["wrong_domains"][self.rng.randrange(2)]
+    def _wrong_domain(self, base: HonestReceipt) -> None:
+        domain = worker_state["wrong_domains"][self.rng.randrange(2)]
         r = base.receipt
         line = dumps_wire(self._signed(r, base.session.key, domain))
         self._emit_bad("wrong_domain", r.issued_at, base.seq, line)
 
-    def _high_s(self, base: _Honest) -> None:
+    def _high_s(self, base: HonestReceipt) -> None:
         r = base.receipt
         sig = r.signature
         s = SECP256K1_N - int.from_bytes(sig[32:64], "big")
@@ -64,7 +64,7 @@ class Chunk(HonestChunk):
         w["signature"] = "0x" + (sig[:32] + s.to_bytes(32, "big") + bytes((55 - sig[64],))).hex()
         self._emit_bad("high_s", r.issued_at, base.seq, orjson.dumps(w))
 
-    def _malformed(self, base: _Honest) -> None:
+    def _malformed(self, base: HonestReceipt) -> None:
         r = base.receipt
         w = to_wire(r)
         rng = self.rng
@@ -104,7 +104,7 @@ class Chunk(HonestChunk):
             w["kind"] = rng.choice(("download", "views", "", "DELIVERY"))
         self._emit_bad("malformed", r.issued_at, base.seq, orjson.dumps(w))
 
-    def _implausible(self, base: _Honest) -> None:
+    def _implausible(self, base: HonestReceipt) -> None:
         r = base.receipt
         rng = self.rng
         elapsed = r.issued_at - r.started_at + self.params.segment_seconds
@@ -134,7 +134,7 @@ class Chunk(HonestChunk):
         line = dumps_wire(self._signed(bad, base.session.key))
         self._emit_bad("implausible", r.issued_at, base.seq, line)
 
-    def _padded_segments(self, base: _Honest) -> None:
+    def _padded_segments(self, base: HonestReceipt) -> None:
         # A viewer lifting its watch clip (min(watch, segment_seconds * segments)) with
         # segments nobody served: more than elapsed time plus the lead allows, or more than
         # its bytes can fill at min_segment_bytes each. Within max_bitrate, signed by the viewer.
@@ -157,7 +157,7 @@ class Chunk(HonestChunk):
         line = dumps_wire(self._signed(bad, base.session.key))
         self._emit_bad("padded_segments", r.issued_at, base.seq, line)
 
-    def _inflated(self, base: _Honest) -> None:
+    def _inflated(self, base: HonestReceipt) -> None:
         # The node raises the viewer's totals and keeps the viewer's signature.
         r = base.receipt
         w = to_wire(r)
@@ -172,7 +172,7 @@ class Chunk(HonestChunk):
             w["segmentsServed"] = r.segments_served + 1
         self._emit_bad("inflated", r.issued_at, base.seq, orjson.dumps(w))
 
-    def _self_node(self, base: _Honest) -> None:
+    def _self_node(self, base: HonestReceipt) -> None:
         r = base.receipt
         i = self.rng.randrange(len(self.world.nodes))
         me = self.world.nodes[i]
@@ -186,15 +186,15 @@ class Chunk(HonestChunk):
             r.segments_served,
             r.issued_at,
         )
-        line = dumps_wire(self._signed(receipt, _key("node", i)))
+        line = dumps_wire(self._signed(receipt, signing_key("node", i)))
         self._emit_bad("self_node", r.issued_at, base.seq, line)
 
-    def _replay(self, base: _Honest) -> None:
+    def _replay(self, base: HonestReceipt) -> None:
         # Right behind the original (same issuedAt, next sub-position): it meets the
         # original as its bucket's best and is a duplicate, exactly.
         self._emit_bad("replay", base.receipt.issued_at, base.seq, base.line)
 
-    def _equivocation(self, base: _Honest) -> None:
+    def _equivocation(self, base: HonestReceipt) -> None:
         # After every honest receipt of the session, so nothing honest meets the quarantine.
         sess = base.session
         rng = self.rng
@@ -236,7 +236,7 @@ class Chunk(HonestChunk):
         line = dumps_wire(self._signed(receipt, sess.key))
         self._emit_bad("equivocation", issued, sess.last_seq, line)
 
-    def _unknown_node(self, base: _Honest) -> None:
+    def _unknown_node(self, base: HonestReceipt) -> None:
         r = base.receipt
         receipt = DeliveryReceipt(
             r.session_id,
@@ -251,7 +251,7 @@ class Chunk(HonestChunk):
         line = dumps_wire(self._signed(receipt, base.session.key))
         self._emit_bad("unknown_node", r.issued_at, base.seq, line)
 
-    def _unknown_content(self, base: _Honest) -> None:
+    def _unknown_content(self, base: HonestReceipt) -> None:
         r = base.receipt
         sid, content = self.rng.randbytes(32), self.rng.randbytes(32)
         if type(r) is DeliveryReceipt:
@@ -278,7 +278,7 @@ class Chunk(HonestChunk):
             content = self._pick_content()
             k = self.world.content_creator[content]
             made += self.session(
-                _key("creator", k),
+                signing_key("creator", k),
                 self.world.creators[k],
                 content,
                 n - made,

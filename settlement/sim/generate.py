@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from settlement.sim.bad_actors import Chunk
-from settlement.sim.sessions import _init_worker, _state
+from settlement.sim.sessions import init_worker, worker_state
 from settlement.sim.world import (
     BAD_KINDS,
     LABELS_FILE,
@@ -48,7 +48,7 @@ def _gen_chunk(
     index, receipts, sessions, bad = task
     cpu = time.process_time()
     chunk = Chunk(index)
-    cfg: SimConfig = _state["cfg"]
+    cfg: SimConfig = worker_state["cfg"]
     if receipts is not None:
         assert bad is not None
         chunk.honest_sessions(receipts=receipts - sum(bad.values()))
@@ -135,7 +135,7 @@ def generate(
         files = (f, f_labels)
         if workers == 1:
             world = build_world(cfg)
-            _init_worker(cfg, world)
+            init_worker(cfg, world)
             total, honest, cpu = _drain(map(_gen_chunk, tasks), files, kinds, progress)
         else:
             # forkserver: the caller may run threads (a server, a test), which fork would copy
@@ -146,7 +146,7 @@ def generate(
                     world = build_world(cfg, pool)
             else:
                 world = build_world(cfg)
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, world)) as pool:
+            with ctx.Pool(workers, initializer=init_worker, initargs=(cfg, world)) as pool:
                 total, honest, cpu = _drain(pool.imap(_gen_chunk, tasks), files, kinds, progress)
     tmp.replace(out / RECEIPTS_FILE)
     tmp_labels.replace(out / LABELS_FILE)

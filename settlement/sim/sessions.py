@@ -20,19 +20,19 @@ from settlement.domain.receipts import (
     dumps_wire,
     keccak,
 )
-from settlement.sim.world import HONEST, SimConfig, World, _ladder
+from settlement.sim.world import HONEST, SimConfig, World, bitrate_ladder
 
 # --- chunk generation (runs in workers) ------------------------------------------------
 
-_state: dict[str, Any] = {}
+worker_state: dict[str, Any] = {}
 
 
-def _init_worker(cfg: SimConfig, world: World) -> None:
+def init_worker(cfg: SimConfig, world: World) -> None:
     p = cfg.params
-    ladder = _ladder(p)
+    ladder = bitrate_ladder(p)
     other_chain = cfg.chain_id + 1 if cfg.chain_id < 2**256 - 1 else cfg.chain_id - 1
-    _state.clear()
-    _state.update(
+    worker_state.clear()
+    worker_state.update(
         cfg=cfg,
         world=world,
         domain=cfg.domain,
@@ -56,11 +56,11 @@ def _cumulative(weights: Iterable[float]) -> Iterator[float]:
         yield total
 
 
-def _key(label: str, index: int) -> coincurve.PrivateKey:
-    keys = _state["keys"]
+def signing_key(label: str, index: int) -> coincurve.PrivateKey:
+    keys = worker_state["keys"]
     key = keys.get((label, index))
     if key is None:
-        world: World = _state["world"]
+        world: World = worker_state["world"]
         secrets = {
             "viewer": world.viewer_secrets,
             "creator": world.creator_secrets,
@@ -71,7 +71,7 @@ def _key(label: str, index: int) -> coincurve.PrivateKey:
 
 
 @dataclass(slots=True)
-class _Session:
+class Session:
     key: coincurve.PrivateKey
     viewer: bytes
     session_id: bytes
@@ -85,21 +85,21 @@ class _Session:
 
 
 @dataclass(slots=True)
-class _Honest:
+class HonestReceipt:
     receipt: DeliveryReceipt | ViewReceipt
     line: bytes
     seq: int
-    session: _Session
+    session: Session
 
 
 class HonestChunk:
     """One chunk's honest sessions; `bad_actors.Chunk` adds the receipts derived from them."""
 
     def __init__(self, index: int) -> None:
-        cfg: SimConfig = _state["cfg"]
+        cfg: SimConfig = worker_state["cfg"]
         self.cfg = cfg
-        self.world: World = _state["world"]
-        self.domain: Domain = _state["domain"]
+        self.world: World = worker_state["world"]
+        self.domain: Domain = worker_state["domain"]
         self.params = cfg.params
         seed = int.from_bytes(keccak(f"w2e-simulate/{cfg.seed}/chunk/{index}".encode())[:16], "big")
         self.rng = random.Random(seed)
@@ -107,9 +107,9 @@ class HonestChunk:
         self.rows: list[tuple[int, int, int, bytes, str]] = []
         self.seq = 0
         self.sub = 0
-        self.honest: list[_Honest] = []
-        self.honest_delivery: list[_Honest] = []
-        self.sessions: list[_Session] = []
+        self.honest: list[HonestReceipt] = []
+        self.honest_delivery: list[HonestReceipt] = []
+        self.sessions: list[Session] = []
         self.counts: Counter[str] = Counter()
 
     # -- helpers
@@ -144,9 +144,9 @@ class HonestChunk:
         self.counts[kind] += 1
 
     def _pick_content(self) -> int:
-        return self.rng.choices(range(len(self.world.contents)), cum_weights=_state["content_cum"])[
-            0
-        ]
+        return self.rng.choices(
+            range(len(self.world.contents)), cum_weights=worker_state["content_cum"]
+        )[0]
 
     def _limit(self, elapsed: int) -> int:
         """Most bytes a node may plausibly serve in `elapsed` seconds (PROTOCOL section 3)."""
@@ -169,7 +169,7 @@ class HonestChunk:
         started = self.cfg.start + rng.randrange(self.cfg.window)
         max_segments = max(1, self.cfg.session_seconds // seg - 1)
         n_segments = min(max_segments, max(1, int(rng.lognormvariate(4.0, 1.0))))
-        seg_bytes = _state["ladder"][rng.randrange(len(_state["ladder"]))] * seg // 8
+        seg_bytes = worker_state["ladder"][rng.randrange(len(worker_state["ladder"]))] * seg // 8
         spread = seg_bytes // 5
         every = rng.randint(2, 6)  # segments between two signatures
         # Segments the player buffers ahead of playback. A receipt signed when `watched`
@@ -185,7 +185,7 @@ class HonestChunk:
             sorted(rng.sample(range(1, n_segments), len(nodes) - 1)) if len(nodes) > 1 else []
         )
         switches.append(n_segments)
-        sess = _Session(key, viewer, rng.randbytes(32), content, started)
+        sess = Session(key, viewer, rng.randbytes(32), content, started)
         self.sessions.append(sess)
         content_id = world.contents[content]
         served: dict[bytes, list[int]] = {}
@@ -227,7 +227,7 @@ class HonestChunk:
                 self.rows.append((issued, self.seq, 0, line, label))
                 emitted += 1
                 if honest:
-                    record = _Honest(signed, line, self.seq, sess)
+                    record = HonestReceipt(signed, line, self.seq, sess)
                     self.honest.append(record)
                     if type(signed) is DeliveryReceipt:
                         self.honest_delivery.append(record)
@@ -249,7 +249,7 @@ class HonestChunk:
             v = self.rng.randrange(len(world.viewers))
             budget = receipts - made if receipts is not None else 1 << 62
             made += self.session(
-                _key("viewer", v), world.viewers[v], self._pick_content(), budget, None
+                signing_key("viewer", v), world.viewers[v], self._pick_content(), budget, None
             )
             done += 1
 

@@ -116,7 +116,7 @@ class SimConfig:
                 f"window {self.window} s is too long for max_age {p.max_age} s: "
                 "early receipts would be TOO_OLD at the run's `now`"
             )
-        smallest = _smallest_segment(p)
+        smallest = smallest_segment(p)
         if smallest < p.min_segment_bytes:
             raise InputError(
                 f"min_segment_bytes {p.min_segment_bytes} is above the smallest honest segment "
@@ -221,13 +221,13 @@ def build_world(cfg: SimConfig, pool: Any = None) -> World:
     )
 
 
-def _ladder(p: Params) -> tuple[int, ...]:
+def bitrate_ladder(p: Params) -> tuple[int, ...]:
     return tuple(b for b in BITRATE_LADDER if 4 * b <= p.max_bitrate) or (p.max_bitrate // 4,)
 
 
-def _smallest_segment(p: Params) -> int:
+def smallest_segment(p: Params) -> int:
     """Fewest bytes an honest segment can have: the lowest rung, minus the 20 % spread."""
-    seg_bytes = min(_ladder(p)) * p.segment_seconds // 8
+    seg_bytes = min(bitrate_ladder(p)) * p.segment_seconds // 8
     return seg_bytes - seg_bytes // 5
 
 
