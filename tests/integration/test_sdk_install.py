@@ -170,3 +170,9 @@ def test_base_install_signs_verifies_and_submits_without_server_dependencies(
         cwd=sdk_python.parent,
     ).stdout
     assert str(ROOT) not in location  # the installed copy, not the working tree
+    # The script is installed with the package; without the server extra it says so.
+    cli = subprocess.run(
+        [str(sdk_python.parent / "settlement"), "--help"], capture_output=True, text=True
+    )
+    assert cli.returncode == 1
+    assert "pip install 'w2e-settlement[server]'" in cli.stderr
