@@ -89,7 +89,7 @@ def load(store, sessions: int, seed: int, epoch: int = 1) -> dict[str, int]:
     `epoch`: started and last issued between cutoff(epoch - 1) and cutoff(epoch)."""
     from settlement.adapters.db.tables import U64_OFFSET  # noqa: F401 - the store encodes itself
     from settlement.domain.receipts import DeliveryReceipt, ViewReceipt
-    from settlement.sim.generate import SimConfig, build_world
+    from settlement.sim.world import SimConfig, build_world
 
     cfg = SimConfig(
         seed=seed, sessions=sessions, nodes=36_000, viewers=200_000, creators=2_000, contents=20_000

@@ -16,9 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from settlement.adapters import chain as c
 from settlement.adapters.db import submitter as sdb
@@ -32,7 +30,9 @@ from settlement.errors import InputError, SettlementError
 from settlement.services.claims import index_claims
 from settlement.services.close import close_epoch
 from settlement.services.submit import Submitter, proposals_on_chain
-from settlement.sim.generate import SimConfig, generate, post, upload_registries
+from settlement.sim.generate import generate
+from settlement.sim.post import post, upload_registries
+from settlement.sim.world import SimConfig
 
 EPOCH_SECONDS = 900
 GRACE_SECONDS = 60
@@ -433,44 +433,3 @@ def render(result: DemoResult) -> None:
         console.print(f"[bold red]MISMATCH[/]: {len(result.problems)} problem(s)")
         for p in result.problems[:20]:
             console.print(f"  {p}")
-
-
-def cli_demo(
-    nodes: Annotated[int, typer.Option(min=1, help="delivery nodes")] = 300,
-    viewers: Annotated[int, typer.Option(min=1, help="viewers")] = 3000,
-    receipts: Annotated[int, typer.Option(min=100, help="signed receipts to simulate")] = 40_000,
-    seed: Annotated[int, typer.Option(help="simulation seed")] = 1,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="processes signing receipts (default: every core)")
-    ] = None,
-    directory: Annotated[
-        str | None,
-        typer.Option(
-            "--dir", help="keep the database and datasets here (default: a temporary directory)"
-        ),
-    ] = None,
-) -> None:
-    """Run the whole flow on this machine: simulated network -> HTTP API -> SQLite -> epochs
-    -> roots on the embedded chain -> claims (one relayed claimMany) -> summary.
-
-    Exit 0 when every on-chain balance equals its allocation, 1 otherwise.
-    """
-    creators = max(1, viewers // 50)
-    cfg = DemoConfig(
-        nodes=nodes,
-        viewers=viewers,
-        creators=creators,
-        contents=creators * 10,
-        receipts=receipts,
-        seed=seed,
-        workers=workers,
-        directory=directory,
-    )
-    try:
-        result = run_demo(cfg, say=lambda m: typer.echo(m, err=True))
-    except SettlementError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(error.exit_code) from None
-    render(result)
-    if not result.ok:
-        raise typer.Exit(1)

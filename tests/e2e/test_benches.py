@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every bench end to end, each in its own process
+
 ROOT = Path(__file__).resolve().parents[2]
 
 BENCHES = {

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.store import open_store
 from settlement.cli.main import app
+
+pytestmark = pytest.mark.slow  # the whole flow, simulated traffic to claims
 
 
 def test_demo_small_network_ends_with_balances_equal_to_allocations(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ from settlement.domain.wire import parse_wire
 from settlement.services.registry import load_registries
 from settlement.sim.generate import SimConfig, generate
 
+pytestmark = pytest.mark.slow  # server processes killed and restarted
+
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 PG_SCHEMA = "w2e_test_sigkill"
 BATCH = 100

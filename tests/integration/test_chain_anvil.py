@@ -27,6 +27,8 @@ from settlement.errors import (
     TransactionFailed,
 )
 
+pytestmark = pytest.mark.slow  # starts anvil nodes
+
 ANVIL = find_anvil()
 if ANVIL is None:
     skip_module_without("anvil (node_modules)")

@@ -22,6 +22,8 @@ from settlement.domain.merkle import MerkleTree
 from settlement.errors import ContractRevert
 from settlement.services.submit import Candidate
 
+pytestmark = pytest.mark.slow  # starts anvil nodes
+
 
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[Net]:

@@ -9,7 +9,7 @@ import orjson
 from typer.testing import CliRunner
 
 from settlement.cli.main import app
-from settlement.sim.generate import BAD_KINDS, HONEST
+from settlement.sim.world import BAD_KINDS, HONEST
 
 DISTRIBUTOR = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 CHAIN_ID = "31337"

@@ -473,7 +473,8 @@ def test_bulk_load_best_writes_rows(store, world):
 def test_simulated_traffic_gets_the_verdicts_its_labels_promise(store, tmp_path):
     """The simulator's stateful bad actors (replays, equivocation, creator self-dealing,
     unknown node and content) get their verdicts through the store, in file order."""
-    from settlement.sim.generate import BAD_KINDS, HONEST, SimConfig, generate, read_lines
+    from settlement.sim.generate import SimConfig, generate, read_lines
+    from settlement.sim.world import BAD_KINDS, HONEST
 
     cfg = SimConfig(
         seed=5,

@@ -35,6 +35,8 @@ from settlement.services.registry import load_registries
 from settlement.services.submit import Submitter, proposals_on_chain
 from settlement.sim.generate import SimConfig, generate, read_lines
 
+pytestmark = pytest.mark.slow  # anvil nodes and SIGKILLed submitter processes
+
 ANVIL = find_anvil()
 if ANVIL is None:
     skip_module_without("anvil (node_modules)")

@@ -19,7 +19,9 @@ from settlement.domain.receipts import DeliveryReceipt, MalformedReceipt, Params
 from settlement.domain.wire import parse_wire, verify_wire
 from settlement.errors import InputError
 from settlement.sim import generate as simulate
-from settlement.sim.generate import BAD_KINDS, HONEST, SimConfig, generate, parse_bad_fractions
+from settlement.sim import world
+from settlement.sim.generate import SimResult, generate
+from settlement.sim.world import BAD_KINDS, HONEST, SimConfig, parse_bad_fractions
 
 SMALL = {"nodes": 20, "viewers": 300, "creators": 30, "contents": 200}
 STATELESS_EARLY = {
@@ -31,13 +33,11 @@ STATELESS_EARLY = {
 }
 
 
-def run(
-    tmp_path: Path, name: str = "out", **kwargs
-) -> tuple[simulate.SimResult, list[bytes], list[str]]:
+def run(tmp_path: Path, name: str = "out", **kwargs) -> tuple[SimResult, list[bytes], list[str]]:
     cfg = SimConfig(**{**SMALL, "workers": 1, **kwargs})
     result = generate(cfg, tmp_path / name)
-    lines = (tmp_path / name / simulate.RECEIPTS_FILE).read_bytes().splitlines()
-    labels = (tmp_path / name / simulate.LABELS_FILE).read_text().splitlines()
+    lines = (tmp_path / name / world.RECEIPTS_FILE).read_bytes().splitlines()
+    labels = (tmp_path / name / world.LABELS_FILE).read_text().splitlines()
     return result, lines, labels
 
 
@@ -64,7 +64,7 @@ def test_exact_counts_and_truth(tmp_path):
     counts = Counter(labels)
     expected = {k: round(f * 4_321) for k, f in bad.items() if round(f * 4_321)}
     assert {k: n for k, n in counts.items() if k != HONEST} == expected
-    truth = orjson.loads((tmp_path / "out" / simulate.TRUTH_FILE).read_bytes())
+    truth = orjson.loads((tmp_path / "out" / world.TRUTH_FILE).read_bytes())
     assert truth["receipts"] == 4_321 and truth["honest"] == counts[HONEST]
     assert {k: v["count"] for k, v in truth["kinds"].items() if v["count"]} == expected
     assert sum(truth["expected"]["verify"].values()) == 4_321
@@ -86,7 +86,7 @@ def test_sessions_mode(tmp_path):
 def test_honest_sessions_are_cumulative_and_consistent(tmp_path):
     cfg = SimConfig(**SMALL, workers=1, seed=5, receipts=3_000, bad={})
     generate(cfg, tmp_path)
-    registries = orjson.loads((tmp_path / simulate.REGISTRIES_FILE).read_bytes())
+    registries = orjson.loads((tmp_path / world.REGISTRIES_FILE).read_bytes())
     nodes = {bytes.fromhex(n["address"][2:]) for n in registries["nodes"]}
     creator_of = {
         bytes.fromhex(c["contentId"][2:]): bytes.fromhex(c["creator"][2:])
@@ -99,7 +99,7 @@ def test_honest_sessions_are_cumulative_and_consistent(tmp_path):
     last: dict[tuple, tuple] = {}
     session_of: dict[tuple, tuple] = {}
     kinds = Counter()
-    for line in (tmp_path / simulate.RECEIPTS_FILE).read_bytes().splitlines():
+    for line in (tmp_path / world.RECEIPTS_FILE).read_bytes().splitlines():
         assert verify_wire(line, cfg.domain, cfg.params, cfg.now).accepted
         r = parse_wire(line)
         assert r.viewer in viewers and r.viewer != creator_of[r.content_id]
@@ -188,7 +188,7 @@ def test_every_receipt_gets_the_verdict_its_label_promises(tmp_path):
     bad = dict.fromkeys(BAD_KINDS, 0.02)
     result, lines, labels = run(tmp_path, seed=6, receipts=3_000, bad=bad)
     cfg = SimConfig(**SMALL, seed=6, receipts=3_000, bad=bad)
-    registries = orjson.loads((tmp_path / "out" / simulate.REGISTRIES_FILE).read_bytes())
+    registries = orjson.loads((tmp_path / "out" / world.REGISTRIES_FILE).read_bytes())
     got = reference_ingest(lines, registries, cfg, Settings())
     want = ["accepted" if label == HONEST else BAD_KINDS[label].reason for label in labels]
     mismatches = [
@@ -214,7 +214,7 @@ def test_malformed_lines_really_are_malformed(tmp_path):
 
 
 def test_bad_fraction_options():
-    assert parse_bad_fractions([]) == dict.fromkeys(BAD_KINDS, simulate.DEFAULT_BAD_FRACTION)
+    assert parse_bad_fractions([]) == dict.fromkeys(BAD_KINDS, world.DEFAULT_BAD_FRACTION)
     f = parse_bad_fractions(["0", "replay=0.1", "all=0.01", "forged=0.05"])
     assert f["forged"] == 0.05 and f["replay"] == 0.01
     for bad in (["nonsense=0.1"], ["replay=lots"]):
@@ -251,7 +251,7 @@ def test_honest_players_stay_plausible_under_tighter_row_4_parameters(changes, t
     params = replace(Params.defaults(), **changes)
     cfg = SimConfig(**{**SMALL, "workers": 1}, receipts=3_000, params=params, bad={})
     generate(cfg, tmp_path)
-    lines = (tmp_path / simulate.RECEIPTS_FILE).read_bytes().splitlines()
+    lines = (tmp_path / world.RECEIPTS_FILE).read_bytes().splitlines()
     verdicts = Counter(
         "accepted" if v.accepted else v.reason.value
         for v in (verify_wire(line, cfg.domain, params, cfg.now) for line in lines)

@@ -1,0 +1,62 @@
+"""What several command groups share: reading an input file, a store for one command,
+JSON lines out, and W2E amounts printed exactly."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from collections.abc import Iterator
+
+import typer
+
+
+@contextlib.contextmanager
+def open_input(name: str) -> Iterator[io.BufferedReader]:
+    """A receipts file (or stdin for -) opened for bytes; unreadable is an InputError."""
+    from settlement.errors import InputError
+
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        stream = open(name, "rb")  # noqa: SIM115 - closed below, errors mapped
+    except OSError as error:
+        raise InputError(f"cannot read {name}: {error.strerror or error}") from None
+    try:
+        yield stream
+    except OSError as error:
+        raise InputError(f"cannot read {name}: {error.strerror or error}") from None
+    finally:
+        stream.close()
+
+
+def w2e(amount: int) -> str:
+    """Base units as an exact decimal W2E amount (18 decimals), no floats."""
+    whole, frac = divmod(amount, 10**18)
+    return f"{whole}.{frac:018d}".rstrip("0").rstrip(".") if frac else str(whole)
+
+
+@contextlib.contextmanager
+def store_and_settings() -> Iterator[tuple[object, object]]:
+    """(store, settings) for one registry command; errors become a message and an exit code."""
+
+    from settlement.adapters.db.store import open_store
+    from settlement.config import load_settings
+    from settlement.errors import SettlementError
+
+    try:
+        settings = load_settings()
+        with open_store(
+            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+        ) as store:
+            yield store, settings
+    except SettlementError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
+
+
+def echo_json(value: object) -> None:
+    import orjson
+
+    typer.echo(orjson.dumps(value).decode())

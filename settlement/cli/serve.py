@@ -1,0 +1,65 @@
+"""`settlement serve`: the HTTP API under uvicorn."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (default: W2E_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default: W2E_PORT)")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="uvicorn processes (default: W2E_WORKERS, else one per core)"),
+    ] = None,
+) -> None:
+    """Run the HTTP API with uvicorn: POST /v1/receipts, /v1/admin/*, /metrics, /docs.
+
+    Settings come from W2E_* variables (W2E_DATABASE_URL, W2E_ADMIN_TOKEN, ...). With
+    several workers their metrics are pooled in PROMETHEUS_MULTIPROC_DIR (a fresh
+    temporary directory unless set). Exit 2 on invalid settings.
+    """
+    import os
+    import pathlib
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from settlement.adapters.db.store import open_store
+    from settlement.config import export_for_workers, load_settings
+    from settlement.errors import SettlementError
+
+    try:
+        settings = load_settings()
+        # Create the tables once here, so that the workers do not race to.
+        open_store(settings.database_url, create=True).close()
+    except SettlementError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
+    n = workers or settings.workers or os.cpu_count() or 1
+    made = None
+    if settings.metrics_dir:
+        # Files of an earlier run would add its counts to this one's.
+        for stale in pathlib.Path(settings.metrics_dir).glob("*.db"):
+            stale.unlink()
+    elif n > 1:
+        made = tempfile.mkdtemp(prefix="w2e-metrics-")
+        export_for_workers(made)
+    bind_host, bind_port = host or settings.host, settings.port if port is None else port
+    typer.echo(f"serving on http://{bind_host}:{bind_port} with {n} worker(s)", err=True)
+    try:
+        uvicorn.run(
+            "settlement.api.app:app_from_env",
+            factory=True,
+            host=bind_host,
+            port=bind_port,
+            workers=n,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
