@@ -59,7 +59,8 @@ def corrected_data_hash(distributor: Distributor, deployment_block: int) -> str:
             f"no RootProposed or CorrectionProposed event for the accepted root {root} "
             f"since block {deployment_block}"
         )
-    return found.args["dataHash"]
+    data_hash: str = found.args["dataHash"]  # 0x hex, as events decode bytes32
+    return data_hash
 
 
 def _block_after_pause(distributor: Distributor, wait_s: float, dev_chain: bool) -> int:

@@ -149,9 +149,9 @@ class Submitter:
         for row in self.rows.open():
             touched[row.id] = self.advance(row)
         if not self.rows.open():
-            row = self.propose_next()
-            if row is not None:
-                touched[row.id] = row
+            proposed = self.propose_next()
+            if proposed is not None:
+                touched[proposed.id] = proposed
         self._gauges()
         return list(touched.values())
 
