@@ -18,7 +18,6 @@ every sum is exact (`group_sum`): beyond 64 bits it falls back to Python integer
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,14 +161,13 @@ class CloseCredit:
     ) -> CreditWeights:
         """Node, viewer and creator weights of the viewers under each cap; the viewers above
         it in detail (bytes by node, seconds by (contentId, sessionId)) for the cap rule."""
-        # The two sides in two threads: numpy sorts and gathers without the GIL.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="weights") as pool:
-            byte_side = pool.submit(self._byte_weights, max_bytes_per_viewer)
-            viewer, creator, capped_watch = self._watch_weights(max_watch_seconds, creators)
-            node, capped_bytes = byte_side.result()
+        # The two sides are independent: a caller may run them in two threads (numpy sorts
+        # and gathers without the GIL), as the close does.
+        node, capped_bytes = self.byte_weights(max_bytes_per_viewer)
+        viewer, creator, capped_watch = self.watch_weights(max_watch_seconds, creators)
         return CreditWeights(node, viewer, creator, capped_bytes, capped_watch)
 
-    def _byte_weights(
+    def byte_weights(
         self, max_bytes_per_viewer: int
     ) -> tuple[dict[bytes, int], dict[bytes, dict[bytes, int]]]:
         """Node weights of the viewers under the bytes cap; the others' bytes by node."""
@@ -192,7 +190,7 @@ class CloseCredit:
             del viewers, first, over
         return node, capped_bytes
 
-    def _watch_weights(
+    def watch_weights(
         self, max_watch_seconds: int, creators: Mapping[bytes, bytes]
     ) -> tuple[dict[bytes, int], dict[bytes, int], dict[bytes, dict[tuple[bytes, bytes], int]]]:
         """Viewer and creator weights of the viewers under the watch cap; the others'
@@ -371,20 +369,12 @@ def _sums2(
     return [((k[:width], k[width:]), s) for k, s in joined.items()]
 
 
-# A table, or a function that waits for it (a read still under way): see credit_epoch.
-Table = Cols | Callable[[], Cols]
-
-
-def _table(t: Table) -> Cols:
-    return t() if callable(t) else t
-
-
 def credit_epoch(
-    deliveries: Table,
-    views: Table,
-    sessions: Table,
-    delivery_marks: Table,
-    view_marks: Table,
+    deliveries: Cols,
+    views: Cols,
+    sessions: Cols,
+    delivery_marks: Cols,
+    view_marks: Cols,
     *,
     now: int,
     segment_seconds: int,
@@ -399,22 +389,30 @@ def credit_epoch(
     raw watch_seconds and the credited seconds, each its own maximum. Sessions not in
     `sessions`, or quarantined before `now`, credit nothing.
 
-    Each table may be given as a function that returns it once read: the sessions, the
-    delivery side and the view side are each worked on in a thread of their own as soon as
-    their tables are there (numpy sorts and searches without the GIL), while the others
-    are still being read.
+    The steps below are public so that the close can run the sessions, the delivery side
+    and the view side in threads of their own as their tables arrive; this is the same
+    work in one thread.
     """
-    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="credit") as pool:
-        live = pool.submit(lambda: _live_sessions(_table(sessions), now))
-        d_side = pool.submit(
-            lambda: _delivery_candidates(_table(deliveries), _table(delivery_marks), live)
-        )
-        v_side = pool.submit(lambda: _view_candidates(_table(views), _table(view_marks), live))
-        s_rows, _ = live.result()
-        d_rows, at, d_wb, d_ws, cb, cs, d_inc = d_side.result()
-        v_rows, v_at, v_vw, v_cr, vc_rows, v_inc = v_side.result()
-    deliveries, views, sessions = _table(deliveries), _table(views), _table(sessions)
+    live = live_sessions(sessions, now)
+    d_side = delivery_candidates(delivery_keys(deliveries, delivery_marks), deliveries, live[1])
+    v_side = view_candidates(view_keys(views, view_marks), views, live[1])
+    return assemble(deliveries, views, sessions, live, d_side, v_side, segment_seconds)
 
+
+def assemble(
+    deliveries: Cols,
+    views: Cols,
+    sessions: Cols,
+    live: tuple[np.ndarray, np.ndarray],
+    d_side: tuple[np.ndarray, ...],
+    v_side: tuple[np.ndarray, ...],
+    segment_seconds: int,
+) -> CloseCredit:
+    """The close's credit from the steps' results: per session, delivered segments after
+    this close and the watch clip; the rows of `CloseCredit`."""
+    s_rows, _ = live
+    d_rows, at, d_wb, d_ws, cb, cs, d_inc = d_side
+    v_rows, v_at, v_vw, v_cr, vc_rows, v_inc = v_side
     # Per session (index into s_rows): delivered segments after this close, and the clip.
     n = len(s_rows)
     s_inc = np.zeros(n, bool)  # the session has an included key
@@ -470,7 +468,7 @@ def credit_epoch(
     return CloseCredit(d, v, c, deliveries, views, sessions)
 
 
-def _live_sessions(sessions: Cols, now: int) -> tuple[np.ndarray, np.ndarray]:
+def live_sessions(sessions: Cols, now: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows of the sessions not quarantined before `now`, their keys), in key order."""
     live_s = np.flatnonzero(sessions["quarantined_at"] >= U64(min(now, _MAX64)))
     skeys = key(sessions["viewer"][live_s], sessions["session_id"][live_s])
@@ -478,15 +476,10 @@ def _live_sessions(sessions: Cols, now: int) -> tuple[np.ndarray, np.ndarray]:
     return live_s[s_order], skeys[s_order]
 
 
-def _delivery_candidates(
-    deliveries: Cols, marks: Cols, live: Future[tuple[np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray, ...]:
-    """Per delivery key of a live session, in key order: its candidate's row, its session
-    (index into the live sessions), watermark, counters and whether it is included.
-
-    The candidate is the highest counters, a tie to the earliest bucket. The wide columns
-    (signature...) stay where they are: the row points at them.
-    """
+def delivery_keys(deliveries: Cols, marks: Cols) -> tuple[np.ndarray, ...]:
+    """The first half of `delivery_candidates`, before the live sessions are needed: the
+    best row of each delivery key (the highest counters, a tie to the earliest bucket), its
+    key, and the watermark keys with their maxima."""
     dkeys = key(deliveries["viewer"], deliveries["session_id"], deliveries["node"])
     best = _best_per_key(
         dkeys, (deliveries["bucket"], ~deliveries["segments"], ~deliveries["bytes_served"])
@@ -497,7 +490,17 @@ def _delivery_candidates(
         marks["bytes_served"],
         marks["segments"],
     )
-    _, skeys = live.result()
+    return best, dkeys, mkeys, wb, ws
+
+
+def delivery_candidates(
+    keyed: tuple[np.ndarray, ...], deliveries: Cols, skeys: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Per delivery key of a live session (`skeys`: the live sessions' keys, sorted), in key
+    order: its candidate's row, its session (index into the live sessions), watermark,
+    counters and whether it is included. The wide columns (signature...) stay where they
+    are: the row points at them."""
+    best, dkeys, mkeys, wb, ws = keyed
     at, found = lookup(skeys, _prefix(dkeys, 52))
     rows, dkeys, at = best[found], dkeys[found], at[found]
     del best, found
@@ -510,19 +513,25 @@ def _delivery_candidates(
     return rows, at, d_wb, d_ws, cb, cs, inc
 
 
-def _view_candidates(
-    views: Cols, marks: Cols, live: Future[tuple[np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray, ...]:
-    """Per live session with a view receipt, in key order: its candidate's row, its session,
-    view watermark (raw watch seconds), credited seconds, the candidate's watch seconds and
-    whether it is included (the most seconds, a tie to the earliest bucket)."""
+def view_keys(views: Cols, marks: Cols) -> tuple[np.ndarray, ...]:
+    """The first half of `view_candidates`: the best row of each view key (the most
+    seconds, a tie to the earliest bucket), its key, the watermark keys and their maxima."""
     vkeys = key(views["viewer"], views["session_id"])
     best = _best_per_key(vkeys, (views["bucket"], ~views["watch_seconds"]))
     vkeys = vkeys[best]
     mkeys, vwm, crm = _max_per_key(
         key(marks["viewer"], marks["session_id"]), marks["watch_seconds"], marks["credited"]
     )
-    _, skeys = live.result()
+    return best, vkeys, mkeys, vwm, crm
+
+
+def view_candidates(
+    keyed: tuple[np.ndarray, ...], views: Cols, skeys: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Per live session with a view receipt, in key order: its candidate's row, its session,
+    view watermark (raw watch seconds), credited seconds, the candidate's watch seconds and
+    whether it is included."""
+    best, vkeys, mkeys, vwm, crm = keyed
     at, found = lookup(skeys, vkeys)
     rows, vkeys, at = best[found], vkeys[found], at[found]
     w, has = lookup(mkeys, vkeys)

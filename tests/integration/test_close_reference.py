@@ -28,7 +28,7 @@ from settlement.adapters.db.epochs import EPOCH_TABLES
 from settlement.adapters.db.store import U64_OFFSET, DeliveryReceipt
 from settlement.domain import merkle
 from settlement.domain.rewards import ClassAmounts, SessionInput, settle_epoch
-from settlement.services import close as epochs_service
+from settlement.services import epochs as epochs_service
 from settlement.services import ingest as service
 from settlement.services.close import close_epoch, params_of
 

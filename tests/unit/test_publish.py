@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from settlement.adapters import files as publish
+from settlement.domain import dataset
 from settlement.domain.receipts import keccak
 
 addr = st.binary(min_size=20, max_size=20)
@@ -24,7 +25,7 @@ u32 = st.integers(0, 2**32 - 1)
 
 
 def test_canonical_sorts_keys_drops_spaces_and_stringifies_integers():
-    line = publish.canonical_bytes(
+    line = dataset.canonical_bytes(
         {"b": 2**200, "a": b"\xab\xcd", "c": [1, {"z": True, "y": None}], "d": "0xAB"}
     )
     assert (
@@ -37,8 +38,8 @@ def test_canonical_sorts_keys_drops_spaces_and_stringifies_integers():
 
 @given(addr, b32, addr, b32, u64, u64, u32, u64, sig, st.integers(1, 10**6))
 def test_delivery_line_is_the_canonical_line(v, s, node, c, started, b, segs, issued, sg, bucket):
-    fast = publish.delivery_line(v, s, node, c, started, b, segs, issued, sg, bucket)
-    ref = publish.canonical_line(
+    fast = dataset.delivery_line(v, s, node, c, started, b, segs, issued, sg, bucket)
+    ref = dataset.canonical_line(
         {
             "viewer": v,
             "sessionId": s,
@@ -57,8 +58,8 @@ def test_delivery_line_is_the_canonical_line(v, s, node, c, started, b, segs, is
 
 @given(addr, b32, b32, u64, u32, u64, sig, st.integers(1, 10**6))
 def test_view_line_is_the_canonical_line(v, s, c, started, w, issued, sg, bucket):
-    fast = publish.view_line(v, s, c, started, w, issued, sg, bucket)
-    ref = publish.canonical_line(
+    fast = dataset.view_line(v, s, c, started, w, issued, sg, bucket)
+    ref = dataset.canonical_line(
         {
             "viewer": v,
             "sessionId": s,
@@ -75,23 +76,23 @@ def test_view_line_is_the_canonical_line(v, s, c, started, w, issued, sg, bucket
 
 @given(addr, b32, addr, u64, u32, u32, u32)
 def test_watermark_lines_are_canonical(v, s, node, b, segs, w, credited):
-    assert publish.delivery_mark_line(v, s, node, b, segs) == publish.canonical_line(
+    assert dataset.delivery_mark_line(v, s, node, b, segs) == dataset.canonical_line(
         {"viewer": v, "sessionId": s, "node": node, "bytesServed": b, "segmentsServed": segs}
     )
-    assert publish.view_mark_line(v, s, w, credited) == publish.canonical_line(
+    assert dataset.view_mark_line(v, s, w, credited) == dataset.canonical_line(
         {"viewer": v, "sessionId": s, "watchSeconds": w, "credited": credited}
     )
 
 
 @given(addr, st.sampled_from(["node", "viewer", "creator"]), st.integers(0, 2**256 - 1))
 def test_allocation_and_registry_lines_are_canonical(a, cls, amount):
-    assert publish.allocation_line(a, cls, amount) == publish.canonical_line(
+    assert dataset.allocation_line(a, cls, amount) == dataset.canonical_line(
         {"account": a, "class": cls, "amount": amount}
     )
-    assert publish.node_line(a, 'n"\\ \u00e9', True) == publish.canonical_line(
+    assert dataset.node_line(a, 'n"\\ \u00e9', True) == dataset.canonical_line(
         {"address": a, "label": 'n"\\ \u00e9', "active": True}
     )
-    assert publish.content_line(a + bytes(12), a) == publish.canonical_line(
+    assert dataset.content_line(a + bytes(12), a) == dataset.canonical_line(
         {"contentId": a + bytes(12), "creator": a}
     )
 
@@ -100,7 +101,7 @@ def test_files_are_named_by_their_sha256_and_renamed_whole(tmp_path):
     w = publish.DatasetWriter(tmp_path / "e1")
     sink = w.sink("things")
     for i in range(10_000):
-        sink.add(publish.canonical_line({"i": i}))
+        sink.add(dataset.canonical_line({"i": i}))
     assert not list((tmp_path / "e1").glob("*.ndjson"))  # nothing visible before finish
     (f,) = w.finish_all()
     data = (tmp_path / "e1" / f.filename).read_bytes()
@@ -130,20 +131,20 @@ def test_manifest_has_exactly_the_protocol_fields_and_chains(tmp_path):
         pools={"node": {"emitted": 1}},
         root="0x" + "11" * 32,
         cumulative_total=2**255,
-        floor=publish.ZERO_HASH,
+        floor=dataset.ZERO_HASH,
         files=files,
     )
-    m1 = publish.manifest_bytes(prev_manifest_hash=publish.ZERO_HASH, **kwargs)
+    m1 = dataset.manifest_bytes(prev_manifest_hash=dataset.ZERO_HASH, **kwargs)
     obj = orjson.loads(m1)
-    assert tuple(sorted(obj)) == publish.MANIFEST_FIELDS
+    assert tuple(sorted(obj)) == dataset.MANIFEST_FIELDS
     assert obj["epoch"] == "2" and obj["cumulativeTotal"] == str(2**255)
-    assert obj["protocolVersion"] == "2" and obj["floor"] == publish.ZERO_HASH
+    assert obj["protocolVersion"] == "2" and obj["floor"] == dataset.ZERO_HASH
     assert [f["name"] for f in obj["files"]] == ["a", "b"]
     assert obj["files"][1]["rows"] == "1" and obj["counts"] == {"a": "0", "b": "1"}
-    assert b" " not in m1 and publish.canonical_bytes(obj) == m1
-    assert publish.data_hash(m1) == keccak(m1)
-    m2 = publish.manifest_bytes(prev_manifest_hash="0x" + keccak(m1).hex(), **kwargs)
-    assert orjson.loads(m2)["prevManifestHash"] == "0x" + publish.data_hash(m1).hex()
+    assert b" " not in m1 and dataset.canonical_bytes(obj) == m1
+    assert dataset.data_hash(m1) == keccak(m1)
+    m2 = dataset.manifest_bytes(prev_manifest_hash="0x" + keccak(m1).hex(), **kwargs)
+    assert orjson.loads(m2)["prevManifestHash"] == "0x" + dataset.data_hash(m1).hex()
 
 
 def test_a_correction_manifest_has_exactly_two_fields_more(tmp_path):
@@ -162,14 +163,14 @@ def test_a_correction_manifest_has_exactly_two_fields_more(tmp_path):
         files=files,
     )
     m = orjson.loads(
-        publish.manifest_bytes(
+        dataset.manifest_bytes(
             **kwargs, correction={"corrects": "0x" + "44" * 32, "claimedAtBlock": 12}
         )
     )
-    assert set(m) == {*publish.MANIFEST_FIELDS, *publish.CORRECTION_FIELDS}
+    assert set(m) == {*dataset.MANIFEST_FIELDS, *dataset.CORRECTION_FIELDS}
     assert m["claimedAtBlock"] == "12" and m["floor"] == "0x" + "22" * 32
     with pytest.raises(AssertionError):
-        publish.manifest_bytes(**kwargs, correction={"corrects": "0x" + "44" * 32})
+        dataset.manifest_bytes(**kwargs, correction={"corrects": "0x" + "44" * 32})
 
 
 def test_write_atomic_replaces_whole(tmp_path):
@@ -181,7 +182,7 @@ def test_write_atomic_replaces_whole(tmp_path):
 
 @pytest.mark.parametrize("stored", [None, {"kind": "view", "viewer": "0xABCDEF"}])
 def test_evidence_hex_is_lowercased(stored):
-    out = publish.wire_evidence(stored)
+    out = dataset.wire_evidence(stored)
     assert out is None if stored is None else out["viewer"] == "0xabcdef"
 
 

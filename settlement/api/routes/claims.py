@@ -83,7 +83,7 @@ def _tree_for(store: Any, settings: Any, root: str) -> MerkleTree:
     with _trees_lock:
         if root in _trees:
             return _trees[root]
-    from settlement.services import close as epochs_service
+    from settlement.services import epochs as epochs_service
 
     tree = None
     for closed in epochs_service.list_epochs(store, settings, limit=1000):
