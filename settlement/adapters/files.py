@@ -6,6 +6,7 @@ The formats themselves (lines, manifest bytes) are `domain.dataset`'s.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mmap
 import os
@@ -257,11 +258,8 @@ class ExportWorkers:
         if strategy != FORK:
             raise ValueError(f"export strategy is {FORK!r} or {THREAD!r}, not {strategy!r}")
         for names in groups:
-            self.children.append(
-                parallel.fork_child(
-                    lambda names=names: _child_export(writer.directory, write, names), nice=10
-                )
-            )
+            work = functools.partial(_child_export, writer.directory, write, names)
+            self.children.append(parallel.fork_child(work, nice=10))
         return self
 
     @property

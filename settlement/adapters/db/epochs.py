@@ -11,6 +11,7 @@ writes (columns, COPY, planner settings) are `close_io`'s."""
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -347,8 +348,8 @@ class EpochStore:
 
         return self.run(fn)
 
-    def allocations(self, epoch: int) -> list[tuple[bytes, str, int]]:
-        def fn(c: Any) -> list[tuple[bytes, str, int]]:
+    def allocations(self, epoch: int) -> builtins.list[tuple[bytes, str, int]]:
+        def fn(c: Any) -> builtins.list[tuple[bytes, str, int]]:
             c.execute(
                 self._q(
                     'SELECT account, "class", amount FROM allocation WHERE epoch = %s '
@@ -379,8 +380,8 @@ class EpochStore:
 
         return self.run(fn)
 
-    def account_allocations(self, account: bytes) -> list[tuple[int, str, int]]:
-        def fn(c: Any) -> list[tuple[int, str, int]]:
+    def account_allocations(self, account: bytes) -> builtins.list[tuple[int, str, int]]:
+        def fn(c: Any) -> builtins.list[tuple[int, str, int]]:
             c.execute(
                 self._q(
                     'SELECT epoch, "class", amount FROM allocation WHERE account = %s '
@@ -470,7 +471,7 @@ class EpochStore:
                 "INSERT INTO correction_leaf (data_hash, account, amount) VALUES (?, ?, ?)", rows
             )
 
-    def corrections(self) -> list[StoredCorrection]:
+    def corrections(self) -> builtins.list[StoredCorrection]:
         """Every published correction, oldest first."""
 
         def fn(c: Any) -> list[StoredCorrection]:
