@@ -245,6 +245,52 @@ def _to_rows(cols: Cols, layout: Layout) -> list[tuple[Any, ...]]:
     return list(zip(*out, strict=True))
 
 
+def close_reads(e: int, touched_only: bool) -> dict[str, tuple[tuple[str, ...], str, Layout, bool]]:
+    """What the close of epoch `e` reads, by table: (columns, source, layout, by primary key).
+    `touched_only`: the sessions of close_t (`SetClose._touched`) only."""
+    join, only = "", ""
+    if touched_only:
+        join = "JOIN close_t t ON x.viewer = t.viewer AND x.session_id = t.session_id"
+        only = "AND (x.viewer, x.session_id) IN (SELECT viewer, session_id FROM close_t)"
+    # name: (columns, source, layout, by primary key): the stored tables of live sessions,
+    # then the watermark tables (scanned: they have no index).
+    return {
+        "deliveries": (
+            ("x.viewer", "x.session_id", "x.node", "x.bucket", "x.bytes_served",
+             "x.segments_served", "x.issued_at", "x.signature"),
+            f"delivery_best x {join} WHERE x.bucket <= {e}",
+            _DELIVERIES,
+            touched_only,
+        ),
+        "views": (
+            ("x.viewer", "x.session_id", "x.bucket", "x.watch_seconds", "x.issued_at",
+             "x.signature"),
+            f"view_best x {join} WHERE x.bucket <= {e}",
+            _VIEWS,
+            touched_only,
+        ),
+        "sessions": (
+            ("x.viewer", "x.session_id", "x.content_id", "x.started_at",
+             f"COALESCE(x.quarantined_at, {_NOT_QUARANTINED})"),
+            f"receipt_session x {join}",
+            _SESSIONS,
+            touched_only,
+        ),
+        "delivery_marks": (
+            ("x.viewer", "x.session_id", "x.node", "x.bytes_served", "x.segments_served"),
+            f"delivery_watermark x WHERE x.epoch < {e} {only}",
+            _DELIVERY_MARKS,
+            False,
+        ),
+        "view_marks": (
+            ("x.viewer", "x.session_id", "x.watch_seconds", "x.credited"),
+            f"view_watermark x WHERE x.epoch < {e} {only}",
+            _VIEW_MARKS,
+            False,
+        ),
+    }  # fmt: skip
+
+
 # The close's credit over its tables, each given as a function that waits for it (a read
 # still under way): the service's, which runs `domain.credit` on them as they come.
 Tables = dict[str, Callable[[], Cols]]
@@ -364,47 +410,7 @@ class SetClose:
         e = int(self.epoch)
         if touched_only is None:
             touched_only = self.touched_only()
-        join, only = "", ""
-        if touched_only:
-            join = "JOIN close_t t ON x.viewer = t.viewer AND x.session_id = t.session_id"
-            only = "AND (x.viewer, x.session_id) IN (SELECT viewer, session_id FROM close_t)"
-        # name: (columns, source, layout, by primary key): the stored tables of live sessions,
-        # then the watermark tables (scanned: they have no index).
-        reads = {
-            "deliveries": (
-                ("x.viewer", "x.session_id", "x.node", "x.bucket", "x.bytes_served",
-                 "x.segments_served", "x.issued_at", "x.signature"),
-                f"delivery_best x {join} WHERE x.bucket <= {e}",
-                _DELIVERIES,
-                touched_only,
-            ),
-            "views": (
-                ("x.viewer", "x.session_id", "x.bucket", "x.watch_seconds", "x.issued_at",
-                 "x.signature"),
-                f"view_best x {join} WHERE x.bucket <= {e}",
-                _VIEWS,
-                touched_only,
-            ),
-            "sessions": (
-                ("x.viewer", "x.session_id", "x.content_id", "x.started_at",
-                 f"COALESCE(x.quarantined_at, {_NOT_QUARANTINED})"),
-                f"receipt_session x {join}",
-                _SESSIONS,
-                touched_only,
-            ),
-            "delivery_marks": (
-                ("x.viewer", "x.session_id", "x.node", "x.bytes_served", "x.segments_served"),
-                f"delivery_watermark x WHERE x.epoch < {e} {only}",
-                _DELIVERY_MARKS,
-                False,
-            ),
-            "view_marks": (
-                ("x.viewer", "x.session_id", "x.watch_seconds", "x.credited"),
-                f"view_watermark x WHERE x.epoch < {e} {only}",
-                _VIEW_MARKS,
-                False,
-            ),
-        }  # fmt: skip
+        reads = close_reads(e, touched_only)
         # Which connection reads what, about a third of the work each (more connections than
         # cores gained nothing). SQLite reads all on its one connection.
         plan: tuple[tuple[str, ...], ...] = (
@@ -463,6 +469,27 @@ class SetClose:
                 wait(futures)
             for future in futures:
                 future.result()
+
+    def read_floor(self, touched_only: bool) -> int:
+        """The settle bench's floor under `build`'s reads: the same rows out of the store
+        (PostgreSQL: binary COPY; SQLite: fetched) to nothing, on this one connection.
+        Returns the bytes (PostgreSQL) or rows (SQLite) read."""
+        e = int(self.epoch)
+        if touched_only:
+            self._touched(e, self.cur)
+        total = 0
+        for exprs, source, _, lookups in close_reads(e, touched_only).values():
+            select = f"SELECT {', '.join(exprs)} FROM {source}"
+            self._lookups(self.cur, lookups)
+            if self.pg:
+                with self.cur.copy(f"COPY ({select}) TO STDOUT (FORMAT BINARY)") as copy:
+                    for block in copy:
+                        total += len(block)
+            else:
+                self._x(select)
+                while rows := self.cur.fetchmany(65_536):
+                    total += len(rows)
+        return total
 
     def _credited(self) -> CloseCredit:
         if self.credit is None:
