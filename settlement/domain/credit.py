@@ -126,22 +126,57 @@ def lookup(table_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 @dataclass(slots=True)
+class DeliveryKeys:
+    """The candidate of every delivery key of a live session, in key order."""
+
+    row: np.ndarray  # the candidate's row in the deliveries table
+    session: np.ndarray  # its session's row in the sessions table
+    viewer: np.ndarray
+    node: np.ndarray
+    bytes_served: np.ndarray  # the candidate's counters
+    segments: np.ndarray
+    mark_bytes: np.ndarray  # the key's watermark before this close
+    mark_segments: np.ndarray
+    included: np.ndarray
+    session_included: np.ndarray  # its session has an included key (of either kind)
+
+
+@dataclass(slots=True)
+class ViewKeys:
+    """The view candidate of every live session with a view receipt, in key order."""
+
+    row: np.ndarray  # the candidate's row in the views table
+    session: np.ndarray
+    mark_watch: np.ndarray  # the view watermark before this close (raw watchSeconds)
+    included: np.ndarray
+
+
+@dataclass(slots=True)
+class CreditedSessions:
+    """The sessions with an included key, in key order: what they are credited."""
+
+    viewer: np.ndarray
+    session_id: np.ndarray
+    content_id: np.ndarray
+    mark_watch: np.ndarray  # the view watermark before this close (raw watchSeconds)
+    mark_credited: np.ndarray  # the seconds credited before this close
+    view_included: np.ndarray  # the view key is included
+    watch_after: np.ndarray  # the view watermark after this close
+    clipped: np.ndarray  # watch time clipped by the delivered segments (PROTOCOL 4)
+    credit: np.ndarray  # the seconds this close credits: clipped above mark_credited
+
+    def __len__(self) -> int:
+        return len(self.viewer)
+
+
+@dataclass(slots=True)
 class CloseCredit:
-    """One close's credit. Rows in key order:
+    """One close's credit: its delivery keys, view keys and credited sessions. The stored
+    rows' wide columns stay in the tables read (`deliveries`, `views`, `sessions`)."""
 
-    `d`: the candidate of every delivery key of a live session: `row` (in `deliveries`),
-    `session` (in `sessions`), viewer, node, bytes_served, segments, its watermark `wb` /
-    `ws`, `inc` and `s_inc` (its session has an included key); `v`: the view candidates
-    (`row`, `session`, `vw`, `inc`); `c`: the sessions with an included key (viewer,
-    session_id, content_id, the previous view watermark `vw` (raw watchSeconds) and
-    credited seconds `cr`, `v_inc` (the view key is included), `vnew` (the view watermark
-    after this close), `clipped`, `credit`). The stored rows' wide columns stay in the
-    tables read.
-    """
-
-    d: Cols
-    v: Cols
-    c: Cols
+    delivery: DeliveryKeys
+    view: ViewKeys
+    credited: CreditedSessions
     deliveries: Cols
     views: Cols
     sessions: Cols
@@ -174,18 +209,18 @@ class CloseCredit:
         # Positions, then only the columns each sum needs: the tables are a million rows.
         node: dict[bytes, int] = {}
         capped_bytes: dict[bytes, dict[bytes, int]] = {}
-        d = self.d
-        delta = d["bytes_served"] - d["wb"]  # wraps where not included: masked next
-        at = np.flatnonzero(d["inc"] & (d["bytes_served"] > d["wb"]))
+        d = self.delivery
+        delta = d.bytes_served - d.mark_bytes  # wraps where not included: masked next
+        at = np.flatnonzero(d.included & (d.bytes_served > d.mark_bytes))
         delta = delta[at]
         if len(at):
-            viewers = d["viewer"][at]
+            viewers = d.viewer[at]
             first = starts_of(key(viewers))
             over = _above(group_sum(delta, first), max_bytes_per_viewer)[np.cumsum(first) - 1]
-            node = _sums(d["node"][at[~over]], delta[~over])
+            node = _sums(d.node[at[~over]], delta[~over])
             if over.any():
                 top = at[over]
-                for (v, n), b in _sums2(d["viewer"][top], d["node"][top], delta[over]):
+                for (v, n), b in _sums2(d.viewer[top], d.node[top], delta[over]):
                     capped_bytes.setdefault(v, {})[n] = b
             del viewers, first, over
         return node, capped_bytes
@@ -198,11 +233,11 @@ class CloseCredit:
         viewer: dict[bytes, int] = {}
         creator: dict[bytes, int] = {}
         capped_watch: dict[bytes, dict[tuple[bytes, bytes], int]] = {}
-        c = self.c
-        at = np.flatnonzero(c["credit"] > 0)
+        c = self.credited
+        at = np.flatnonzero(c.credit > 0)
         if len(at):
-            viewers = c["viewer"][at]
-            credit = c["credit"][at]
+            viewers = c.viewer[at]
+            credit = c.credit[at]
             first = starts_of(key(viewers))
             per_viewer = group_sum(credit, first)
             over_v = _above(per_viewer, max_watch_seconds)
@@ -215,16 +250,16 @@ class CloseCredit:
             under = at[~over]
             # The creator of each session's content, where the snapshot has one other than the
             # viewer: PROTOCOL 5 gives the others' seconds no weight.
-            who, found = _creator_of(c["content_id"][under], creators)
+            who, found = _creator_of(c.content_id[under], creators)
             paid = found & ~(who == viewers[~over]).all(axis=1)
             creator = _sums(who[paid], credit[~over][paid])
             if over.any():
                 top = at[over]
                 for v, cid, sid, x in zip(
-                    as_bytes(c["viewer"][top]),
-                    as_bytes(c["content_id"][top]),
-                    as_bytes(c["session_id"][top]),
-                    c["credit"][top].tolist(),
+                    as_bytes(c.viewer[top]),
+                    as_bytes(c.content_id[top]),
+                    as_bytes(c.session_id[top]),
+                    c.credit[top].tolist(),
                     strict=True,
                 ):
                     capped_watch.setdefault(v, {})[(cid, sid)] = x
@@ -235,37 +270,42 @@ class CloseCredit:
     def delivery_watermarks(self) -> Rows:
         """The delivery keys this close moves, to their candidate (viewer, session_id, node,
         bytes_served, segments)."""
-        return self._delivery_keys(self.d["inc"], ("bytes_served", "segments"))
+        d = self.delivery
+        return self._delivery_keys(d.included, d.bytes_served, d.segments)
 
     def view_watermarks(self) -> Rows:
         """The sessions whose view watermark or credited seconds move, with both values after
         this close (viewer, session_id, watch_seconds: the raw watermark, credited)."""
-        c = self.c
-        grows = c["clipped"] > c["cr"]
-        at = np.flatnonzero(c["v_inc"] | grows)
+        c = self.credited
+        grows = c.clipped > c.mark_credited
+        at = np.flatnonzero(c.view_included | grows)
 
         def gather(part: slice) -> Cols:
             rows = at[part]
             return Cols(
-                viewer=c["viewer"][rows],
-                session_id=c["session_id"][rows],
-                watch_seconds=c["vnew"][rows],
-                credited=np.where(grows[rows], c["clipped"][rows], c["cr"][rows]),
+                viewer=c.viewer[rows],
+                session_id=c.session_id[rows],
+                watch_seconds=c.watch_after[rows],
+                credited=np.where(grows[rows], c.clipped[rows], c.mark_credited[rows]),
             )
 
         return Rows(len(at), gather)
 
     def published_deliveries(self) -> Rows:
         """The included delivery receipts: the stored columns and their session's."""
-        return self._receipts(self.d, self.deliveries)
+        d = self.delivery
+        return self._receipts(d.included, d.row, d.session, self.deliveries)
 
     def published_views(self) -> Rows:
         """The included view receipts: the stored columns and their session's."""
-        return self._receipts(self.v, self.views)
+        v = self.view
+        return self._receipts(v.included, v.row, v.session, self.views)
 
-    def _receipts(self, candidates: Cols, table: Cols) -> Rows:
-        at = np.flatnonzero(candidates["inc"])
-        rows, sess = candidates["row"][at], candidates["session"][at]
+    def _receipts(
+        self, included: np.ndarray, row: np.ndarray, session: np.ndarray, table: Cols
+    ) -> Rows:
+        at = np.flatnonzero(included)
+        rows, sess = row[at], session[at]
         sessions = self.sessions
 
         def gather(part: slice) -> Cols:
@@ -278,31 +318,45 @@ class CloseCredit:
 
     def published_delivery_marks(self) -> Rows:
         """The previous watermark of every delivery key of a session with an included key,
-        zeros included (PROTOCOL 6): viewer, session_id, node, `wb`, `ws`."""
-        return self._delivery_keys(self.d["s_inc"], ("wb", "ws"))
+        zeros included (PROTOCOL 6): viewer, session_id, node, bytes_served, segments."""
+        d = self.delivery
+        return self._delivery_keys(d.session_included, d.mark_bytes, d.mark_segments)
 
-    def _delivery_keys(self, mask: np.ndarray, counters: tuple[str, str]) -> Rows:
-        """The delivery keys where `mask`: viewer, session_id, node and the two `counters`."""
-        d = self.d
+    def _delivery_keys(
+        self, mask: np.ndarray, bytes_served: np.ndarray, segments: np.ndarray
+    ) -> Rows:
+        """The delivery keys where `mask`: viewer, session_id, node and the two counters."""
+        d = self.delivery
         at = np.flatnonzero(mask)
         session_id = self.sessions["session_id"]
 
         def gather(part: slice) -> Cols:
             rows = at[part]
             return Cols(
-                viewer=d["viewer"][rows],
-                session_id=session_id[d["session"][rows]],
-                node=d["node"][rows],
-                **{name: d[name][rows] for name in counters},
+                viewer=d.viewer[rows],
+                session_id=session_id[d.session[rows]],
+                node=d.node[rows],
+                bytes_served=bytes_served[rows],
+                segments=segments[rows],
             )
 
         return Rows(len(at), gather)
 
     def published_view_marks(self) -> Rows:
-        """The previous view watermark `vw` and credited seconds `cr` of every session with
-        an included key, zeros included (PROTOCOL 6)."""
-        c = self.c
-        return Rows(len(c), c.take)
+        """The previous view watermark and credited seconds of every session with an
+        included key, zeros included (PROTOCOL 6): viewer, session_id, watch_seconds,
+        credited."""
+        c = self.credited
+
+        def gather(part: slice) -> Cols:
+            return Cols(
+                viewer=c.viewer[part],
+                session_id=c.session_id[part],
+                watch_seconds=c.mark_watch[part],
+                credited=c.mark_credited[part],
+            )
+
+        return Rows(len(c), gather)
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,31 +495,31 @@ def assemble(
     clipped = _clip(watch[c_at], segs[c_at], segment_seconds)
     c_vw, c_cr, c_vinc = vw[c_at], cr[c_at], view_inc[c_at]
     c_rows = s_rows[c_at]
-    c = Cols(
+    credited = CreditedSessions(
         viewer=sessions["viewer"][c_rows],
         session_id=sessions["session_id"][c_rows],
         content_id=sessions["content_id"][c_rows],
-        vw=c_vw,
-        cr=c_cr,
-        v_inc=c_vinc,
-        vnew=np.where(c_vinc, vc[c_at], c_vw),
+        mark_watch=c_vw,
+        mark_credited=c_cr,
+        view_included=c_vinc,
+        watch_after=np.where(c_vinc, vc[c_at], c_vw),
         clipped=clipped,
         credit=np.where(clipped > c_cr, clipped - c_cr, U64(0)),
     )
-    d = Cols(
+    delivery = DeliveryKeys(
         row=d_rows,
         session=s_rows[at],
         viewer=deliveries["viewer"][d_rows],
         node=deliveries["node"][d_rows],
         bytes_served=cb,
         segments=cs,
-        wb=d_wb,
-        ws=d_ws,
-        inc=d_inc,
-        s_inc=s_inc[at],
+        mark_bytes=d_wb,
+        mark_segments=d_ws,
+        included=d_inc,
+        session_included=s_inc[at],
     )
-    v = Cols(row=v_rows, session=s_rows[v_at], vw=v_vw, inc=v_inc)
-    return CloseCredit(d, v, c, deliveries, views, sessions)
+    view = ViewKeys(row=v_rows, session=s_rows[v_at], mark_watch=v_vw, included=v_inc)
+    return CloseCredit(delivery, view, credited, deliveries, views, sessions)
 
 
 def live_sessions(sessions: Cols, now: int) -> tuple[np.ndarray, np.ndarray]:

@@ -339,7 +339,6 @@ def _compute(
                 ),
                 files=files,
             )
-            carried = rewards.pools.carried_out
             stored = StoredEpoch(
                 epoch=epoch,
                 close_started=now,
@@ -348,7 +347,7 @@ def _compute(
                 cumulative_total=cumulative_total,
                 # PROTOCOL 5: an epoch whose tree equals the one before proposes nothing.
                 proposes=tree is not None and (prev is None or prev.root.hex() != root[2:]),
-                carried=(carried.node, carried.viewer, carried.creator),
+                carried=rewards.pools.carried_out,
                 manifest=manifest,
                 floor=floor.data_hash,
             )
@@ -379,7 +378,7 @@ def _settle(
     params: RewardParams,
 ) -> tuple[EpochRewards, list[tuple[bytes, str, int]], list[tuple[bytes, int, int, int]]]:
     """Caps, pools and allocation (rewards.settle_weights); the allocation and balance rows."""
-    carried_in = ClassAmounts(*prev.carried) if prev is not None else ClassAmounts()
+    carried_in = prev.carried if prev is not None else ClassAmounts()
     previous_totals = {a: n + v + c for a, (n, v, c) in prev_by_class.items()}
     rewards = settle_weights(
         EpochWeights(
@@ -508,11 +507,13 @@ def _big_files(c: CloseCredit, writer: publish.DatasetWriter, names: tuple[str, 
 
     def delivery_marks(m: Cols) -> Iterator[bytes]:
         return dataset_columns.delivery_mark_lines(
-            m["viewer"], m["session_id"], m["node"], m["wb"], m["ws"]
+            m["viewer"], m["session_id"], m["node"], m["bytes_served"], m["segments"]
         )
 
     def view_marks(w: Cols) -> Iterator[bytes]:
-        return dataset_columns.view_mark_lines(w["viewer"], w["session_id"], w["vw"], w["cr"])
+        return dataset_columns.view_mark_lines(
+            w["viewer"], w["session_id"], w["watch_seconds"], w["credited"]
+        )
 
     files: tuple[tuple[str, Callable[[], Rows], Callable[[Cols], Iterator[bytes]]], ...] = (
         (dataset.DELIVERY_RECEIPTS, c.published_deliveries, deliveries),

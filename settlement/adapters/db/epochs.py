@@ -31,6 +31,7 @@ from settlement.adapters.db.store import (
     pk_bytes,
     pk_int,
 )
+from settlement.domain.rewards import ClassAmounts
 from settlement.errors import StoreError
 
 
@@ -160,7 +161,7 @@ class StoredEpoch:
     data_hash: bytes
     cumulative_total: int
     proposes: bool
-    carried: tuple[int, int, int]  # node, viewer, creator
+    carried: ClassAmounts  # the pools carried out of this epoch
     manifest: bytes
     floor: bytes = NO_FLOOR  # dataHash of the correction whose leaves were the floor
 
@@ -180,7 +181,7 @@ def _stored_epoch(row: Any) -> StoredEpoch:
         bytes(dh),
         int(total),
         bool(proposes),
-        (int(cn), int(cv), int(cc)),
+        ClassAmounts(int(cn), int(cv), int(cc)),
         bytes(manifest),
         NO_FLOOR if floor is None else bytes(floor),
     )
@@ -518,7 +519,9 @@ class EpochStore:
                 e.data_hash,
                 str(e.cumulative_total),
                 e.proposes,
-                *(str(x) for x in e.carried),
+                str(e.carried.node),
+                str(e.carried.viewer),
+                str(e.carried.creator),
                 e.manifest,
                 None if e.floor == NO_FLOOR else e.floor,
             ),
