@@ -106,16 +106,8 @@ def load(store, sessions: int, seed: int, epoch: int = 1) -> dict[str, int]:
     `epoch`: started and last issued between cutoff(epoch - 1) and cutoff(epoch)."""
     from settlement.adapters.db.store import U64_OFFSET  # noqa: F401 - the store encodes itself
     from settlement.domain.receipts import DeliveryReceipt, ViewReceipt
-    from settlement.sim.generate import SimConfig, build_world
 
-    cfg = SimConfig(
-        seed=seed, sessions=sessions, nodes=36_000, viewers=200_000, creators=2_000, contents=20_000
-    )
-    t = time.perf_counter()
-    with multiprocessing.Pool() as pool:
-        world = build_world(cfg, pool)
-    log(f"world: {len(world.nodes):,} nodes, {len(world.viewers):,} viewers, "
-        f"{len(world.contents):,} contents ({time.perf_counter() - t:.1f} s)")  # fmt: skip
+    world = build(sessions, seed)
     if epoch == 1:
         store.load_registries(
             [(a, f"node-{i}", True) for i, a in enumerate(world.nodes)],
