@@ -258,7 +258,8 @@ def _compute(
     stages.update({f"credit.{k}_s": v for k, v in sc.timings.items()})
 
     # From here the credit is in memory. Two child processes (forked: they share the
-    # columns without copying them) format and write the big files (`_BigFiles`); a thread
+    # columns without copying them) format and write the big files (`_big_files`, run by
+    # `publish.ExportWorkers`; a thread instead with export=THREAD); a thread
     # writes the watermarks, then the allocation and balance rows (on PostgreSQL the
     # server's work, the cursor held until joined); this thread sums the weights,
     # allocates, builds the tree and writes the small files. Threads alone would not do:
