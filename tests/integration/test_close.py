@@ -566,33 +566,3 @@ def test_a_failure_writing_the_big_files_fails_the_close_and_leaves_nothing(
     assert [r["sessionId"] for r in lines(c, dataset.DELIVERY_RECEIPTS)] == [
         "0x" + key("fail-a").hex()
     ]
-
-
-def test_the_close_reads_each_accounts_latest_balance_only(store, reads):
-    """A row per account per paying epoch is kept; the close's read returns, for each account,
-    its row of the highest epoch before the one closing, in account order."""
-    if reads == "all":
-        pytest.skip("no close reads here: once is enough")
-    from settlement.adapters.db import close_io
-    from settlement.adapters.db.epochs import CloseReader
-
-    a, b, c = (bytes([k]) * 20 for k in (0xA0, 0x0B, 0x0C))
-    paid = {
-        1: [(a, 1, 2, 3), (b, 5, 0, 0)],
-        2: [(a, 4, 2, 3)],
-        3: [(b, 6, 1, 2**200), (c, 0, 0, 7)],
-    }
-    epochs = epochs_service.EpochStore(store)
-    with epochs.connection() as conn, epochs.transaction(conn, write=True) as cur:
-        for e, rows in paid.items():
-            close_io.write_rows(epochs, cur, close_io.prepare_rows(epochs, e, [], sorted(rows)))
-    expected = {
-        1: {},
-        2: {a: (1, 2, 3), b: (5, 0, 0)},
-        3: {a: (4, 2, 3), b: (5, 0, 0)},
-        4: {a: (4, 2, 3), b: (6, 1, 2**200), c: (0, 0, 7)},
-    }
-    for before, want in expected.items():
-        got = epochs.run(lambda cur, before=before: CloseReader(epochs, cur).balances(before))
-        assert got == want and list(got) == sorted(got), before
-    wipe(store)
