@@ -1,15 +1,19 @@
 """Process pools and fork helpers, used by the edges and services (the domain stays pure).
 
-Each user keeps a section of its own: receipt verification first.
+Each user keeps a section of its own: receipt verification, then the close's export children.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
+
+import orjson
 
 from settlement.domain.receipts import (
     ACCEPTED,
@@ -26,7 +30,15 @@ from settlement.domain.wire import verify_wire
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["shutdown_pool", "verify_batch", "verify_wire_batch"]
+__all__ = [
+    "can_fork",
+    "fork_child",
+    "join_child",
+    "kill_child",
+    "shutdown_pool",
+    "verify_batch",
+    "verify_wire_batch",
+]
 
 
 # --- receipt verification: batches over a process pool --------------------------------------------------------------------------
@@ -146,3 +158,60 @@ def verify_wire_batch(
     Workers parse too: raw lines are cheaper to ship than parsed receipts.
     """
     return _run_batch(_verify_wire_chunk, items, domain, params, now, workers, inline_below)
+
+
+# --- fork helpers (the close's export children) -----------------------------------------------
+
+
+def can_fork() -> bool:
+    """Whether this platform forks (not Windows)."""
+    return hasattr(os, "fork")
+
+
+def fork_child(work: Callable[[], Any], *, nice: int = 0) -> tuple[int, int]:
+    """A forked child running `work`: (its pid, the read end of the pipe it reports through).
+
+    The child shares the parent's memory copy-on-write; `work` must only read it and must
+    take no lock another thread may have held at the fork (no database connection, no
+    logging handler). It reports `work()` as JSON, or {"error": ...} whatever went wrong,
+    and leaves by os._exit: no finalizer of the parent's objects runs in it. `nice`: its
+    priority below the parent's.
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write)
+        return pid, read
+    code = 1
+    try:
+        if nice:
+            os.nice(nice)
+        os.close(read)
+        report = orjson.dumps(work())
+        code = 0
+    except BaseException as error:  # reported to the parent, whatever it is
+        report = orjson.dumps({"error": f"{type(error).__name__}: {error}"})
+    finally:
+        try:
+            with os.fdopen(write, "wb") as out:
+                out.write(report)
+        finally:
+            os._exit(code)
+
+
+def join_child(pid: int, fd: int) -> tuple[Any, int]:
+    """Wait for a `fork_child`: (its report, its exit status); the report is
+    {"error": ...} when it said nothing."""
+    with os.fdopen(fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    report = orjson.loads(data) if data else {"error": f"exit status {status}"}
+    return report, status
+
+
+def kill_child(pid: int, fd: int) -> None:
+    """Stop a `fork_child` at once and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(fd)

@@ -1,192 +1,26 @@
-"""The epoch dataset of PROTOCOL section 6: canonical NDJSON files named by their sha256, the
-tree dump, and manifest.json last; every file written atomically (temp, fsync, rename).
+"""Dataset files on disk (PROTOCOL 6): each file written atomically (temp, fsync, rename),
+named by its sha256, big ones past the page cache (O_DIRECT); the close's export workers.
 
-Formats: one object a line, keys sorted, no spaces, integers as decimal strings, hex
-lowercase `0x...`, lines sorted by their key fields. The few big files (receipts and
-watermarks, a million lines an epoch) are formatted by the `*_line` functions below; a unit
-test holds each to `canonical_line` byte for byte.
+The formats themselves (lines, manifest bytes) are `domain.dataset`'s.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mmap
 import os
 import secrets
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-import orjson
-
-from settlement.domain.merkle import keccak256
-
-PROTOCOL_VERSION: Final = "2"
-ZERO_HASH: Final = "0x" + "00" * 32
-MANIFEST: Final = "manifest.json"
-MANIFEST_FIELDS: Final = tuple(
-    sorted(
-        (
-            "protocolVersion",
-            "epoch",
-            "start",
-            "end",
-            "cutoff",
-            "parameters",
-            "pools",
-            "counts",
-            "root",
-            "cumulativeTotal",
-            "floor",
-            "prevManifestHash",
-            "files",
-        )
-    )
-)
-# A correction's manifest has these two fields more (PROTOCOL 6).
-CORRECTION_FIELDS: Final = ("claimedAtBlock", "corrects")
-
-# Logical names of the data files (the manifest's `files[].name`) and their key fields.
-DELIVERY_RECEIPTS: Final = "delivery_receipts"  # viewer, sessionId, node
-VIEW_RECEIPTS: Final = "view_receipts"  # viewer, sessionId
-DELIVERY_WATERMARKS: Final = "delivery_watermarks"  # viewer, sessionId, node
-VIEW_WATERMARKS: Final = "view_watermarks"  # viewer, sessionId
-QUARANTINE: Final = "quarantine"  # viewer, sessionId
-REGISTRY_NODES: Final = "registry_nodes"  # address
-REGISTRY_CONTENT: Final = "registry_content"  # contentId
-REGISTRY_VIEWERS: Final = "registry_viewers"  # address
-ALLOCATIONS: Final = "allocations"  # account, class
-TREE: Final = "tree"  # the standard-v1 dump (JSON, not NDJSON)
-
-
-# --- canonical JSON -------------------------------------------------------------------------
-
-
-def canonical(value: Any) -> Any:
-    """ints -> decimal strings, bytes -> lowercase 0x hex, recursively (bools stay bools)."""
-    if type(value) is bool or value is None:
-        return value
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "0x" + bytes(value).hex()
-    if isinstance(value, Mapping):
-        return {str(k): canonical(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [canonical(v) for v in value]
-    return value
-
-
-def canonical_bytes(value: Any) -> bytes:
-    """Keys sorted, no spaces, UTF-8 (the manifest's bytes, and each NDJSON line)."""
-    return orjson.dumps(canonical(value), option=orjson.OPT_SORT_KEYS)
-
-
-def canonical_line(value: Any) -> str:
-    return canonical_bytes(value).decode() + "\n"
-
-
-def wire_evidence(obj: Mapping[str, Any] | None) -> Any:
-    """A stored wire receipt (evidence) in the dataset's form: hex lowercase, ints as strings."""
-    if obj is None:
-        return None
-    out: dict[str, Any] = {}
-    for k, v in obj.items():
-        if isinstance(v, str) and v[:2] in ("0x", "0X"):
-            v = "0x" + v[2:].lower()
-        out[k] = v
-    return out
-
-
-# --- the big files: hand-formatted, equal to canonical_line ----------------------------------
-
-
-def delivery_line(
-    viewer: bytes,
-    session_id: bytes,
-    node: bytes,
-    content_id: bytes,
-    started_at: int,
-    bytes_served: int,
-    segments: int,
-    issued_at: int,
-    signature: bytes,
-    bucket: int,
-) -> str:
-    return (
-        f'{{"bucket":"{bucket}","bytesServed":"{bytes_served}","contentId":"0x{content_id.hex()}",'
-        f'"issuedAt":"{issued_at}","node":"0x{node.hex()}","segmentsServed":"{segments}",'
-        f'"sessionId":"0x{session_id.hex()}","signature":"0x{signature.hex()}",'
-        f'"startedAt":"{started_at}","viewer":"0x{viewer.hex()}"}}\n'
-    )
-
-
-def view_line(
-    viewer: bytes,
-    session_id: bytes,
-    content_id: bytes,
-    started_at: int,
-    watch_seconds: int,
-    issued_at: int,
-    signature: bytes,
-    bucket: int,
-) -> str:
-    return (
-        f'{{"bucket":"{bucket}","contentId":"0x{content_id.hex()}","issuedAt":"{issued_at}",'
-        f'"sessionId":"0x{session_id.hex()}","signature":"0x{signature.hex()}",'
-        f'"startedAt":"{started_at}","viewer":"0x{viewer.hex()}","watchSeconds":"{watch_seconds}"}}\n'
-    )
-
-
-def delivery_mark_line(
-    viewer: bytes, session_id: bytes, node: bytes, bytes_served: int, segments: int
-) -> str:
-    return (
-        f'{{"bytesServed":"{bytes_served}","node":"0x{node.hex()}","segmentsServed":"{segments}",'
-        f'"sessionId":"0x{session_id.hex()}","viewer":"0x{viewer.hex()}"}}\n'
-    )
-
-
-def view_mark_line(viewer: bytes, session_id: bytes, watch_seconds: int, credited: int) -> str:
-    return (
-        f'{{"credited":"{credited}","sessionId":"0x{session_id.hex()}",'
-        f'"viewer":"0x{viewer.hex()}","watchSeconds":"{watch_seconds}"}}\n'
-    )
-
-
-def allocation_line(account: bytes, cls: str, amount: int) -> str:
-    return f'{{"account":"0x{account.hex()}","amount":"{amount}","class":"{cls}"}}\n'
-
-
-def node_line(address: bytes, label: str, active: bool) -> str:
-    return (
-        f'{{"active":{"true" if active else "false"},"address":"0x{address.hex()}",'
-        f'"label":{orjson.dumps(label).decode()}}}\n'
-    )
-
-
-def content_line(content_id: bytes, creator: bytes) -> str:
-    return f'{{"contentId":"0x{content_id.hex()}","creator":"0x{creator.hex()}"}}\n'
-
-
-def viewer_line(address: bytes) -> str:
-    return f'{{"address":"0x{address.hex()}"}}\n'
-
-
-# --- files ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PublishedFile:
-    name: str  # logical name
-    sha256: str  # hex, no 0x: also the file's name on disk (plus its extension)
-    size: int
-    rows: int
-    filename: str
-
-    def manifest_entry(self) -> dict[str, Any]:
-        return {"name": self.name, "sha256": self.sha256, "size": self.size, "rows": self.rows}
+from settlement import parallel
+from settlement.domain.dataset import PublishedFile
+from settlement.errors import SettlementError
 
 
 def _fsync_dir(path: Path) -> None:
@@ -375,50 +209,103 @@ def epoch_dir(data_dir: str | Path, epoch: int) -> Path:
     return Path(data_dir) / f"epoch-{epoch:08d}"
 
 
-# --- manifest ------------------------------------------------------------------------------
+# --- export workers ------------------------------------------------------------------------------
+
+# How the big files are written: by forked children (they share the close's columns
+# copy-on-write, and format them on other cores than the close's own work, which the GIL
+# would not allow a thread), or by a thread where the platform has no fork. Tests choose.
+FORK: Final = "fork"
+THREAD: Final = "thread"
 
 
-def manifest_bytes(
-    *,
-    epoch: int,
-    start: int,
-    end: int,
-    cutoff: int,
-    parameters: Mapping[str, Any],
-    pools: Mapping[str, Mapping[str, int]],
-    root: str,
-    cumulative_total: int,
-    floor: str,
-    prev_manifest_hash: str,
-    files: Iterable[PublishedFile],
-    correction: Mapping[str, Any] | None = None,
-) -> bytes:
-    """The manifest's bytes: exactly the PROTOCOL 6 fields, canonical JSON. `floor`: the
-    dataHash of the correction whose leaves are the floor (ZERO_HASH: none). `correction`:
-    a correction's `corrects` and `claimedAtBlock`."""
-    files = sorted(files, key=lambda f: f.name)
-    manifest = {
-        "protocolVersion": PROTOCOL_VERSION,
-        "epoch": epoch,
-        "start": start,
-        "end": end,
-        "cutoff": cutoff,
-        "parameters": dict(parameters),
-        "pools": {k: dict(v) for k, v in pools.items()},
-        "counts": {f.name: f.rows for f in files},
-        "root": root,
-        "cumulativeTotal": cumulative_total,
-        "floor": floor,
-        "prevManifestHash": prev_manifest_hash,
-        "files": [f.manifest_entry() for f in files],
-    }
-    assert tuple(sorted(manifest)) == MANIFEST_FIELDS
-    if correction is not None:
-        assert tuple(sorted(correction)) == CORRECTION_FIELDS
-        manifest.update(correction)
-    return canonical_bytes(manifest)
+def default_export() -> str:
+    return FORK if parallel.can_fork() else THREAD
 
 
-def data_hash(manifest: bytes) -> bytes:
-    """`dataHash = keccak256(manifest bytes)` (PROTOCOL 6), also the next `prevManifestHash`."""
-    return keccak256(manifest)
+# Writes the files `names` into a writer, finishing each (`DatasetWriter.finish`) as soon as it
+# is complete; called in the child (or the thread).
+WriteFiles = Callable[["DatasetWriter", tuple[str, ...]], None]
+
+
+class ExportWorkers:
+    """The big files of one dataset, written next to the close's own work, a worker per
+    group of `groups`: forked children at nice 10 (below the parent, whose rewards are the
+    close's critical path, and below a service's ingest, which matters more than this
+    export) or one thread for all groups. `join` waits and takes their files into the
+    parent's writer; `abort` stops them and drops what they left half-written.
+    """
+
+    def __init__(self, writer: DatasetWriter, names: tuple[str, ...]) -> None:
+        self.writer = writer
+        self.names = names
+        self.children: list[tuple[int, int]] = []  # (pid, read end of its pipe)
+        self.thread: ThreadPoolExecutor | None = None
+        self.job: Future[float] | None = None
+
+    @classmethod
+    def start(
+        cls,
+        writer: DatasetWriter,
+        groups: tuple[tuple[str, ...], ...],
+        write: WriteFiles,
+        strategy: str,
+    ) -> ExportWorkers:
+        self = cls(writer, tuple(name for group in groups for name in group))
+        if strategy == THREAD:
+            self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="close-export")
+            self.job = self.thread.submit(_timed_write, write, writer, self.names)
+            return self
+        if strategy != FORK:
+            raise ValueError(f"export strategy is {FORK!r} or {THREAD!r}, not {strategy!r}")
+        for names in groups:
+            work = functools.partial(_child_export, writer.directory, write, names)
+            self.children.append(parallel.fork_child(work, nice=10))
+        return self
+
+    @property
+    def forked(self) -> bool:
+        return bool(self.children)
+
+    def join(self) -> float:
+        """Wait for the files; the slowest writer's seconds. Raises a worker's error."""
+        if self.job is not None:
+            seconds = self.job.result()
+            self.thread.shutdown()  # type: ignore[union-attr]
+            return seconds
+        seconds = 0.0
+        while self.children:
+            pid, fd = self.children.pop(0)
+            report, status = parallel.join_child(pid, fd)
+            if "error" in report or status != 0:
+                raise SettlementError(f"writing the dataset's big files failed: {report}")
+            for f in report["files"]:
+                published = PublishedFile(*f)
+                self.writer.files[published.name] = published
+            seconds = max(seconds, float(report["seconds"]))
+        return seconds
+
+    def abort(self) -> None:
+        """Stop the children (or wait for the thread) and drop what they left half-written."""
+        if self.job is not None:
+            wait([self.job])
+            self.thread.shutdown()  # type: ignore[union-attr]
+            return
+        for pid, fd in self.children:
+            parallel.kill_child(pid, fd)
+        self.children.clear()
+        for name in self.names:
+            for tmp in self.writer.directory.glob(f".{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _timed_write(write: WriteFiles, writer: DatasetWriter, names: tuple[str, ...]) -> float:
+    t = time.perf_counter()
+    write(writer, names)
+    return time.perf_counter() - t
+
+
+def _child_export(directory: Path, write: WriteFiles, names: tuple[str, ...]) -> dict[str, Any]:
+    """In a forked child: the files `names` in a writer of its own, reported to the parent."""
+    mine = DatasetWriter(directory)
+    seconds = _timed_write(write, mine, names)
+    return {"seconds": seconds, "files": [astuple(f) for f in mine.files.values()]}

@@ -68,7 +68,7 @@ def epochs_close(
 @epochs_app.command("show")
 def epochs_show(epoch: Annotated[int, typer.Argument(min=1)]) -> None:
     """Print the epoch's manifest.json, byte for byte as published."""
-    from settlement.services.close import get_epoch
+    from settlement.services.epochs import get_epoch
 
     with store_and_settings() as (store, settings):
         closed = get_epoch(store, settings, epoch)  # type: ignore[arg-type]

@@ -18,7 +18,6 @@ every sum is exact (`group_sum`): beyond 64 bits it falls back to Python integer
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +86,8 @@ def group_sum(values: np.ndarray, first: np.ndarray) -> np.ndarray:
             [(int(h) << 32) + (int(x) & 0xFFFF_FFFF) for h, x in zip(hi, lo, strict=True)],
             dtype=object,
         )
-    return (hi << U64(32)) | (lo & _LOW32)
+    sums: np.ndarray = (hi << U64(32)) | (lo & _LOW32)
+    return sums
 
 
 def _best_per_key(keys: np.ndarray, tiebreak: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -103,7 +103,8 @@ def _best_per_key(keys: np.ndarray, tiebreak: tuple[np.ndarray, ...]) -> np.ndar
         rows = order[at]
         ranked = np.lexsort((*(t[rows] for t in tiebreak), group[at]))
         order[at] = rows[ranked]
-    return order[first]
+    best: np.ndarray = order[first]
+    return best
 
 
 def _max_per_key(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -127,22 +128,57 @@ def lookup(table_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 @dataclass(slots=True)
+class DeliveryKeys:
+    """The candidate of every delivery key of a live session, in key order."""
+
+    row: np.ndarray  # the candidate's row in the deliveries table
+    session: np.ndarray  # its session's row in the sessions table
+    viewer: np.ndarray
+    node: np.ndarray
+    bytes_served: np.ndarray  # the candidate's counters
+    segments: np.ndarray
+    mark_bytes: np.ndarray  # the key's watermark before this close
+    mark_segments: np.ndarray
+    included: np.ndarray
+    session_included: np.ndarray  # its session has an included key (of either kind)
+
+
+@dataclass(slots=True)
+class ViewKeys:
+    """The view candidate of every live session with a view receipt, in key order."""
+
+    row: np.ndarray  # the candidate's row in the views table
+    session: np.ndarray
+    mark_watch: np.ndarray  # the view watermark before this close (raw watchSeconds)
+    included: np.ndarray
+
+
+@dataclass(slots=True)
+class CreditedSessions:
+    """The sessions with an included key, in key order: what they are credited."""
+
+    viewer: np.ndarray
+    session_id: np.ndarray
+    content_id: np.ndarray
+    mark_watch: np.ndarray  # the view watermark before this close (raw watchSeconds)
+    mark_credited: np.ndarray  # the seconds credited before this close
+    view_included: np.ndarray  # the view key is included
+    watch_after: np.ndarray  # the view watermark after this close
+    clipped: np.ndarray  # watch time clipped by the delivered segments (PROTOCOL 4)
+    credit: np.ndarray  # the seconds this close credits: clipped above mark_credited
+
+    def __len__(self) -> int:
+        return len(self.viewer)
+
+
+@dataclass(slots=True)
 class CloseCredit:
-    """One close's credit. Rows in key order:
+    """One close's credit: its delivery keys, view keys and credited sessions. The stored
+    rows' wide columns stay in the tables read (`deliveries`, `views`, `sessions`)."""
 
-    `d`: the candidate of every delivery key of a live session: `row` (in `deliveries`),
-    `session` (in `sessions`), viewer, node, bytes_served, segments, its watermark `wb` /
-    `ws`, `inc` and `s_inc` (its session has an included key); `v`: the view candidates
-    (`row`, `session`, `vw`, `inc`); `c`: the sessions with an included key (viewer,
-    session_id, content_id, the previous view watermark `vw` (raw watchSeconds) and
-    credited seconds `cr`, `v_inc` (the view key is included), `vnew` (the view watermark
-    after this close), `clipped`, `credit`). The stored rows' wide columns stay in the
-    tables read.
-    """
-
-    d: Cols
-    v: Cols
-    c: Cols
+    delivery: DeliveryKeys
+    view: ViewKeys
+    credited: CreditedSessions
     deliveries: Cols
     views: Cols
     sessions: Cols
@@ -162,37 +198,36 @@ class CloseCredit:
     ) -> CreditWeights:
         """Node, viewer and creator weights of the viewers under each cap; the viewers above
         it in detail (bytes by node, seconds by (contentId, sessionId)) for the cap rule."""
-        # The two sides in two threads: numpy sorts and gathers without the GIL.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="weights") as pool:
-            byte_side = pool.submit(self._byte_weights, max_bytes_per_viewer)
-            viewer, creator, capped_watch = self._watch_weights(max_watch_seconds, creators)
-            node, capped_bytes = byte_side.result()
+        # The two sides are independent: a caller may run them in two threads (numpy sorts
+        # and gathers without the GIL), as the close does.
+        node, capped_bytes = self.byte_weights(max_bytes_per_viewer)
+        viewer, creator, capped_watch = self.watch_weights(max_watch_seconds, creators)
         return CreditWeights(node, viewer, creator, capped_bytes, capped_watch)
 
-    def _byte_weights(
+    def byte_weights(
         self, max_bytes_per_viewer: int
     ) -> tuple[dict[bytes, int], dict[bytes, dict[bytes, int]]]:
         """Node weights of the viewers under the bytes cap; the others' bytes by node."""
         # Positions, then only the columns each sum needs: the tables are a million rows.
         node: dict[bytes, int] = {}
         capped_bytes: dict[bytes, dict[bytes, int]] = {}
-        d = self.d
-        delta = d["bytes_served"] - d["wb"]  # wraps where not included: masked next
-        at = np.flatnonzero(d["inc"] & (d["bytes_served"] > d["wb"]))
+        d = self.delivery
+        delta = d.bytes_served - d.mark_bytes  # wraps where not included: masked next
+        at = np.flatnonzero(d.included & (d.bytes_served > d.mark_bytes))
         delta = delta[at]
         if len(at):
-            viewers = d["viewer"][at]
+            viewers = d.viewer[at]
             first = starts_of(key(viewers))
             over = _above(group_sum(delta, first), max_bytes_per_viewer)[np.cumsum(first) - 1]
-            node = _sums(d["node"][at[~over]], delta[~over])
+            node = _sums(d.node[at[~over]], delta[~over])
             if over.any():
                 top = at[over]
-                for (v, n), b in _sums2(d["viewer"][top], d["node"][top], delta[over]):
+                for (v, n), b in _sums2(d.viewer[top], d.node[top], delta[over]):
                     capped_bytes.setdefault(v, {})[n] = b
             del viewers, first, over
         return node, capped_bytes
 
-    def _watch_weights(
+    def watch_weights(
         self, max_watch_seconds: int, creators: Mapping[bytes, bytes]
     ) -> tuple[dict[bytes, int], dict[bytes, int], dict[bytes, dict[tuple[bytes, bytes], int]]]:
         """Viewer and creator weights of the viewers under the watch cap; the others'
@@ -200,11 +235,11 @@ class CloseCredit:
         viewer: dict[bytes, int] = {}
         creator: dict[bytes, int] = {}
         capped_watch: dict[bytes, dict[tuple[bytes, bytes], int]] = {}
-        c = self.c
-        at = np.flatnonzero(c["credit"] > 0)
+        c = self.credited
+        at = np.flatnonzero(c.credit > 0)
         if len(at):
-            viewers = c["viewer"][at]
-            credit = c["credit"][at]
+            viewers = c.viewer[at]
+            credit = c.credit[at]
             first = starts_of(key(viewers))
             per_viewer = group_sum(credit, first)
             over_v = _above(per_viewer, max_watch_seconds)
@@ -217,16 +252,16 @@ class CloseCredit:
             under = at[~over]
             # The creator of each session's content, where the snapshot has one other than the
             # viewer: PROTOCOL 5 gives the others' seconds no weight.
-            who, found = _creator_of(c["content_id"][under], creators)
+            who, found = _creator_of(c.content_id[under], creators)
             paid = found & ~(who == viewers[~over]).all(axis=1)
             creator = _sums(who[paid], credit[~over][paid])
             if over.any():
                 top = at[over]
                 for v, cid, sid, x in zip(
-                    as_bytes(c["viewer"][top]),
-                    as_bytes(c["content_id"][top]),
-                    as_bytes(c["session_id"][top]),
-                    c["credit"][top].tolist(),
+                    as_bytes(c.viewer[top]),
+                    as_bytes(c.content_id[top]),
+                    as_bytes(c.session_id[top]),
+                    c.credit[top].tolist(),
                     strict=True,
                 ):
                     capped_watch.setdefault(v, {})[(cid, sid)] = x
@@ -237,37 +272,42 @@ class CloseCredit:
     def delivery_watermarks(self) -> Rows:
         """The delivery keys this close moves, to their candidate (viewer, session_id, node,
         bytes_served, segments)."""
-        return self._delivery_keys(self.d["inc"], ("bytes_served", "segments"))
+        d = self.delivery
+        return self._delivery_keys(d.included, d.bytes_served, d.segments)
 
     def view_watermarks(self) -> Rows:
         """The sessions whose view watermark or credited seconds move, with both values after
         this close (viewer, session_id, watch_seconds: the raw watermark, credited)."""
-        c = self.c
-        grows = c["clipped"] > c["cr"]
-        at = np.flatnonzero(c["v_inc"] | grows)
+        c = self.credited
+        grows = c.clipped > c.mark_credited
+        at = np.flatnonzero(c.view_included | grows)
 
         def gather(part: slice) -> Cols:
             rows = at[part]
             return Cols(
-                viewer=c["viewer"][rows],
-                session_id=c["session_id"][rows],
-                watch_seconds=c["vnew"][rows],
-                credited=np.where(grows[rows], c["clipped"][rows], c["cr"][rows]),
+                viewer=c.viewer[rows],
+                session_id=c.session_id[rows],
+                watch_seconds=c.watch_after[rows],
+                credited=np.where(grows[rows], c.clipped[rows], c.mark_credited[rows]),
             )
 
         return Rows(len(at), gather)
 
     def published_deliveries(self) -> Rows:
         """The included delivery receipts: the stored columns and their session's."""
-        return self._receipts(self.d, self.deliveries)
+        d = self.delivery
+        return self._receipts(d.included, d.row, d.session, self.deliveries)
 
     def published_views(self) -> Rows:
         """The included view receipts: the stored columns and their session's."""
-        return self._receipts(self.v, self.views)
+        v = self.view
+        return self._receipts(v.included, v.row, v.session, self.views)
 
-    def _receipts(self, candidates: Cols, table: Cols) -> Rows:
-        at = np.flatnonzero(candidates["inc"])
-        rows, sess = candidates["row"][at], candidates["session"][at]
+    def _receipts(
+        self, included: np.ndarray, row: np.ndarray, session: np.ndarray, table: Cols
+    ) -> Rows:
+        at = np.flatnonzero(included)
+        rows, sess = row[at], session[at]
         sessions = self.sessions
 
         def gather(part: slice) -> Cols:
@@ -280,31 +320,45 @@ class CloseCredit:
 
     def published_delivery_marks(self) -> Rows:
         """The previous watermark of every delivery key of a session with an included key,
-        zeros included (PROTOCOL 6): viewer, session_id, node, `wb`, `ws`."""
-        return self._delivery_keys(self.d["s_inc"], ("wb", "ws"))
+        zeros included (PROTOCOL 6): viewer, session_id, node, bytes_served, segments."""
+        d = self.delivery
+        return self._delivery_keys(d.session_included, d.mark_bytes, d.mark_segments)
 
-    def _delivery_keys(self, mask: np.ndarray, counters: tuple[str, str]) -> Rows:
-        """The delivery keys where `mask`: viewer, session_id, node and the two `counters`."""
-        d = self.d
+    def _delivery_keys(
+        self, mask: np.ndarray, bytes_served: np.ndarray, segments: np.ndarray
+    ) -> Rows:
+        """The delivery keys where `mask`: viewer, session_id, node and the two counters."""
+        d = self.delivery
         at = np.flatnonzero(mask)
         session_id = self.sessions["session_id"]
 
         def gather(part: slice) -> Cols:
             rows = at[part]
             return Cols(
-                viewer=d["viewer"][rows],
-                session_id=session_id[d["session"][rows]],
-                node=d["node"][rows],
-                **{name: d[name][rows] for name in counters},
+                viewer=d.viewer[rows],
+                session_id=session_id[d.session[rows]],
+                node=d.node[rows],
+                bytes_served=bytes_served[rows],
+                segments=segments[rows],
             )
 
         return Rows(len(at), gather)
 
     def published_view_marks(self) -> Rows:
-        """The previous view watermark `vw` and credited seconds `cr` of every session with
-        an included key, zeros included (PROTOCOL 6)."""
-        c = self.c
-        return Rows(len(c), c.take)
+        """The previous view watermark and credited seconds of every session with an
+        included key, zeros included (PROTOCOL 6): viewer, session_id, watch_seconds,
+        credited."""
+        c = self.credited
+
+        def gather(part: slice) -> Cols:
+            return Cols(
+                viewer=c.viewer[part],
+                session_id=c.session_id[part],
+                watch_seconds=c.mark_watch[part],
+                credited=c.mark_credited[part],
+            )
+
+        return Rows(len(c), gather)
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,20 +425,12 @@ def _sums2(
     return [((k[:width], k[width:]), s) for k, s in joined.items()]
 
 
-# A table, or a function that waits for it (a read still under way): see credit_epoch.
-Table = Cols | Callable[[], Cols]
-
-
-def _table(t: Table) -> Cols:
-    return t() if callable(t) else t
-
-
 def credit_epoch(
-    deliveries: Table,
-    views: Table,
-    sessions: Table,
-    delivery_marks: Table,
-    view_marks: Table,
+    deliveries: Cols,
+    views: Cols,
+    sessions: Cols,
+    delivery_marks: Cols,
+    view_marks: Cols,
     *,
     now: int,
     segment_seconds: int,
@@ -399,22 +445,30 @@ def credit_epoch(
     raw watch_seconds and the credited seconds, each its own maximum. Sessions not in
     `sessions`, or quarantined before `now`, credit nothing.
 
-    Each table may be given as a function that returns it once read: the sessions, the
-    delivery side and the view side are each worked on in a thread of their own as soon as
-    their tables are there (numpy sorts and searches without the GIL), while the others
-    are still being read.
+    The steps below are public so that the close can run the sessions, the delivery side
+    and the view side in threads of their own as their tables arrive; this is the same
+    work in one thread.
     """
-    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="credit") as pool:
-        live = pool.submit(lambda: _live_sessions(_table(sessions), now))
-        d_side = pool.submit(
-            lambda: _delivery_candidates(_table(deliveries), _table(delivery_marks), live)
-        )
-        v_side = pool.submit(lambda: _view_candidates(_table(views), _table(view_marks), live))
-        s_rows, _ = live.result()
-        d_rows, at, d_wb, d_ws, cb, cs, d_inc = d_side.result()
-        v_rows, v_at, v_vw, v_cr, vc_rows, v_inc = v_side.result()
-    deliveries, views, sessions = _table(deliveries), _table(views), _table(sessions)
+    live = live_sessions(sessions, now)
+    d_side = delivery_candidates(delivery_keys(deliveries, delivery_marks), deliveries, live[1])
+    v_side = view_candidates(view_keys(views, view_marks), views, live[1])
+    return assemble(deliveries, views, sessions, live, d_side, v_side, segment_seconds)
 
+
+def assemble(
+    deliveries: Cols,
+    views: Cols,
+    sessions: Cols,
+    live: tuple[np.ndarray, np.ndarray],
+    d_side: tuple[np.ndarray, ...],
+    v_side: tuple[np.ndarray, ...],
+    segment_seconds: int,
+) -> CloseCredit:
+    """The close's credit from the steps' results: per session, delivered segments after
+    this close and the watch clip; the rows of `CloseCredit`."""
+    s_rows, _ = live
+    d_rows, at, d_wb, d_ws, cb, cs, d_inc = d_side
+    v_rows, v_at, v_vw, v_cr, vc_rows, v_inc = v_side
     # Per session (index into s_rows): delivered segments after this close, and the clip.
     n = len(s_rows)
     s_inc = np.zeros(n, bool)  # the session has an included key
@@ -443,34 +497,34 @@ def credit_epoch(
     clipped = _clip(watch[c_at], segs[c_at], segment_seconds)
     c_vw, c_cr, c_vinc = vw[c_at], cr[c_at], view_inc[c_at]
     c_rows = s_rows[c_at]
-    c = Cols(
+    credited = CreditedSessions(
         viewer=sessions["viewer"][c_rows],
         session_id=sessions["session_id"][c_rows],
         content_id=sessions["content_id"][c_rows],
-        vw=c_vw,
-        cr=c_cr,
-        v_inc=c_vinc,
-        vnew=np.where(c_vinc, vc[c_at], c_vw),
+        mark_watch=c_vw,
+        mark_credited=c_cr,
+        view_included=c_vinc,
+        watch_after=np.where(c_vinc, vc[c_at], c_vw),
         clipped=clipped,
         credit=np.where(clipped > c_cr, clipped - c_cr, U64(0)),
     )
-    d = Cols(
+    delivery = DeliveryKeys(
         row=d_rows,
         session=s_rows[at],
         viewer=deliveries["viewer"][d_rows],
         node=deliveries["node"][d_rows],
         bytes_served=cb,
         segments=cs,
-        wb=d_wb,
-        ws=d_ws,
-        inc=d_inc,
-        s_inc=s_inc[at],
+        mark_bytes=d_wb,
+        mark_segments=d_ws,
+        included=d_inc,
+        session_included=s_inc[at],
     )
-    v = Cols(row=v_rows, session=s_rows[v_at], vw=v_vw, inc=v_inc)
-    return CloseCredit(d, v, c, deliveries, views, sessions)
+    view = ViewKeys(row=v_rows, session=s_rows[v_at], mark_watch=v_vw, included=v_inc)
+    return CloseCredit(delivery, view, credited, deliveries, views, sessions)
 
 
-def _live_sessions(sessions: Cols, now: int) -> tuple[np.ndarray, np.ndarray]:
+def live_sessions(sessions: Cols, now: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows of the sessions not quarantined before `now`, their keys), in key order."""
     live_s = np.flatnonzero(sessions["quarantined_at"] >= U64(min(now, _MAX64)))
     skeys = key(sessions["viewer"][live_s], sessions["session_id"][live_s])
@@ -478,15 +532,10 @@ def _live_sessions(sessions: Cols, now: int) -> tuple[np.ndarray, np.ndarray]:
     return live_s[s_order], skeys[s_order]
 
 
-def _delivery_candidates(
-    deliveries: Cols, marks: Cols, live: Future[tuple[np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray, ...]:
-    """Per delivery key of a live session, in key order: its candidate's row, its session
-    (index into the live sessions), watermark, counters and whether it is included.
-
-    The candidate is the highest counters, a tie to the earliest bucket. The wide columns
-    (signature...) stay where they are: the row points at them.
-    """
+def delivery_keys(deliveries: Cols, marks: Cols) -> tuple[np.ndarray, ...]:
+    """The first half of `delivery_candidates`, before the live sessions are needed: the
+    best row of each delivery key (the highest counters, a tie to the earliest bucket), its
+    key, and the watermark keys with their maxima."""
     dkeys = key(deliveries["viewer"], deliveries["session_id"], deliveries["node"])
     best = _best_per_key(
         dkeys, (deliveries["bucket"], ~deliveries["segments"], ~deliveries["bytes_served"])
@@ -497,7 +546,17 @@ def _delivery_candidates(
         marks["bytes_served"],
         marks["segments"],
     )
-    _, skeys = live.result()
+    return best, dkeys, mkeys, wb, ws
+
+
+def delivery_candidates(
+    keyed: tuple[np.ndarray, ...], deliveries: Cols, skeys: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Per delivery key of a live session (`skeys`: the live sessions' keys, sorted), in key
+    order: its candidate's row, its session (index into the live sessions), watermark,
+    counters and whether it is included. The wide columns (signature...) stay where they
+    are: the row points at them."""
+    best, dkeys, mkeys, wb, ws = keyed
     at, found = lookup(skeys, _prefix(dkeys, 52))
     rows, dkeys, at = best[found], dkeys[found], at[found]
     del best, found
@@ -510,19 +569,25 @@ def _delivery_candidates(
     return rows, at, d_wb, d_ws, cb, cs, inc
 
 
-def _view_candidates(
-    views: Cols, marks: Cols, live: Future[tuple[np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray, ...]:
-    """Per live session with a view receipt, in key order: its candidate's row, its session,
-    view watermark (raw watch seconds), credited seconds, the candidate's watch seconds and
-    whether it is included (the most seconds, a tie to the earliest bucket)."""
+def view_keys(views: Cols, marks: Cols) -> tuple[np.ndarray, ...]:
+    """The first half of `view_candidates`: the best row of each view key (the most
+    seconds, a tie to the earliest bucket), its key, the watermark keys and their maxima."""
     vkeys = key(views["viewer"], views["session_id"])
     best = _best_per_key(vkeys, (views["bucket"], ~views["watch_seconds"]))
     vkeys = vkeys[best]
     mkeys, vwm, crm = _max_per_key(
         key(marks["viewer"], marks["session_id"]), marks["watch_seconds"], marks["credited"]
     )
-    _, skeys = live.result()
+    return best, vkeys, mkeys, vwm, crm
+
+
+def view_candidates(
+    keyed: tuple[np.ndarray, ...], views: Cols, skeys: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Per live session with a view receipt, in key order: its candidate's row, its session,
+    view watermark (raw watch seconds), credited seconds, the candidate's watch seconds and
+    whether it is included."""
+    best, vkeys, mkeys, vwm, crm = keyed
     at, found = lookup(skeys, vkeys)
     rows, vkeys, at = best[found], vkeys[found], at[found]
     w, has = lookup(mkeys, vkeys)

@@ -89,7 +89,7 @@ class Claims:
         with self._trees_lock:
             if root in self._trees:
                 return self._trees[root]
-        from settlement.services import close as epochs_service
+        from settlement.services import epochs as epochs_service
 
         settings = self.settings
         tree = None

@@ -1,39 +1,34 @@
-"""Use cases of epochs: close an epoch (PROTOCOL 4-6) and read closed ones back.
+"""The epoch close (PROTOCOL 4-6), its one owner: `close_epoch`.
 
-`close_epoch` runs in one transaction: it reads its inputs, credits every key column-wise
-(`epoch_db.SetClose` reads the rows, `domain.credit` credits them), splits the pools
-(`rewards.settle_weights`), builds the Merkle tree, writes the dataset files and the epoch's
-rows. Everything it publishes is a function of what it read: same inputs, same bytes.
+It runs in one transaction: it reads its inputs through `adapters.db.close_io` (the columns)
+and `EpochStore`, credits every key column-wise (`domain.credit`), splits the pools
+(`rewards.settle_weights`), builds the Merkle tree, writes the dataset through
+`adapters.files` (formats: `domain.dataset`) and the epoch's rows. Everything it publishes
+is a function of what it read: same inputs, same bytes. The speed work (threads, forked
+export children, gc off) is choreographed here, each piece with its reason.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
-from settlement import ndjson
 from settlement.adapters import files as publish
-from settlement.adapters.db.epochs import (
-    CLOSE_SETTINGS,
-    EpochStore,
-    SetClose,
-    StoredEpoch,
-)
+from settlement.adapters.db import close_io
+from settlement.adapters.db.close_io import SetClose, Tables
+from settlement.adapters.db.epochs import EpochStore, StoredEpoch
 from settlement.adapters.db.store import Store
 from settlement.config import Settings
-from settlement.domain import merkle
-from settlement.domain.credit import Cols, Rows
+from settlement.domain import credit, dataset, dataset_columns, merkle
+from settlement.domain.credit import CloseCredit, Cols, CreditWeights, Rows
 from settlement.domain.epochs import EpochClock
 from settlement.domain.floor import leaves_under_floor
 from settlement.domain.rewards import (
@@ -44,7 +39,7 @@ from settlement.domain.rewards import (
     RewardParams,
     settle_weights,
 )
-from settlement.errors import ConfigError, InputError, NotFound, SettlementError
+from settlement.errors import ConfigError, InputError, SettlementError
 
 
 class EpochNotDue(SettlementError):
@@ -113,10 +108,11 @@ class ClosedEpoch:
 
     @property
     def manifest_obj(self) -> dict[str, Any]:
-        return orjson.loads(self.manifest)
+        obj: dict[str, Any] = orjson.loads(self.manifest)
+        return obj
 
 
-def _closed(
+def closed_epoch(
     stored: StoredEpoch, data_dir: str, already: bool, stages: dict[str, float]
 ) -> ClosedEpoch:
     return ClosedEpoch(
@@ -134,7 +130,7 @@ def _closed(
 
 def _ensure_manifest_file(closed: ClosedEpoch) -> None:
     """A crash between commit and the manifest's rename leaves the file missing: put it back."""
-    path = closed.directory / publish.MANIFEST
+    path = closed.directory / dataset.MANIFEST
     if not path.exists() or path.read_bytes() != closed.manifest:
         closed.directory.mkdir(parents=True, exist_ok=True)
         publish.write_atomic(path, closed.manifest)
@@ -147,12 +143,15 @@ def close_epoch(
     *,
     now: int,
     wait_for_lock: bool = True,
+    export: str | None = None,
 ) -> ClosedEpoch | None:
     """Close `epoch` (default: the one after the last closed) as PROTOCOL 4-6 say.
 
     Closing a closed epoch returns its stored result. Raises EpochNotDue before its cutoff
     or while the epoch before is open. With wait_for_lock=False, returns None at once when
-    another instance holds the close lock (the scheduler's way).
+    another instance holds the close lock (the scheduler's way). `export`: how the big
+    files are written, `publish.FORK` or `publish.THREAD` (default: fork where the platform
+    has it).
     """
     clock = clock_of(settings)
     params = params_of(settings)
@@ -172,7 +171,7 @@ def close_epoch(
         if target < 1:
             raise InputError(f"epochs are numbered from 1, got {target}")
         if stored is not None:
-            closed = _closed(stored, settings.data_dir, True, stages)
+            closed = closed_epoch(stored, settings.data_dir, True, stages)
             _ensure_manifest_file(closed)
             return closed
         if target > last + 1:
@@ -196,13 +195,21 @@ def close_epoch(
                 if stored is None:
                     if epochs.last_closed(cur) != target - 1:
                         raise EpochNotDue(f"epoch {target - 1} is not closed any more")
-                    if epochs.dialect == "postgresql":
-                        for setting in CLOSE_SETTINGS:
-                            cur.execute(setting)
+                    close_io.begin_close(epochs, cur)
                     prev = epochs.get(target - 1, cur) if target > 1 else None
                     with _no_cycle_collection():
                         result = _compute(
-                            epochs, cur, writer, settings, clock, params, target, prev, now, stages
+                            epochs,
+                            cur,
+                            writer,
+                            settings,
+                            clock,
+                            params,
+                            target,
+                            prev,
+                            now,
+                            stages,
+                            export or publish.default_export(),
                         )
                 t = time.perf_counter()
             if result is not None:
@@ -212,9 +219,9 @@ def close_epoch(
             raise
         if result is None:
             assert stored is not None
-            closed = _closed(stored, settings.data_dir, True, stages)
+            closed = closed_epoch(stored, settings.data_dir, True, stages)
         else:
-            closed = _closed(result, settings.data_dir, False, stages)
+            closed = closed_epoch(result, settings.data_dir, False, stages)
         t = time.perf_counter()
         _ensure_manifest_file(closed)  # last: the dataset is complete once it is there
         stages["manifest_s"] = time.perf_counter() - t
@@ -232,6 +239,7 @@ def _compute(
     prev: StoredEpoch | None,
     now: int,
     stages: dict[str, float],
+    export: str,
 ) -> StoredEpoch:
     """Everything of one close inside its transaction: reads, rewards, files, writes."""
     reader = epochs.reader(cur)
@@ -244,20 +252,30 @@ def _compute(
     stages["snapshot_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    sc = SetClose(epochs, cur, epoch, now, params.segment_seconds)
+    seg = params.segment_seconds
+    sc = SetClose(epochs, cur, epoch, lambda tables: _credit(tables, now=now, segment_seconds=seg))
     sc.build()
     stages["credit_s"] = time.perf_counter() - t
     stages.update({f"credit.{k}_s": v for k, v in sc.timings.items()})
 
     # From here the credit is in memory. Two child processes (forked: they share the
-    # columns without copying them) format and write the big files (`_BigFiles`); a thread
+    # columns without copying them) format and write the big files (`_big_files`, run by
+    # `publish.ExportWorkers`; a thread instead with export=THREAD); a thread
     # writes the watermarks, then the allocation and balance rows (on PostgreSQL the
     # server's work, the cursor held until joined); this thread sums the weights,
     # allocates, builds the tree and writes the small files. Threads alone would not do:
     # the export and the rewards both need the GIL for much of their work. SQLite writes
     # here, on this thread (its connection stays on it).
     pg = epochs.dialect == "postgresql"
-    export = _BigFiles.start(sc, writer)
+    credited = sc.credit
+    assert credited is not None
+    workers = publish.ExportWorkers.start(
+        writer, _EXPORT_GROUPS, lambda w, names: _big_files(credited, w, names), export
+    )
+    if workers.forked:
+        # The children have their copy-on-write view of the columns: here they would only
+        # take room (once freed here, their pages are the children's alone).
+        credited.drop_published()
     rows: Future[float] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="close") as pool:
         marks = pool.submit(_timed, sc.write_watermarks) if pg else None
@@ -265,8 +283,11 @@ def _compute(
             if not pg:
                 stages["watermarks_s"] = _timed(sc.write_watermarks)
             t = time.perf_counter()
-            totals = sc.totals(
-                params.max_bytes_per_viewer, params.max_watch_seconds_per_epoch, dict(content)
+            totals = _weights(
+                credited,
+                params.max_bytes_per_viewer,
+                params.max_watch_seconds_per_epoch,
+                dict(content),
             )
             stages["totals_s"] = time.perf_counter() - t
             t = time.perf_counter()
@@ -281,25 +302,29 @@ def _compute(
             root = merkle.root_of(tree)
             cumulative_total = sum(leaves.values())
             if tree is not None:
-                dump = writer.sink(publish.TREE, "json")
+                dump = writer.sink(dataset.TREE, "json")
                 dump.write_raw(tree.dump_json(), len(tree))
             stages["tree_s"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            prepared = epochs.prepare_close(epoch, allocations, balance_rows)
+            prepared = close_io.prepare_rows(epochs, epoch, allocations, balance_rows)
             # The allocation and balance rows go in on the cursor's thread after the
             # watermarks, while the small files are written here.
-            rows = pool.submit(_timed, lambda: epochs.write_rows(cur, prepared)) if pg else None
+            rows = (
+                pool.submit(_timed, lambda: close_io.write_rows(epochs, cur, prepared))
+                if pg
+                else None
+            )
             _small_files(writer, nodes, content, viewers, quarantined, allocations)
             stages["small_files_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            stages["export_s"] = export.join()
+            stages["export_s"] = workers.join()
             stages["export_wait_s"] = time.perf_counter() - t
             t = time.perf_counter()
             files = writer.finish_all()
             stages["files_s"] = time.perf_counter() - t
 
-            manifest = publish.manifest_bytes(
+            manifest = dataset.manifest_bytes(
                 epoch=epoch,
                 start=clock.start(epoch),
                 end=clock.end(epoch),
@@ -310,22 +335,21 @@ def _compute(
                 cumulative_total=cumulative_total,
                 floor="0x" + floor.data_hash.hex(),
                 prev_manifest_hash=(
-                    "0x" + publish.data_hash(prev_manifest).hex()
+                    "0x" + dataset.data_hash(prev_manifest).hex()
                     if prev_manifest is not None
-                    else publish.ZERO_HASH
+                    else dataset.ZERO_HASH
                 ),
                 files=files,
             )
-            carried = rewards.pools.carried_out
             stored = StoredEpoch(
                 epoch=epoch,
                 close_started=now,
                 root=bytes.fromhex(root[2:]),
-                data_hash=publish.data_hash(manifest),
+                data_hash=dataset.data_hash(manifest),
                 cumulative_total=cumulative_total,
                 # PROTOCOL 5: an epoch whose tree equals the one before proposes nothing.
                 proposes=tree is not None and (prev is None or prev.root.hex() != root[2:]),
-                carried=(carried.node, carried.viewer, carried.creator),
+                carried=rewards.pools.carried_out,
                 manifest=manifest,
                 floor=floor.data_hash,
             )
@@ -336,12 +360,12 @@ def _compute(
                 stages["db_wait_s"] = time.perf_counter() - t
         except BaseException:
             # Neither may go on using the cursor or the files.
-            export.abort()
+            workers.abort()
             wait([f for f in (marks, rows) if f is not None])
             raise
     t = time.perf_counter()
     if not pg:
-        epochs.write_rows(cur, prepared)
+        close_io.write_rows(epochs, cur, prepared)
     epochs.write_epoch(cur, stored)
     sc.drop()
     stages["db_write_s"] = time.perf_counter() - t
@@ -356,7 +380,7 @@ def _settle(
     params: RewardParams,
 ) -> tuple[EpochRewards, list[tuple[bytes, str, int]], list[tuple[bytes, int, int, int]]]:
     """Caps, pools and allocation (rewards.settle_weights); the allocation and balance rows."""
-    carried_in = ClassAmounts(*prev.carried) if prev is not None else ClassAmounts()
+    carried_in = prev.carried if prev is not None else ClassAmounts()
     previous_totals = {a: n + v + c for a, (n, v, c) in prev_by_class.items()}
     rewards = settle_weights(
         EpochWeights(
@@ -404,163 +428,100 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-class _BigFiles:
-    """The big files written by forked child processes (`_big_files`), or by a thread where
-    the platform has no fork. Each child shares the parent's memory copy-on-write and only
-    reads it; it runs numpy, hashlib and file writes only (no lock another thread of a
-    service may have held at the fork, no database connection), reports its files through
-    a pipe and leaves by os._exit (no finalizer of the parent's objects runs in it).
+def _credit(tables: Tables, *, now: int, segment_seconds: int) -> CloseCredit:
+    """`domain.credit.credit_epoch`'s steps as the tables arrive (each a function waiting for
+    its read): the sessions, the delivery side and the view side each in a thread of their
+    own (numpy sorts and searches without the GIL) while the other tables are still read."""
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="credit") as pool:
+        live = pool.submit(lambda: credit.live_sessions(tables["sessions"](), now))
 
-    Two children, at nice 10: below the parent, whose rewards are the close's critical
-    path (and below a service's ingest, which matters more than this export); once the
-    rewards are done, the two children have both cores.
-    """
+        def delivery_side() -> tuple[Any, ...]:
+            deliveries = tables["deliveries"]()
+            keyed = credit.delivery_keys(deliveries, tables["delivery_marks"]())
+            return credit.delivery_candidates(keyed, deliveries, live.result()[1])
 
-    # Two halves of about the same work. The delivery receipts are the most bytes: about as
-    # many as the other three files together, now that every session with an included key
-    # has its previous marks published, zeros included (a first epoch of a million new
-    # sessions, one child each: 3.3 s and 1.9 + 1.0 + 0.4 s; the marks split over both
-    # children left one at 3.7 s).
-    GROUPS: Final = (
-        (publish.DELIVERY_RECEIPTS,),
-        (publish.VIEW_RECEIPTS, publish.DELIVERY_WATERMARKS, publish.VIEW_WATERMARKS),
+        def view_side() -> tuple[Any, ...]:
+            views = tables["views"]()
+            keyed = credit.view_keys(views, tables["view_marks"]())
+            return credit.view_candidates(keyed, views, live.result()[1])
+
+        d_side = pool.submit(delivery_side)
+        v_side = pool.submit(view_side)
+        sessions = live.result()
+        deliveries = d_side.result()
+        views = v_side.result()
+    return credit.assemble(
+        tables["deliveries"](),
+        tables["views"](),
+        tables["sessions"](),
+        sessions,
+        deliveries,
+        views,
+        segment_seconds,
     )
 
-    def __init__(self, writer: publish.DatasetWriter) -> None:
-        self.writer = writer
-        self.children: list[tuple[int, int]] = []  # (pid, read end of its pipe)
-        self.thread: ThreadPoolExecutor | None = None
-        self.job: Future[float] | None = None
 
-    @classmethod
-    def start(cls, sc: SetClose, writer: publish.DatasetWriter) -> _BigFiles:
-        self = cls(writer)
-        if not hasattr(os, "fork"):
-            self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="close-export")
-            self.job = self.thread.submit(
-                _timed, lambda: _big_files(sc, writer, writer.finish, _BIG_FILES)
-            )
-            return self
-        for names in cls.GROUPS:
-            self.children.append(_fork_export(sc, writer.directory, names))
-        # The children have their copy-on-write view of the columns: here they would only
-        # take room (once freed here, their pages are the children's alone).
-        assert sc.credit is not None
-        sc.credit.drop_published()
-        return self
-
-    def join(self) -> float:
-        """Wait for the files; the slowest writer's seconds. Raises a child's error."""
-        if self.job is not None:
-            seconds = self.job.result()
-            self.thread.shutdown()  # type: ignore[union-attr]
-            return seconds
-        seconds = 0.0
-        while self.children:
-            pid, fd = self.children.pop(0)
-            with os.fdopen(fd, "rb") as pipe:
-                data = pipe.read()
-            _, status = os.waitpid(pid, 0)
-            report = orjson.loads(data) if data else {"error": f"exit status {status}"}
-            if "error" in report or status != 0:
-                raise SettlementError(f"writing the dataset's big files failed: {report}")
-            for f in report["files"]:
-                published = publish.PublishedFile(*f)
-                self.writer.files[published.name] = published
-            seconds = max(seconds, float(report["seconds"]))
-        return seconds
-
-    def abort(self) -> None:
-        """Stop the children (or wait for the thread) and drop what they left half-written."""
-        if self.job is not None:
-            wait([self.job])
-            self.thread.shutdown()  # type: ignore[union-attr]
-            return
-        for pid, fd in self.children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(fd)
-        self.children.clear()
-        for name in _BIG_FILES:
-            for tmp in self.writer.directory.glob(f".{name}.*.tmp"):
-                tmp.unlink(missing_ok=True)
+def _weights(
+    c: CloseCredit, max_bytes_per_viewer: int, max_watch_seconds: int, creators: dict[bytes, bytes]
+) -> CreditWeights:
+    """`CloseCredit.weights`, its two sides in two threads: numpy sorts and gathers without
+    the GIL."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="weights") as pool:
+        byte_side = pool.submit(c.byte_weights, max_bytes_per_viewer)
+        viewer, creator, capped_watch = c.watch_weights(max_watch_seconds, creators)
+        node, capped_bytes = byte_side.result()
+    return CreditWeights(node, viewer, creator, capped_bytes, capped_watch)
 
 
-def _fork_export(sc: SetClose, directory: Path, names: tuple[str, ...]) -> tuple[int, int]:
-    """A child writing the big files `names` into `directory`: (its pid, the pipe it reports
-    through: {"seconds", "files"} or {"error"})."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(write)
-        return pid, read
-    code = 1
-    try:
-        os.nice(10)
-        os.close(read)
-        mine = publish.DatasetWriter(directory)
-        seconds = _timed(lambda: _big_files(sc, mine, mine.finish, names))
-        report = orjson.dumps(
-            {"seconds": seconds, "files": [astuple(f) for f in mine.files.values()]}
-        )
-        code = 0
-    except BaseException as error:  # reported to the parent, whatever it is
-        report = orjson.dumps({"error": f"{type(error).__name__}: {error}"})
-    finally:
-        try:
-            with os.fdopen(write, "wb") as out:
-                out.write(report)
-        finally:
-            os._exit(code)
+# The big files, written next to the rewards by `publish.ExportWorkers`: forked children
+# (they share the columns without copying them, and run numpy, hashlib and file writes
+# only), or a thread where the platform has no fork. Two halves of about the same work: the
+# delivery receipts are the most bytes, about as many as the other three files together,
+# now that every session with an included key has its previous marks published, zeros
+# included (a first epoch of a million new sessions, one child each: 3.3 s and 1.9 + 1.0 +
+# 0.4 s; the marks split over both children left one at 3.7 s). Once the rewards are done,
+# the two children have both cores.
+_EXPORT_GROUPS: Final = (
+    (dataset.DELIVERY_RECEIPTS,),
+    (dataset.VIEW_RECEIPTS, dataset.DELIVERY_WATERMARKS, dataset.VIEW_WATERMARKS),
+)
 
-
-# Rows gathered at a time by the big files' writer (formatted in ndjson's smaller chunks).
+# Rows gathered at a time by the big files' writer (formatted in smaller chunks).
 _CHUNK: Final = 65_536
 
 
-_BIG_FILES: Final = (
-    publish.DELIVERY_RECEIPTS,
-    publish.VIEW_RECEIPTS,
-    publish.DELIVERY_WATERMARKS,
-    publish.VIEW_WATERMARKS,
-)
-
-
-def _big_files(
-    sc: SetClose,
-    writer: publish.DatasetWriter,
-    written: Callable[[str], None],
-    names: tuple[str, ...],
-) -> None:
+def _big_files(c: CloseCredit, writer: publish.DatasetWriter, names: tuple[str, ...]) -> None:
     """Included receipts and previous watermarks, in key order, formatted column-wise a
-    chunk of rows at a time (their stored columns are gathered per chunk, not all at once)."""
-    c = sc.credit
-    assert c is not None
+    chunk of rows at a time (their stored columns are gathered per chunk, not all at once);
+    each file finished as soon as it is complete."""
 
     def deliveries(d: Cols) -> Iterator[bytes]:
-        return ndjson.delivery_lines(
+        return dataset_columns.delivery_lines(
             d["viewer"], d["session_id"], d["node"], d["content_id"], d["started_at"],
             d["bytes_served"], d["segments"], d["issued_at"], d["signature"], d["bucket"],
         )  # fmt: skip
 
     def views(v: Cols) -> Iterator[bytes]:
-        return ndjson.view_lines(
+        return dataset_columns.view_lines(
             v["viewer"], v["session_id"], v["content_id"], v["started_at"],
             v["watch_seconds"], v["issued_at"], v["signature"], v["bucket"],
         )  # fmt: skip
 
     def delivery_marks(m: Cols) -> Iterator[bytes]:
-        return ndjson.delivery_mark_lines(m["viewer"], m["session_id"], m["node"], m["wb"], m["ws"])
+        return dataset_columns.delivery_mark_lines(
+            m["viewer"], m["session_id"], m["node"], m["bytes_served"], m["segments"]
+        )
 
     def view_marks(w: Cols) -> Iterator[bytes]:
-        return ndjson.view_mark_lines(w["viewer"], w["session_id"], w["vw"], w["cr"])
+        return dataset_columns.view_mark_lines(
+            w["viewer"], w["session_id"], w["watch_seconds"], w["credited"]
+        )
 
     files: tuple[tuple[str, Callable[[], Rows], Callable[[Cols], Iterator[bytes]]], ...] = (
-        (publish.DELIVERY_RECEIPTS, c.published_deliveries, deliveries),
-        (publish.VIEW_RECEIPTS, c.published_views, views),
-        (publish.DELIVERY_WATERMARKS, c.published_delivery_marks, delivery_marks),
-        (publish.VIEW_WATERMARKS, c.published_view_marks, view_marks),
+        (dataset.DELIVERY_RECEIPTS, c.published_deliveries, deliveries),
+        (dataset.VIEW_RECEIPTS, c.published_views, views),
+        (dataset.DELIVERY_WATERMARKS, c.published_delivery_marks, delivery_marks),
+        (dataset.VIEW_WATERMARKS, c.published_view_marks, view_marks),
     )
     for name, rows, lines in files:
         if name not in names:
@@ -569,7 +530,7 @@ def _big_files(
         for part in rows().chunks(_CHUNK):
             for data in lines(part):
                 sink.write_raw(data, data.count(b"\n"))
-        written(name)
+        writer.finish(name)
 
 
 def _pools(rewards: EpochRewards) -> dict[str, dict[str, int]]:
@@ -593,114 +554,27 @@ def _small_files(
     quarantined: list[tuple[Any, ...]],
     allocations: list[tuple[bytes, str, int]],
 ) -> None:
-    line = publish.canonical_line
-    writer.sink(publish.REGISTRY_NODES).add_many(
-        publish.node_line(a, label, active) for a, label, active in nodes
+    line = dataset.canonical_line
+    writer.sink(dataset.REGISTRY_NODES).add_many(
+        dataset.node_line(a, label, active) for a, label, active in nodes
     )
-    writer.sink(publish.REGISTRY_CONTENT).add_many(publish.content_line(c, k) for c, k in content)
-    writer.sink(publish.REGISTRY_VIEWERS).add_many(publish.viewer_line(a) for a in viewers)
-    writer.sink(publish.QUARANTINE).add_many(
+    writer.sink(dataset.REGISTRY_CONTENT).add_many(dataset.content_line(c, k) for c, k in content)
+    writer.sink(dataset.REGISTRY_VIEWERS).add_many(dataset.viewer_line(a) for a in viewers)
+    writer.sink(dataset.QUARANTINE).add_many(
         line(
             {
                 "viewer": v,
                 "sessionId": s,
                 "storedAt": at,
                 "detail": detail,
-                "evidenceStored": publish.wire_evidence(
+                "evidenceStored": dataset.wire_evidence(
                     None if stored is None else orjson.loads(stored)
                 ),
-                "evidenceReceived": publish.wire_evidence(orjson.loads(received)),
+                "evidenceReceived": dataset.wire_evidence(orjson.loads(received)),
             }
         )
         for v, s, at, detail, stored, received in quarantined
     )
-    writer.sink(publish.ALLOCATIONS).add_many(
-        publish.allocation_line(a, cls, amount) for a, cls, amount in allocations
-    )
-
-
-# --- reads ------------------------------------------------------------------------------------
-
-
-def get_epoch(store: Store, settings: Settings, epoch: int) -> ClosedEpoch:
-    stored = EpochStore(store).get(epoch)
-    if stored is None:
-        raise NotFound(f"epoch {epoch} is not closed")
-    return _closed(stored, settings.data_dir, True, {})
-
-
-def list_epochs(
-    store: Store, settings: Settings, limit: int = 100, before: int | None = None
-) -> list[ClosedEpoch]:
-    return [_closed(s, settings.data_dir, True, {}) for s in EpochStore(store).list(limit, before)]
-
-
-def tree_dump(store: Store, settings: Settings, epoch: int) -> bytes | None:
-    """The epoch's standard-v1 dump bytes, None when no balance is positive."""
-    closed = get_epoch(store, settings, epoch)
-    for f in closed.manifest_obj["files"]:
-        if f["name"] == publish.TREE:
-            path = closed.directory / f"{f['sha256']}.json"
-            try:
-                return path.read_bytes()
-            except OSError as error:
-                raise NotFound(
-                    f"the tree dump of epoch {epoch} is missing at {path}: {error}"
-                ) from None
-    return None
-
-
-def allocations(store: Store, settings: Settings, epoch: int) -> list[tuple[bytes, str, int]]:
-    get_epoch(store, settings, epoch)
-    return EpochStore(store).allocations(epoch)
-
-
-_tree_cache: dict[tuple[str, str], merkle.MerkleTree | None] = {}
-_tree_lock = threading.Lock()
-
-
-def epoch_tree(store: Store, settings: Settings, closed: ClosedEpoch) -> merkle.MerkleTree | None:
-    """A closed epoch's published tree, loaded once per process (a million leaves take
-    seconds to load); the last one asked for stays cached."""
-    key = (str(closed.directory), closed.data_hash)
-    with _tree_lock:
-        if key not in _tree_cache:
-            dump = tree_dump(store, settings, closed.epoch)
-            _tree_cache.clear()
-            _tree_cache[key] = None if dump is None else merkle.MerkleTree.load(dump)
-        return _tree_cache[key]
-
-
-@dataclass(frozen=True, slots=True)
-class AccountView:
-    account: bytes
-    epoch: int  # latest closed epoch (0: none)
-    node: int
-    viewer: int
-    creator: int
-    root: str | None  # of the latest closed epoch
-    proof: list[str] | None  # against that root; None when the account has no leaf
-    leaf: int = 0  # its amount in that tree: max(balance, floor) (PROTOCOL 6)
-
-    @property
-    def total(self) -> int:
-        return self.node + self.viewer + self.creator
-
-
-def account(store: Store, settings: Settings, address: bytes) -> AccountView:
-    epochs = EpochStore(store)
-    latest = epochs.last_closed()
-    _, n, v, c = epochs.balance(address)
-    if latest == 0:
-        return AccountView(address, 0, n, v, c, None, None)
-    closed = get_epoch(store, settings, latest)
-    tree = epoch_tree(store, settings, closed)
-    if tree is None:
-        return AccountView(address, latest, n, v, c, closed.root, None)
-    try:  # an account with a floor has a leaf without a balance (PROTOCOL 6)
-        index = tree.index_of(address)
-    except InputError:
-        return AccountView(address, latest, n, v, c, closed.root, None)
-    return AccountView(
-        address, latest, n, v, c, closed.root, tree.proof(index), tree.values[index][1]
+    writer.sink(dataset.ALLOCATIONS).add_many(
+        dataset.allocation_line(a, cls, amount) for a, cls, amount in allocations
     )

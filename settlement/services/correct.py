@@ -22,7 +22,7 @@ from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import CloseReader, EpochStore, StoredCorrection
 from settlement.adapters.db.store import Store
 from settlement.config import Settings
-from settlement.domain import merkle
+from settlement.domain import dataset, merkle
 from settlement.domain.floor import correction_leaves
 from settlement.errors import ChainError, InputError, NotFound
 from settlement.services.submit import Candidate, Submitter
@@ -142,7 +142,7 @@ def ensure_correction_manifests(store: Store, settings: Settings) -> None:
     missing: put every recorded correction's manifest back."""
     for c in EpochStore(store).corrections():
         directory = correction_dir(settings, c.epoch, c.claimed_at_block, c.corrects.hex())
-        path = directory / publish.MANIFEST
+        path = directory / dataset.MANIFEST
         if not path.exists() or path.read_bytes() != c.manifest:
             directory.mkdir(parents=True, exist_ok=True)
             publish.write_atomic(path, c.manifest)
@@ -175,18 +175,18 @@ def publish_correction(
             assert prev is not None
             floor = epochs.floor_hash(cur)  # the floor it replaces
             base = orjson.loads(stored.manifest)
-            writer.sink(publish.TREE, "json").write_raw(plan.tree.dump_json(), len(plan.tree))
+            writer.sink(dataset.TREE, "json").write_raw(plan.tree.dump_json(), len(plan.tree))
             writer.sink(RECOMPUTED_FILE).add_many(
-                publish.canonical_line({"account": a, "amount": v})
+                dataset.canonical_line({"account": a, "amount": v})
                 for a, v in sorted(plan.recomputed.items())
                 if v > 0
             )
             writer.sink(CLAIMED_FILE).add_many(
-                publish.canonical_line({"account": a, "claimed": v})
+                dataset.canonical_line({"account": a, "claimed": v})
                 for a, v in sorted(plan.claimed.items())
             )
             files = writer.finish_all()
-            data = publish.manifest_bytes(
+            data = dataset.manifest_bytes(
                 epoch=plan.epoch,
                 start=int(base["start"]),
                 end=int(base["end"]),
@@ -196,7 +196,7 @@ def publish_correction(
                 root=plan.tree.root,
                 cumulative_total=plan.tree.cumulative_total,
                 floor="0x" + floor.hex(),
-                prev_manifest_hash="0x" + publish.data_hash(prev).hex(),
+                prev_manifest_hash="0x" + dataset.data_hash(prev).hex(),
                 files=files,
                 correction={
                     "corrects": plan.corrects,
@@ -207,7 +207,7 @@ def publish_correction(
                 cur,
                 StoredCorrection(
                     id=0,
-                    data_hash=publish.data_hash(data),
+                    data_hash=dataset.data_hash(data),
                     epoch=plan.epoch,
                     corrects=bytes.fromhex(plan.corrects[2:]),
                     claimed_at_block=plan.claimed_at_block,
@@ -222,8 +222,8 @@ def publish_correction(
         writer.abort()
         raise
     # Last, after the commit, as a close does: the dataset is complete once it is there.
-    publish.write_atomic(directory / publish.MANIFEST, data)
-    dump = next(f for f in files if f.name == publish.TREE)
+    publish.write_atomic(directory / dataset.MANIFEST, data)
+    dump = next(f for f in files if f.name == dataset.TREE)
     return directory, data, str(directory / dump.filename)
 
 
@@ -274,16 +274,16 @@ def run_correction(
             say(step)
             return CorrectionState("unchanged", None, step)
         directory, manifest, dump = publish_correction(submitter.store, submitter.settings, plan)
-        data_hash = "0x" + publish.data_hash(manifest).hex()
+        data_hash = "0x" + dataset.data_hash(manifest).hex()
         say(
             f"correction of {plan.corrects} against epoch {plan.epoch}: root {plan.tree.root}, "
             f"total {plan.tree.cumulative_total}, {len(plan.raised)} leaf(s) raised to their "
             f"claim at block {plan.claimed_at_block}; published in {directory}"
         )
-        uri = str((directory / publish.MANIFEST).resolve())
+        uri = str((directory / dataset.MANIFEST).resolve())
         if submitter.settings.data_base_uri:
             base = submitter.settings.data_base_uri.rstrip("/")
-            uri = f"{base}/corrections/{directory.name}/{publish.MANIFEST}"
+            uri = f"{base}/corrections/{directory.name}/{dataset.MANIFEST}"
         candidate = Candidate(
             epoch=plan.epoch,
             first_epoch=plan.epoch,

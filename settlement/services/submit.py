@@ -32,6 +32,7 @@ from settlement.adapters.db.epochs import EpochStore
 from settlement.adapters.db.store import Store
 from settlement.adapters.keys import Key
 from settlement.config import Settings
+from settlement.domain import dataset
 from settlement.errors import (
     ChainError,
     ConfigError,
@@ -89,8 +90,8 @@ class Candidate:
 def data_uri(settings: Settings, epoch: int) -> str:
     directory = publish.epoch_dir(settings.data_dir, epoch)
     if settings.data_base_uri:
-        return f"{settings.data_base_uri.rstrip('/')}/{directory.name}/{publish.MANIFEST}"
-    return str(Path(directory, publish.MANIFEST).resolve())
+        return f"{settings.data_base_uri.rstrip('/')}/{directory.name}/{dataset.MANIFEST}"
+    return str(Path(directory, dataset.MANIFEST).resolve())
 
 
 def epoch_dump_path(settings: Settings, manifest: bytes) -> str | None:
@@ -99,7 +100,7 @@ def epoch_dump_path(settings: Settings, manifest: bytes) -> str | None:
 
     doc = orjson.loads(manifest)
     for f in doc["files"]:
-        if f["name"] == publish.TREE:
+        if f["name"] == dataset.TREE:
             return str(
                 publish.epoch_dir(settings.data_dir, int(doc["epoch"])) / f"{f['sha256']}.json"
             )

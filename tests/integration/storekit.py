@@ -209,7 +209,7 @@ def close_reads(touched_only: bool | None) -> Iterator[None]:
     every live session (False); None leaves the choice to the close. Both must agree."""
     from unittest import mock
 
-    from settlement.adapters.db.epochs import SetClose
+    from settlement.adapters.db.close_io import SetClose
 
     if touched_only is None:
         yield

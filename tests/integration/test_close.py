@@ -16,11 +16,13 @@ from hypothesis import strategies as st
 from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, close_reads, key, reset, wire
 
 from settlement.adapters import files as publish
-from settlement.adapters.db.epochs import EPOCH_TABLES, SetClose
-from settlement.domain import merkle
+from settlement.adapters.db.close_io import SetClose
+from settlement.adapters.db.epochs import EPOCH_TABLES
+from settlement.domain import dataset, merkle
 from settlement.domain.receipts import DeliveryReceipt, address_of, keccak
 from settlement.errors import NotFound
 from settlement.services import close as epochs_service
+from settlement.services import epochs as epochs_read
 from settlement.services import ingest as service
 from settlement.services.close import EpochNotDue, close_epoch
 
@@ -84,13 +86,13 @@ def ingest(store, s, receipts, now):
 
 
 def allocations(store, s, e):
-    return {(a, cls): v for a, cls, v in epochs_service.allocations(store, s, e)}
+    return {(a, cls): v for a, cls, v in epochs_read.allocations(store, s, e)}
 
 
 def read_file(closed, name):
     m = orjson.loads(closed.manifest)
     (f,) = [f for f in m["files"] if f["name"] == name]
-    ext = "json" if name == publish.TREE else "ndjson"
+    ext = "json" if name == dataset.TREE else "ndjson"
     data = (closed.directory / f"{f['sha256']}.{ext}").read_bytes()
     assert hashlib.sha256(data).hexdigest() == f["sha256"]
     assert str(len(data)) == f["size"]
@@ -141,15 +143,15 @@ def test_worked_epochs_late_receipts_and_carry_over(store, tmp_path):
         "carriedOut": "0",
     }
     assert m1["counts"]["delivery_receipts"] == "2" and m1["counts"]["view_receipts"] == "1"
-    assert sorted(m1) == sorted(publish.MANIFEST_FIELDS)
+    assert sorted(m1) == sorted(dataset.MANIFEST_FIELDS)
     assert (c1.directory / "manifest.json").read_bytes() == c1.manifest
     assert c1.data_hash == "0x" + keccak(c1.manifest).hex()
     # A new session's previous watermarks are published too, zeros and all (PROTOCOL 6).
     assert [
         (m["node"], m["bytesServed"], m["segmentsServed"])
-        for m in lines(c1, publish.DELIVERY_WATERMARKS)
+        for m in lines(c1, dataset.DELIVERY_WATERMARKS)
     ] == sorted([("0x" + w.node.hex(), "0", "0"), ("0x" + w.node2.hex(), "0", "0")])
-    assert lines(c1, publish.VIEW_WATERMARKS) == [
+    assert lines(c1, dataset.VIEW_WATERMARKS) == [
         {
             "credited": "0",
             "sessionId": "0x" + sid.hex(),
@@ -172,15 +174,15 @@ def test_worked_epochs_late_receipts_and_carry_over(store, tmp_path):
         (w.creator, "creator"): 100,
     }
     assert orjson.loads(c2.manifest)["prevManifestHash"] == "0x" + keccak(c1.manifest).hex()
-    (receipt,) = lines(c2, publish.DELIVERY_RECEIPTS)
+    (receipt,) = lines(c2, dataset.DELIVERY_RECEIPTS)
     assert receipt["bytesServed"] == "500" and receipt["bucket"] == "1"
     # Previous watermarks of the credited session: both delivery keys and the view key,
     # whose watermark is the raw 20 s of its last included receipt; 16 s were credited.
-    marks = lines(c2, publish.DELIVERY_WATERMARKS)
+    marks = lines(c2, dataset.DELIVERY_WATERMARKS)
     assert [(m["node"], m["bytesServed"], m["segmentsServed"]) for m in marks] == sorted(
         [("0x" + w.node.hex(), "300", "3"), ("0x" + w.node2.hex(), "100", "1")]
     )
-    assert lines(c2, publish.VIEW_WATERMARKS) == [
+    assert lines(c2, dataset.VIEW_WATERMARKS) == [
         {
             "credited": "16",
             "sessionId": "0x" + sid.hex(),
@@ -220,12 +222,12 @@ def test_worked_epochs_late_receipts_and_carry_over(store, tmp_path):
     }
     assert c4.cumulative_total == 4000  # conservation: 4 emissions, nothing carried now
 
-    view = epochs_service.account(store, s, w.node)
+    view = epochs_read.account(store, s, w.node)
     assert (view.node, view.viewer, view.creator, view.epoch) == (1050, 0, 0, 4)
     assert merkle.verify(c4.root, w.node, 1050, view.proof)
 
     # The published tree loads, and its root is the manifest's.
-    dump = read_file(c4, publish.TREE)
+    dump = read_file(c4, dataset.TREE)
     tree = merkle.MerkleTree.load(dump)
     assert tree.root == orjson.loads(c4.manifest)["root"] == c4.root
     assert dict(tree.values) == {
@@ -266,9 +268,9 @@ def test_a_conflict_stored_after_a_close_started_counts_from_the_next_close(stor
         (other, "viewer"): 300,
         (w.creator, "creator"): 100,
     }
-    assert lines(c1, publish.QUARANTINE) == []
+    assert lines(c1, dataset.QUARANTINE) == []
     c2 = close_epoch(store, s, now=cutoff(2))
-    (q,) = lines(c2, publish.QUARANTINE)
+    (q,) = lines(c2, dataset.QUARANTINE)
     assert q["sessionId"] == "0x" + cheat.hex() and q["storedAt"] == str(CUT1 + 5)
     assert q["evidenceReceived"]["contentId"] == "0x" + w.content2.hex()
     assert q["evidenceReceived"]["watchSeconds"] == "12"
@@ -298,10 +300,10 @@ def test_a_receipt_committed_while_a_close_runs_is_credited_by_the_next_close(
         c1 = close_epoch(store, s, now=CUT1)
     # Deliveries only: the viewer and creator pools carry over.
     assert allocations(store, s, 1) == {(w.node, "node"): 600}
-    (receipt,) = lines(c1, publish.DELIVERY_RECEIPTS)
+    (receipt,) = lines(c1, dataset.DELIVERY_RECEIPTS)
     assert receipt["sessionId"] == "0x" + early.hex()
     c2 = close_epoch(store, s, now=cutoff(2))
-    (receipt,) = lines(c2, publish.DELIVERY_RECEIPTS)
+    (receipt,) = lines(c2, dataset.DELIVERY_RECEIPTS)
     assert receipt["sessionId"] == "0x" + late.hex() and receipt["bucket"] == "1"
     assert allocations(store, s, 2)[(w.node, "node")] == 600
 
@@ -345,7 +347,7 @@ def test_quarantine_effective_only_for_closes_starting_later(store, tmp_path):
     assert ingest(store, s, [w.delivery(cheat, 300, 3, B1)], now=B1 + 1) == ["accepted"]
     c1 = close_epoch(store, s, now=CUT1)  # before any conflict: credited
     assert allocations(store, s, 1)[(w.node, "node")] == 600
-    assert lines(c1, publish.QUARANTINE) == []
+    assert lines(c1, dataset.QUARANTINE) == []
     # More delivery, then the conflict, both in epoch 2.
     got = ingest(
         store, s, [w.delivery(cheat, 600, 6, t2), w.view(cheat, 4, t2, content=w.content2)], now=t2
@@ -353,12 +355,12 @@ def test_quarantine_effective_only_for_closes_starting_later(store, tmp_path):
     assert got == ["accepted", "CONFLICT"]
     c2 = close_epoch(store, s, now=cutoff(2))
     assert allocations(store, s, 2) == {}  # the new 300 bytes are forfeited
-    (q,) = lines(c2, publish.QUARANTINE)
+    (q,) = lines(c2, dataset.QUARANTINE)
     assert q["storedAt"] == str(t2)
     assert not c2.proposes and c2.root == c1.root
     # The whole quarantine set is published with every close that applies it.
     c3 = close_epoch(store, s, now=cutoff(3))
-    assert lines(c3, publish.QUARANTINE) == [q]
+    assert lines(c3, dataset.QUARANTINE) == [q]
 
 
 def test_published_files_are_canonical_and_sorted(store, tmp_path):
@@ -373,9 +375,9 @@ def test_published_files_are_canonical_and_sorted(store, tmp_path):
     ingest(store, s, receipts, now=B1 + 10)
     c = close_epoch(store, s, now=CUT1)
     m = orjson.loads(c.manifest)
-    assert publish.canonical_bytes(m) == c.manifest
+    assert dataset.canonical_bytes(m) == c.manifest
     for f in m["files"]:
-        ext = "json" if f["name"] == publish.TREE else "ndjson"
+        ext = "json" if f["name"] == dataset.TREE else "ndjson"
         data = read_file(c, f["name"])
         if ext == "json":
             continue
@@ -383,13 +385,13 @@ def test_published_files_are_canonical_and_sorted(store, tmp_path):
         assert str(len(rows)) == f["rows"] == m["counts"][f["name"]]
         parsed = [orjson.loads(r) for r in rows]
         for raw, obj in zip(rows, parsed, strict=True):
-            assert publish.canonical_bytes(obj) == raw
+            assert dataset.canonical_bytes(obj) == raw
         keyf = {
-            publish.DELIVERY_RECEIPTS: ("viewer", "sessionId", "node"),
-            publish.VIEW_RECEIPTS: ("viewer", "sessionId"),
-            publish.ALLOCATIONS: ("account", "class"),
-            publish.REGISTRY_NODES: ("address",),
-            publish.REGISTRY_CONTENT: ("contentId",),
+            dataset.DELIVERY_RECEIPTS: ("viewer", "sessionId", "node"),
+            dataset.VIEW_RECEIPTS: ("viewer", "sessionId"),
+            dataset.ALLOCATIONS: ("account", "class"),
+            dataset.REGISTRY_NODES: ("address",),
+            dataset.REGISTRY_CONTENT: ("contentId",),
         }.get(f["name"])
         if keyf:
             keys = [tuple(o[k] for k in keyf) for o in parsed]
@@ -400,22 +402,22 @@ def test_published_files_are_canonical_and_sorted(store, tmp_path):
 def test_unknown_epochs_and_early_closes(store, tmp_path):
     s = cfg(tmp_path)
     with pytest.raises(NotFound):
-        epochs_service.get_epoch(store, s, 1)
+        epochs_read.get_epoch(store, s, 1)
     with pytest.raises(EpochNotDue):
         close_epoch(store, s, now=GENESIS)
     c = close_epoch(store, s, now=CUT1)  # an empty epoch still closes
     assert c.root == merkle.ZERO_ROOT and not c.proposes
     assert [f["name"] for f in c.manifest_obj["files"]] == sorted(
         [
-            publish.ALLOCATIONS,
-            publish.DELIVERY_RECEIPTS,
-            publish.DELIVERY_WATERMARKS,
-            publish.QUARANTINE,
-            publish.REGISTRY_CONTENT,
-            publish.REGISTRY_NODES,
-            publish.REGISTRY_VIEWERS,
-            publish.VIEW_RECEIPTS,
-            publish.VIEW_WATERMARKS,
+            dataset.ALLOCATIONS,
+            dataset.DELIVERY_RECEIPTS,
+            dataset.DELIVERY_WATERMARKS,
+            dataset.QUARANTINE,
+            dataset.REGISTRY_CONTENT,
+            dataset.REGISTRY_NODES,
+            dataset.REGISTRY_VIEWERS,
+            dataset.VIEW_RECEIPTS,
+            dataset.VIEW_WATERMARKS,
         ]
     )
 
@@ -463,7 +465,7 @@ def _epoch_receipts(w: World, seed: int) -> tuple[list, list]:
 def _dataset(closed) -> dict[str, bytes]:
     out = {"manifest.json": closed.manifest}
     for f in closed.manifest_obj["files"]:
-        ext = "json" if f["name"] == publish.TREE else "ndjson"
+        ext = "json" if f["name"] == dataset.TREE else "ndjson"
         out[f["name"]] = (closed.directory / f"{f['sha256']}.{ext}").read_bytes()
     return out
 
@@ -497,7 +499,7 @@ def test_dataset_is_byte_identical_whatever_the_ingest_order(
     assert results[0] == results[1]
     root, _, files = results[0]
     if root != merkle.ZERO_ROOT:
-        assert merkle.MerkleTree.load(files[publish.TREE]).root == root
+        assert merkle.MerkleTree.load(files[dataset.TREE]).root == root
 
 
 def test_sqlite_and_postgresql_publish_the_same_bytes(stores, tmp_path):
@@ -517,23 +519,20 @@ def test_sqlite_and_postgresql_publish_the_same_bytes(stores, tmp_path):
     assert out[0] == out[1]
 
 
-def test_the_thread_fallback_publishes_the_same_bytes(store, tmp_path, monkeypatch):
+def test_the_thread_fallback_publishes_the_same_bytes(store, tmp_path):
     """Where the platform has no fork the big files are written by a thread: same dataset."""
     w = World()
     finals, _ = _epoch_receipts(w, 7)
     out = []
-    for variant in ("fork", "thread"):
+    for variant in (publish.FORK, publish.THREAD):
         wipe(store)
         w.register(store)
         s = cfg(tmp_path / variant)
         ingest(store, s, finals, now=B1 + 400)
-        with monkeypatch.context() as m:
-            if variant == "thread":
-                m.delattr(epochs_service.os, "fork")
-            out.append(_dataset(close_epoch(store, s, now=CUT1)))
+        out.append(_dataset(close_epoch(store, s, now=CUT1, export=variant)))
     assert out[0] == out[1]
     deliveries = [r for r in finals if isinstance(r, DeliveryReceipt)]
-    assert len(out[0][publish.DELIVERY_RECEIPTS].splitlines()) == len(deliveries) > 0
+    assert len(out[0][dataset.DELIVERY_RECEIPTS].splitlines()) == len(deliveries) > 0
 
 
 @pytest.mark.parametrize("fork", [True, False], ids=["fork", "thread"])
@@ -546,25 +545,24 @@ def test_a_failure_writing_the_big_files_fails_the_close_and_leaves_nothing(
     assert ingest(store, s, [w.delivery(key("fail-a"), 300, 3, B1)], now=B1 + 1) == ["accepted"]
     real = epochs_service._big_files
 
-    def half_written(sc, writer, written, names):
+    def half_written(credited, writer, names):
         # One writer fails half-way through its first file; another may finish its own.
-        if publish.DELIVERY_RECEIPTS not in names:
-            return real(sc, writer, written, names)
-        writer.sink(publish.DELIVERY_RECEIPTS).write_raw(b"{}\n", 1)
+        if dataset.DELIVERY_RECEIPTS not in names:
+            return real(credited, writer, names)
+        writer.sink(dataset.DELIVERY_RECEIPTS).write_raw(b"{}\n", 1)
         raise OSError("no space left on device")
 
     with monkeypatch.context() as m:
         m.setattr(epochs_service, "_big_files", half_written)
-        if not fork:
-            m.delattr(epochs_service.os, "fork")
+        export = publish.FORK if fork else publish.THREAD
         with pytest.raises((OSError, epochs_service.SettlementError), match="no space left"):
-            close_epoch(store, s, now=CUT1)
+            close_epoch(store, s, now=CUT1, export=export)
     directory = publish.epoch_dir(s.data_dir, 1)
     assert epochs_service.EpochStore(store).last_closed() == 0  # nothing committed
     assert not list(directory.glob(".*.tmp"))  # no half-written file left behind
-    assert not (directory / publish.MANIFEST).exists()
+    assert not (directory / dataset.MANIFEST).exists()
     assert epochs_service._big_files is real
     c = close_epoch(store, s, now=CUT1)  # the next try closes it
-    assert [r["sessionId"] for r in lines(c, publish.DELIVERY_RECEIPTS)] == [
+    assert [r["sessionId"] for r in lines(c, dataset.DELIVERY_RECEIPTS)] == [
         "0x" + key("fail-a").hex()
     ]

@@ -29,7 +29,7 @@ from settlement.adapters.db.tables import U64_OFFSET
 from settlement.domain import merkle
 from settlement.domain.receipts import DeliveryReceipt
 from settlement.domain.rewards import ClassAmounts, SessionInput, settle_epoch
-from settlement.services import close as epochs_service
+from settlement.services import epochs as epochs_service
 from settlement.services import ingest as service
 from settlement.services import registry as registry_service
 from settlement.services.close import close_epoch, params_of

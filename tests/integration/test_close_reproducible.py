@@ -14,11 +14,9 @@ not: different datasets from one history.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
@@ -37,7 +35,7 @@ from storekit import (
 
 from settlement.adapters import files as publish
 from settlement.adapters.db.epochs import EPOCH_TABLES
-from settlement.services import close as epochs_service
+from settlement.domain import dataset
 from settlement.services import ingest as service
 from settlement.services.close import close_epoch
 
@@ -163,7 +161,7 @@ def batches(w: World, h: History) -> dict[int, list[Any]]:
 def _dataset(closed: Any) -> tuple[str, bytes, dict[str, bytes]]:
     files = {}
     for f in closed.manifest_obj["files"]:
-        ext = "json" if f["name"] == publish.TREE else "ndjson"
+        ext = "json" if f["name"] == dataset.TREE else "ndjson"
         files[f["name"]] = (closed.directory / f"{f['sha256']}.{ext}").read_bytes()
     return closed.root, closed.manifest, files
 
@@ -178,7 +176,7 @@ def wipe(store: Any) -> None:
     store._run(fn)
 
 
-def run(store: Any, w: World, h: History, data_dir: str, touched_only: bool) -> Any:
+def run(store: Any, w: World, h: History, data_dir: str, touched_only: bool, export: str) -> Any:
     """Ingest `h` batch by batch and close every epoch: (verdicts, each epoch's dataset)."""
     from storekit import settings
 
@@ -196,7 +194,7 @@ def run(store: Any, w: World, h: History, data_dir: str, touched_only: bool) -> 
             if receipts:
                 result = service.Ingestor(store, s).ingest(wire(*receipts), cutoff(e) - 1)
                 got.append([i.reason or i.verdict for i in result.items])
-            published.append(_dataset(close_epoch(store, s, e, now=cutoff(e))))
+            published.append(_dataset(close_epoch(store, s, e, now=cutoff(e), export=export)))
     return got, published
 
 
@@ -226,12 +224,9 @@ def test_every_read_strategy_publishes_the_same_dataset(stores, tmp_path_factory
     results = {}
     for backend, touched_only, thread in VARIANTS:
         store = stores(backend)
-        with contextlib.ExitStack() as stack:
-            if thread:
-                mp = stack.enter_context(pytest.MonkeyPatch.context())
-                mp.delattr(epochs_service.os, "fork")
-            data_dir = str(tmp_path_factory.mktemp("repro"))
-            results[(backend, touched_only, thread)] = run(store, w, h, data_dir, touched_only)
+        export = publish.THREAD if thread else publish.FORK
+        data_dir = str(tmp_path_factory.mktemp("repro"))
+        results[(backend, touched_only, thread)] = run(store, w, h, data_dir, touched_only, export)
     (got, published), *others = results.values()
     allowed = {"accepted", "duplicate", "stale", "CONFLICT"}
     assert {v for batch in got for v in batch} <= allowed, got

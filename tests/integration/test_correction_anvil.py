@@ -14,10 +14,10 @@ from test_submitter_anvil import ANVIL, EMISSION, HOUR, Net, make_net, one_propo
 from typer.testing import CliRunner
 
 from settlement.adapters import chain as c
-from settlement.adapters import files as publish
 from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import CloseReader, EpochStore
 from settlement.cli.main import app
+from settlement.domain import dataset
 from settlement.domain.merkle import MerkleTree
 from settlement.errors import ContractRevert
 from settlement.services.submit import Candidate
@@ -104,14 +104,14 @@ def test_bad_root_to_paid_correct_claims(
     # claims read at a block of this pause, chained to epoch 2's manifest.
     manifest_path = Path(row.data_uri)
     manifest = manifest_path.read_bytes()
-    assert "0x" + publish.data_hash(manifest).hex() == row.data_hash == d.pending_root().data_hash
+    assert "0x" + dataset.data_hash(manifest).hex() == row.data_hash == d.pending_root().data_hash
     doc = json.loads(manifest)
     assert doc["corrects"] == bad_hash and doc["epoch"] == "2"
     assert row.claimed_at_block is not None and doc["claimedAtBlock"] == str(row.claimed_at_block)
     assert d.paused_at_block() <= row.claimed_at_block < chain.block_number()
     epoch2 = EpochStore(n.store).get(2)
     assert epoch2 is not None
-    assert doc["prevManifestHash"] == "0x" + publish.data_hash(epoch2.manifest).hex()
+    assert doc["prevManifestHash"] == "0x" + dataset.data_hash(epoch2.manifest).hex()
     assert doc["floor"] == "0x" + "00" * 32
     assert any(
         e.name == "CorrectionProposed" and e.args["dataHash"] == row.data_hash

@@ -17,11 +17,11 @@ from support.anvil import Anvil
 from test_submitter_anvil import ANVIL, EMISSION, EPOCH, HOUR, Net, make_net
 
 from settlement.adapters import chain as c
-from settlement.adapters import files as publish
 from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import CloseReader, EpochStore
+from settlement.domain import dataset
 from settlement.domain.merkle import MerkleTree
-from settlement.services import close as epochs_service
+from settlement.services import epochs as epochs_service
 from settlement.services import submit as submitter_mod
 from settlement.services.correct import run_correction
 from settlement.services.submit import Candidate
@@ -114,7 +114,7 @@ def test_overpaid_by_a_bad_root_then_corrected_then_three_epochs(net: Net) -> No
     assert two is not None
     assert doc["corrects"] == "0x" + "bd" * 32 and doc["epoch"] == "2"
     assert doc["claimedAtBlock"] == str(row.claimed_at_block) and doc["floor"] == ZERO
-    assert doc["prevManifestHash"] == "0x" + publish.data_hash(two.manifest).hex()
+    assert doc["prevManifestHash"] == "0x" + dataset.data_hash(two.manifest).hex()
     fixed = MerkleTree.load(Path(row.dump_path).read_bytes())
     leaves = dict(fixed.values)
     after2 = _balances(n, 2)

@@ -23,8 +23,8 @@ import pytest
 from storekit import EPOCH, GENESIS, GRACE, World, key, opened, wire
 from storekit import settings as make_settings
 
-from settlement.adapters import files as publish
 from settlement.adapters.db.epochs import CloseReader, EpochStore
+from settlement.domain import dataset as ds
 from settlement.domain import merkle
 from settlement.domain.receipts import address_of
 from settlement.services import correct
@@ -42,18 +42,18 @@ CORRECTION_MANIFEST = "correction manifest"
 NESTED = {"evidence", "tree.values", "parameters", "pools", "counts", "files"}
 
 EPOCH_FILES = (
-    publish.DELIVERY_RECEIPTS,
-    publish.VIEW_RECEIPTS,
-    publish.DELIVERY_WATERMARKS,
-    publish.VIEW_WATERMARKS,
-    publish.QUARANTINE,
-    publish.REGISTRY_NODES,
-    publish.REGISTRY_CONTENT,
-    publish.REGISTRY_VIEWERS,
-    publish.ALLOCATIONS,
-    publish.TREE,
+    ds.DELIVERY_RECEIPTS,
+    ds.VIEW_RECEIPTS,
+    ds.DELIVERY_WATERMARKS,
+    ds.VIEW_WATERMARKS,
+    ds.QUARANTINE,
+    ds.REGISTRY_NODES,
+    ds.REGISTRY_CONTENT,
+    ds.REGISTRY_VIEWERS,
+    ds.ALLOCATIONS,
+    ds.TREE,
 )
-CORRECTION_FILES = (publish.TREE, correct.RECOMPUTED_FILE, correct.CLAIMED_FILE)
+CORRECTION_FILES = (ds.TREE, correct.RECOMPUTED_FILE, correct.CLAIMED_FILE)
 
 DECIMAL = re.compile(r"^(0|[1-9][0-9]*)$")
 
@@ -220,7 +220,7 @@ def check_value(
         if not isinstance(value, dict):
             problems.append(f"{where}: {value!r} is not an object")
         elif nested == "pools":
-            classes = set(tables[publish.ALLOCATIONS].fields["class"].encoding.split("`")[1::2])
+            classes = set(tables[ds.ALLOCATIONS].fields["class"].encoding.split("`")[1::2])
             if set(value) != {json.loads(c) for c in classes}:
                 problems.append(f"{where}: classes {sorted(value)} are not those of allocations")
             for cls, pool in value.items():
@@ -279,11 +279,11 @@ def check_file(
     directory: Path, entry: dict[str, Any], tables: dict[str, Table], problems: list[str]
 ) -> None:
     name = entry["name"]
-    ext = "json" if name == publish.TREE else "ndjson"
+    ext = "json" if name == ds.TREE else "ndjson"
     data = (directory / f"{entry['sha256']}.{ext}").read_bytes()
     assert hashlib.sha256(data).hexdigest() == entry["sha256"]
     assert str(len(data)) == entry["size"]
-    if name == publish.TREE:
+    if name == ds.TREE:
         doc = orjson.loads(data)
         assert str(len(doc["values"])) == entry["rows"]
         check_object(doc, name, name, tables, problems)
@@ -507,7 +507,7 @@ def test_the_correction_manifest_fields_are_the_documented_ones(
 def test_a_correction_leaf_is_the_larger_of_balance_and_claimed(dataset: Dataset) -> None:
     def read(name: str) -> bytes:
         (f,) = [f for f in dataset.correction["files"] if f["name"] == name]
-        ext = "json" if name == publish.TREE else "ndjson"
+        ext = "json" if name == ds.TREE else "ndjson"
         return (dataset.correction_dir / f"{f['sha256']}.{ext}").read_bytes()
 
     def column(name: str, field: str) -> dict[str, int]:
@@ -516,10 +516,10 @@ def test_a_correction_leaf_is_the_larger_of_balance_and_claimed(dataset: Dataset
 
     amounts = column(correct.RECOMPUTED_FILE, "amount")
     claimed = column(correct.CLAIMED_FILE, "claimed")
-    values = orjson.loads(read(publish.TREE))["values"]
+    values = orjson.loads(read(ds.TREE))["values"]
     leaves = {v["value"][0]: int(v["value"][1]) for v in values}
     assert leaves == {a: max(amounts.get(a, 0), claimed.get(a, 0)) for a in amounts | claimed}
-    assert dataset.correction["root"] == merkle.MerkleTree.load(read(publish.TREE)).root
+    assert dataset.correction["root"] == merkle.MerkleTree.load(read(ds.TREE)).root
 
 
 def test_a_field_missing_from_the_page_is_reported(
@@ -529,7 +529,7 @@ def test_a_field_missing_from_the_page_is_reported(
     another length for `sessionId`, does not describe the real lines."""
     text = DOC.read_text(encoding="utf-8")
     row = next(x for x in text.splitlines() if x.startswith("| `bucket` |"))
-    (entry,) = [f for f in dataset.manifest["files"] if f["name"] == publish.DELIVERY_RECEIPTS]
+    (entry,) = [f for f in dataset.manifest["files"] if f["name"] == ds.DELIVERY_RECEIPTS]
     problems: list[str] = []
     check_file(dataset.epoch_dir, entry, parse_reference(text.replace(row + "\n", "", 1)), problems)
     assert any("'bucket' is not documented" in p for p in problems), problems

@@ -4,6 +4,7 @@ numpy pitfalls it must avoid (keys ending in zero bytes, sums beyond 64 bits).""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -201,7 +202,7 @@ def test_columnar_credit_equals_the_rules_session_by_session(epoch, seg, bytes_c
         for c in expected
         if c.view_watermark > c.previous_view_watermark or c.credited > c.previous_credited
     )
-    assert sorted(as_bytes(credit.c["session_id"])) == sorted(c.session_id for c in expected)
+    assert sorted(as_bytes(credit.credited.session_id)) == sorted(c.session_id for c in expected)
 
     # What is published: every session with an included key, its previous watermarks and
     # credited seconds, zeros included (PROTOCOL 6), in key order.
@@ -210,8 +211,8 @@ def test_columnar_credit_equals_the_rules_session_by_session(epoch, seg, bytes_c
         zip(
             as_bytes(pv["viewer"]),
             as_bytes(pv["session_id"]),
-            pv["vw"].tolist(),
-            pv["cr"].tolist(),
+            pv["watch_seconds"].tolist(),
+            pv["credited"].tolist(),
             strict=True,
         )
     ) == sorted(
@@ -223,8 +224,8 @@ def test_columnar_credit_equals_the_rules_session_by_session(epoch, seg, bytes_c
             as_bytes(pd["viewer"]),
             as_bytes(pd["session_id"]),
             as_bytes(pd["node"]),
-            pd["wb"].tolist(),
-            pd["ws"].tolist(),
+            pd["bytes_served"].tolist(),
+            pd["segments"].tolist(),
             strict=True,
         )
     ) == sorted(
@@ -274,7 +275,15 @@ def test_row_order_changes_nothing(epoch, rnd):
     def cols(credit, output):
         return getattr(credit, output)().all()
 
-    for x, y in [(a.c, b.c), *((cols(a, o), cols(b, o)) for o in outputs)]:
+    def named(credit):
+        # The credit's own column sets, by field name.
+        return [
+            {f.name: getattr(part, f.name) for f in dataclasses.fields(part)}
+            for part in (credit.delivery, credit.view, credit.credited)
+        ]
+
+    pairs = list(zip(named(a), named(b), strict=True))
+    for x, y in [*pairs, *((cols(a, o), cols(b, o)) for o in outputs)]:
         # Indices into the tables read (row, session) follow their order; nothing else may.
         names = set(x) - {"row", "session"}
         assert names == set(y) - {"row", "session"}

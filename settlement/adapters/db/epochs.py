@@ -6,28 +6,25 @@ paid and a watermark row per key it moved. The current watermark (balance) of a 
 about 14 times more at a million keys. Amounts are uint256: decimal text.
 
 A close reads and writes in one transaction: the registry snapshot and balances through
-`CloseReader`, the stored rows it credits through `SetClose` (read into columns and
-credited by `domain.credit`, the same code on SQLite and PostgreSQL), its rows through
-`EpochStore.write_rows` and `write_epoch`."""
+`CloseReader`, its epoch row through `EpochStore.write_epoch`; the rest of its reads and
+writes (columns, COPY, planner settings) are `close_io`'s."""
 
 from __future__ import annotations
 
+import builtins
 import threading
-import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import BigInteger, Boolean, Column, Integer, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
 from settlement.adapters.db.store import Store
-from settlement.adapters.db.tables import U64, U64_OFFSET, bytes_column, dec, enc, pk_bytes, pk_int
-from settlement.domain.credit import CloseCredit, Cols, CreditWeights, as_bytes, credit_epoch
+from settlement.adapters.db.tables import U64, bytes_column, dec, enc, pk_bytes, pk_int
+from settlement.domain.rewards import ClassAmounts
 from settlement.errors import StoreError
 
 
@@ -141,17 +138,6 @@ EPOCH_TABLES: Final = (
     CorrectionLeafRow.__tablename__,
 )
 
-# A close's planner settings (PostgreSQL, its transaction's): its reads join on (viewer,
-# sessionId) pairs, which the planner misjudges: it would rescan the watermark tables per
-# touched session in nested loops (SetClose turns them on for primary key lookups only).
-# 512MB: the hash of the touched sessions stays in memory. JIT compiling costs more than it
-# saves here.
-CLOSE_SETTINGS: Final = (
-    "SET LOCAL work_mem = '512MB'",
-    "SET LOCAL enable_nestloop = off",
-    "SET LOCAL jit = off",
-)
-
 # pg_advisory_lock keys held for a whole close: two instances of one store never close at once.
 # The second key is the store's schema, so services (and test runs) in other schemas of the
 # same database do not wait on each other's closes.
@@ -168,7 +154,7 @@ class StoredEpoch:
     data_hash: bytes
     cumulative_total: int
     proposes: bool
-    carried: tuple[int, int, int]  # node, viewer, creator
+    carried: ClassAmounts  # the pools carried out of this epoch
     manifest: bytes
     floor: bytes = NO_FLOOR  # dataHash of the correction whose leaves were the floor
 
@@ -188,7 +174,7 @@ def _stored_epoch(row: Any) -> StoredEpoch:
         bytes(dh),
         int(total),
         bool(proposes),
-        (int(cn), int(cv), int(cc)),
+        ClassAmounts(int(cn), int(cv), int(cc)),
         bytes(manifest),
         NO_FLOOR if floor is None else bytes(floor),
     )
@@ -325,39 +311,6 @@ class EpochStore:
         finally:
             cur.close()
 
-    @contextmanager
-    def snapshot_cursors(self, cur: Any, n: int) -> Iterator[list[Any]]:
-        """PostgreSQL: cursors on `n` more connections, each in a transaction that sees the
-        snapshot of `cur`'s (REPEATABLE READ, exported), with the close's planner settings;
-        rolled back and discarded afterwards (their temporary tables go with them)."""
-        cur.execute("SELECT pg_export_snapshot()")
-        (snapshot,) = cur.fetchone()
-        opened: list[tuple[Any, Any]] = []
-        try:
-            for _ in range(n):
-                try:
-                    conn = self.engine.raw_connection()
-                except sa.exc.OperationalError as error:
-                    raise StoreError(f"cannot connect to the database: {error.orig}") from None
-                c = conn.cursor()
-                opened.append((conn, c))
-                c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                # A utility statement takes no parameters; the id is hex digits and dashes.
-                if not set(snapshot) <= set("0123456789ABCDEFabcdef-"):
-                    raise StoreError(f"unexpected snapshot id {snapshot!r}")
-                c.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-                for setting in CLOSE_SETTINGS:
-                    c.execute(setting)
-            yield [c for _, c in opened]
-        finally:
-            for conn, c in opened:
-                try:
-                    conn.rollback()
-                    c.close()
-                finally:
-                    conn.invalidate()
-                    conn.close()
-
     # -- reads -----------------------------------------------------------------------------
 
     def last_closed(self, cur: Any | None = None) -> int:
@@ -389,8 +342,8 @@ class EpochStore:
 
         return self.run(fn)
 
-    def allocations(self, epoch: int) -> list[tuple[bytes, str, int]]:
-        def fn(c: Any) -> list[tuple[bytes, str, int]]:
+    def allocations(self, epoch: int) -> builtins.list[tuple[bytes, str, int]]:
+        def fn(c: Any) -> builtins.list[tuple[bytes, str, int]]:
             c.execute(
                 self._q(
                     'SELECT account, "class", amount FROM allocation WHERE epoch = %s '
@@ -421,8 +374,8 @@ class EpochStore:
 
         return self.run(fn)
 
-    def account_allocations(self, account: bytes) -> list[tuple[int, str, int]]:
-        def fn(c: Any) -> list[tuple[int, str, int]]:
+    def account_allocations(self, account: bytes) -> builtins.list[tuple[int, str, int]]:
+        def fn(c: Any) -> builtins.list[tuple[int, str, int]]:
             c.execute(
                 self._q(
                     'SELECT epoch, "class", amount FROM allocation WHERE account = %s '
@@ -506,13 +459,13 @@ class EpochStore:
         )
         rows = [(correction.data_hash, a, str(v)) for a, v in sorted(leaves.items())]
         if self.dialect == "postgresql":
-            self._copy(cur, "correction_leaf (data_hash, account, amount)", self._copy_text(rows))
+            copy_in(cur, "correction_leaf (data_hash, account, amount)", copy_text(rows))
         else:
             cur.executemany(
                 "INSERT INTO correction_leaf (data_hash, account, amount) VALUES (?, ?, ?)", rows
             )
 
-    def corrections(self) -> list[StoredCorrection]:
+    def corrections(self) -> builtins.list[StoredCorrection]:
         """Every published correction, oldest first."""
 
         def fn(c: Any) -> list[StoredCorrection]:
@@ -545,21 +498,6 @@ class EpochStore:
     def reader(self, cur: Any) -> CloseReader:
         return CloseReader(self, cur)
 
-    def prepare_close(
-        self,
-        epoch: int,
-        allocations: list[tuple[bytes, str, int]],
-        balances: list[tuple[bytes, int, int, int]],
-    ) -> PreparedClose:
-        """The allocation and balance rows `write_rows` inserts, formatted for this dialect
-        (no database access: a close builds them while the database is busy)."""
-        n = epoch
-        alloc_rows = [(n, a, k, str(v)) for a, k, v in allocations]
-        balance_rows = [(a, n, str(x), str(y), str(z)) for a, x, y, z in balances]
-        if self.dialect == "postgresql":
-            return PreparedClose(self._copy_text(alloc_rows), self._copy_text(balance_rows))
-        return PreparedClose(alloc_rows, balance_rows)
-
     def write_epoch(self, cur: Any, e: StoredEpoch) -> None:
         """The epoch's own row: with it the close is there (the caller's transaction)."""
         cur.execute(
@@ -574,54 +512,13 @@ class EpochStore:
                 e.data_hash,
                 str(e.cumulative_total),
                 e.proposes,
-                *(str(x) for x in e.carried),
+                str(e.carried.node),
+                str(e.carried.viewer),
+                str(e.carried.creator),
                 e.manifest,
                 None if e.floor == NO_FLOOR else e.floor,
             ),
         )
-
-    def write_rows(self, cur: Any, prepared: PreparedClose) -> None:
-        """The epoch's allocation and balance rows (the caller's transaction; they count only
-        with the epoch row, which `write_epoch` adds in the same transaction)."""
-        if self.dialect == "postgresql":
-            self._copy(cur, 'allocation (epoch, account, "class", amount)', prepared.allocations)
-            self._copy(cur, "balance (account, epoch, node, viewer, creator)", prepared.balances)
-            return
-        cur.executemany(
-            'INSERT INTO allocation (epoch, account, "class", amount) VALUES (?, ?, ?, ?)',
-            prepared.allocations,
-        )
-        cur.executemany(
-            "INSERT INTO balance (account, epoch, node, viewer, creator) VALUES (?, ?, ?, ?, ?)",
-            prepared.balances,
-        )
-
-    @staticmethod
-    def _copy_text(rows: list[tuple[Any, ...]]) -> list[bytes]:
-        """Rows as COPY FROM STDIN text format in large chunks (bytes as \\x hex)."""
-
-        def field(x: Any) -> str:
-            return "\\\\x" + x.hex() if isinstance(x, bytes) else str(x)
-
-        return [
-            "".join("\t".join(map(field, r)) + "\n" for r in rows[i : i + 20_000]).encode()
-            for i in range(0, len(rows), 20_000)
-        ]
-
-    @staticmethod
-    def _copy(cur: Any, target: str, chunks: list[bytes]) -> None:
-        """COPY FROM STDIN in text format, chunks from `_copy_text`."""
-        with cur.copy(f"COPY {target} FROM STDIN") as copy:
-            for chunk in chunks:
-                copy.write(chunk)
-
-
-@dataclass(slots=True)
-class PreparedClose:
-    """`write_rows`' rows: COPY text chunks on PostgreSQL, parameter tuples on SQLite."""
-
-    allocations: list[Any]
-    balances: list[Any]
 
 
 class CloseReader:
@@ -646,15 +543,27 @@ class CloseReader:
         return nodes, content, viewers
 
     def balances(self, before_epoch: int) -> dict[bytes, tuple[int, int, int]]:
-        """account -> cumulative (node, viewer, creator) after the closes before `before_epoch`."""
+        """account -> cumulative (node, viewer, creator) after the closes before `before_epoch`.
+
+        Only each account's latest row comes back: a service that has run for a day has a
+        row per account for every epoch that paid it, and parsing them all in Python made
+        each close dearer than the one before (the database picks the latest from the
+        primary key's order). In account order, as before.
+        """
         cur = self.cur
-        cur.execute(
-            self.epochs._q(
-                "SELECT account, node, viewer, creator FROM balance WHERE epoch < %s "
-                "ORDER BY account, epoch"
-            ),
-            (before_epoch,),
-        )
+        if self.dialect == "postgresql":
+            sql = (
+                "SELECT DISTINCT ON (account) account, node, viewer, creator FROM balance "
+                "WHERE epoch < %s ORDER BY account, epoch DESC"
+            )
+        else:
+            # SQLite takes the bare columns of an aggregate query from the row MAX() chose.
+            sql = (
+                "SELECT account, node, viewer, creator FROM (SELECT account, node, viewer, "
+                "creator, MAX(epoch) FROM balance WHERE epoch < ? GROUP BY account) "
+                "ORDER BY account"
+            )
+        cur.execute(sql, (before_epoch,))
         out: dict[bytes, tuple[int, int, int]] = {}
         for a, x, y, z in cur.fetchall():
             out[bytes(a)] = (int(x), int(y), int(z))
@@ -677,407 +586,20 @@ class CloseReader:
         return [(bytes(v), bytes(s), dec(at), d, a, b) for v, s, at, d, a, b in cur.fetchall()]
 
 
-# --- the columnar close -----------------------------------------------------------------------
-#
-# A close reads the stored rows it needs into columns (PostgreSQL: blocks of string_agg'd
-# values over three connections in one snapshot; SQLite: rows), credits them with
-# `credit.credit_epoch` (PROTOCOL 4, numpy, the code the auditor runs too) and writes the
-# watermarks it moved back (binary COPY, or executemany). The statements only select rows;
-# no rule is in SQL.
+def copy_text(rows: list[tuple[Any, ...]]) -> list[bytes]:
+    """Rows as COPY FROM STDIN text format in large chunks (bytes as \\x hex)."""
 
-_HIGH: Final = np.uint64(U64_OFFSET)  # stored uint64 -> value: flip the top bit
-_NOT_QUARANTINED: Final = enc(2**64 - 1)  # credit.credit_epoch's "never"
-_PGCOPY: Final = b"PGCOPY\n\xff\r\n\x00"
-_MARK_CHUNK: Final = 131_072  # watermark rows a binary COPY record block holds
+    def field(x: Any) -> str:
+        return "\\\\x" + x.hex() if isinstance(x, bytes) else str(x)
 
-# Columns a close reads or writes: (name, kind); kind: byte width, "u" a stored uint64,
-# "i" a non-negative BIGINT. Both come out as numpy uint64.
-Layout = tuple[tuple[str, int | str], ...]
-_DELIVERIES: Final[Layout] = (
-    ("viewer", 20), ("session_id", 32), ("node", 20), ("bucket", "i"), ("bytes_served", "u"),
-    ("segments", "i"), ("issued_at", "u"), ("signature", 65),
-)  # fmt: skip
-_VIEWS: Final[Layout] = (
-    ("viewer", 20), ("session_id", 32), ("bucket", "i"), ("watch_seconds", "i"),
-    ("issued_at", "u"), ("signature", 65),
-)  # fmt: skip
-_SESSIONS: Final[Layout] = (
-    ("viewer", 20), ("session_id", 32), ("content_id", 32), ("started_at", "u"),
-    ("quarantined_at", "u"),
-)  # fmt: skip
-_DELIVERY_MARKS: Final[Layout] = (
-    ("viewer", 20), ("session_id", 32), ("node", 20), ("bytes_served", "u"), ("segments", "i"),
-)  # fmt: skip
-_VIEW_MARKS: Final[Layout] = (
-    ("viewer", 20), ("session_id", 32), ("watch_seconds", "i"), ("credited", "i"),
-)  # fmt: skip
-
-
-def _record(layout: Layout) -> np.dtype:
-    """One row of a binary COPY whose fields are all present and of fixed size."""
-    fields: list[tuple[str, str]] = [("n_fields", ">i2")]
-    for name, kind in layout:
-        fields += [(f"{name}.len", ">i4"), (name, ">i8" if isinstance(kind, str) else f"V{kind}")]
-    return np.dtype(fields)
-
-
-def _from_blocks(n: int, batches: Iterator[list[tuple[Any, ...]]], layout: Layout) -> Cols:
-    """`n` rows of columns from `SetClose._read`'s blocks (per block, each column's values
-    concatenated), copied into place batch by batch."""
-    cols = [
-        np.empty(n, ">i8") if isinstance(k, str) else np.empty((n, k), np.uint8) for _, k in layout
+    return [
+        "".join("\t".join(map(field, r)) + "\n" for r in rows[i : i + 20_000]).encode()
+        for i in range(0, len(rows), 20_000)
     ]
-    at = 0
-    for batch in batches:
-        for block in batch:
-            rows = len(block[0]) // _width(layout[0][1])
-            if at + rows > n:
-                raise StoreError("the close's reads disagree on a table's size")
-            for col, value, (name, kind) in zip(cols, block, layout, strict=True):
-                if len(value) != rows * _width(kind):
-                    raise StoreError(f"a stored {name} is not {_width(kind)} bytes long")
-                flat = col.reshape(-1).view(np.uint8)
-                flat[at * _width(kind) : (at + rows) * _width(kind)] = np.frombuffer(
-                    value, np.uint8
-                )
-            at += rows
-    if at != n:
-        raise StoreError("the close's reads disagree on a table's size")
-    out = Cols()
-    for col, (name, kind) in zip(cols, layout, strict=True):
-        if kind == "u":
-            out[name] = col.astype(np.int64).view(np.uint64) ^ _HIGH
-        elif kind == "i":
-            out[name] = col.astype(np.uint64)
-        else:
-            out[name] = col
-    return out
 
 
-def _width(kind: int | str) -> int:
-    return 8 if isinstance(kind, str) else kind
-
-
-def _from_rows(rows: list[tuple[Any, ...]], layout: Layout) -> Cols:
-    n = len(rows)
-    out = Cols()
-    for i, (name, kind) in enumerate(layout):
-        if isinstance(kind, str):
-            ints = np.fromiter((r[i] for r in rows), np.int64, n)
-            out[name] = ints.view(np.uint64) ^ _HIGH if kind == "u" else ints.astype(np.uint64)
-            continue
-        raw = b"".join(r[i] for r in rows)
-        if len(raw) != n * kind:
-            raise StoreError(f"a stored {name} is not {kind} bytes long")
-        out[name] = np.frombuffer(raw, np.uint8).reshape(n, kind)
-    return out
-
-
-def _to_records(cols: Cols, layout: Layout) -> bytes:
-    """Rows as binary COPY records (without the header and trailer)."""
-    n = len(cols)
-    rec = np.empty(n, _record(layout))
-    rec["n_fields"] = len(layout)
-    for name, kind in layout:
-        col = cols[name]
-        if isinstance(kind, str):
-            rec[f"{name}.len"] = 8
-            rec[name] = (col ^ _HIGH).view(np.int64) if kind == "u" else col.astype(np.int64)
-        else:
-            rec[f"{name}.len"] = kind
-            rec[name] = np.ascontiguousarray(col).view(f"V{kind}").reshape(n)
-    return rec.tobytes()
-
-
-def _to_rows(cols: Cols, layout: Layout) -> list[tuple[Any, ...]]:
-    out: list[list[Any]] = []
-    for name, kind in layout:
-        col = cols[name]
-        if kind == "u":
-            out.append((col ^ _HIGH).view(np.int64).tolist())
-        elif kind == "i":
-            out.append(col.astype(np.int64).tolist())
-        else:
-            out.append(as_bytes(col))
-    return list(zip(*out, strict=True))
-
-
-class SetClose:
-    """The credit side of one close: its stored rows as columns, credited in numpy."""
-
-    def __init__(self, epochs: EpochStore, cur: Any, epoch: int, now: int, segment_seconds: int):
-        self.epochs = epochs
-        self.cur = cur
-        self.epoch = epoch
-        self.now = now
-        self.seg = segment_seconds
-        self.pg = epochs.dialect == "postgresql"
-        self.timings: dict[str, float] = {}
-        self.credit: CloseCredit | None = None
-
-    def _x(self, sql: str, params: tuple = (), cur: Any = None) -> Any:
-        cur = self.cur if cur is None else cur
-        cur.execute(self.epochs._q(sql), params)
-        return cur
-
-    def _read(
-        self, cur: Any, name: str, exprs: tuple[str, ...], source: str, layout: Layout
-    ) -> Cols:
-        """The columns `exprs` (in `layout`'s order, none NULL) of `source` (FROM ...).
-
-        PostgreSQL hands each column over in blocks, the values of a few thousand rows
-        concatenated by string_agg (integers as 8 big-endian bytes): a few hundred result
-        rows where a row-by-row COPY would cost Python a call per row, and the values of each
-        column land side by side, ready for numpy. All aggregates of one group see its rows
-        in the same order, so the columns stay aligned.
-        """
-        t = time.perf_counter()
-        if self.pg:
-            aggs = ", ".join(
-                f"string_agg({f'int8send({e})' if isinstance(k, str) else e}, ''::bytea)"
-                for e, (_, k) in zip(exprs, layout, strict=True)
-            )
-            # Groups by the first byte of the session id: 256 blocks of about 1 MB a column
-            # at a million sessions.
-            # The columns are allocated once, at their size, and filled a few blocks at a
-            # time from a server-side cursor: the client never holds the whole result twice.
-            (n,) = self._x(f"SELECT COUNT(*) FROM {source}", cur=cur).fetchone()
-            with cur.connection.cursor(name=f"close_{name}") as blocks:
-                blocks.execute(
-                    f"SELECT {aggs} FROM {source} GROUP BY get_byte(x.session_id, 0)",
-                    binary=True,
-                )
-                cols = _from_blocks(n, iter(lambda: blocks.fetchmany(16), []), layout)
-        else:
-            select = f"SELECT {', '.join(exprs)} FROM {source}"
-            cols = _from_rows(self._x(select, cur=cur).fetchall(), layout)
-        self.timings[f"read_{name}"] = time.perf_counter() - t
-        return cols
-
-    def touched_only(self) -> bool:
-        """Whether to read only the sessions touched up to bucket `epoch` since the closes
-        before (session_touch), rather than every live session.
-
-        Same result either way: a session no batch touched since the last close that read it
-        has the same best receipts of buckets <= epoch as then, none above its watermarks
-        (watermarks only move up to a candidate), so no key of it is included and it credits
-        nothing. Touched sessions are looked up one by one (`_touched`), cheap when they are
-        few (a close after a quiet epoch, or with days of live sessions kept for late
-        receipts) and dearer than reading everything in order when they are all of them
-        (one epoch's sessions alone, as in the settle bench): below half of the live
-        sessions, then.
-        """
-        touched = self._x(
-            "SELECT COUNT(*) FROM session_touch WHERE bucket <= %s", (self.epoch,)
-        ).fetchone()[0]
-        if self.pg:
-            # The planner's estimate is enough to choose by, and free (a count is not, at
-            # tens of millions of sessions); -1 means never analyzed.
-            live = self._x(
-                "SELECT reltuples FROM pg_class WHERE oid = to_regclass('receipt_session')"
-            ).fetchone()[0]
-            if live is None or live < 0:
-                live = self._x("SELECT COUNT(*) FROM receipt_session").fetchone()[0]
-        else:
-            live = self._x("SELECT COUNT(*) FROM receipt_session").fetchone()[0]
-        return 2 * touched < live
-
-    def _touched(self, e: int, cur: Any) -> None:
-        """close_t: the sessions touched up to bucket `e`, which the reads then join by
-        primary key. Nested loops are the only join left to the planner there: the stored
-        tables hold every live session (days of them), the touched ones an epoch's worth."""
-        self._x("DROP TABLE IF EXISTS close_t", cur=cur)
-        on_commit = " ON COMMIT DROP" if self.pg else ""
-        self._x(
-            f"CREATE TEMP TABLE close_t{on_commit} AS "
-            "SELECT DISTINCT viewer, session_id FROM session_touch WHERE bucket <= %s",
-            (e,),
-            cur,
-        )
-        if self.pg:
-            self._x("ANALYZE close_t", cur=cur)  # its size, for the plans below
-
-    def _lookups(self, cur: Any, on: bool) -> None:
-        """PostgreSQL: only nested loops (primary key lookups) for the touched sessions'
-        reads of the stored tables (`on`), else as close_epoch has it."""
-        if self.pg:
-            self._x(f"SET LOCAL enable_nestloop = {'on' if on else 'off'}", cur=cur)
-            self._x(f"SET LOCAL enable_hashjoin = {'off' if on else 'DEFAULT'}", cur=cur)
-            self._x(f"SET LOCAL enable_mergejoin = {'off' if on else 'DEFAULT'}", cur=cur)
-
-    def build(self, touched_only: bool | None = None) -> None:
-        """Read the close's rows and credit them (`self.credit`).
-
-        `touched_only`: read only the sessions of session_touch (None: `touched_only()`
-        decides; tests force each way and compare). On PostgreSQL the tables are read at
-        once over three connections in this transaction's snapshot (exported to them).
-        """
-        e = int(self.epoch)
-        if touched_only is None:
-            touched_only = self.touched_only()
-        join, only = "", ""
-        if touched_only:
-            join = "JOIN close_t t ON x.viewer = t.viewer AND x.session_id = t.session_id"
-            only = "AND (x.viewer, x.session_id) IN (SELECT viewer, session_id FROM close_t)"
-        # name: (columns, source, layout, by primary key): the stored tables of live sessions,
-        # then the watermark tables (scanned: they have no index).
-        reads = {
-            "deliveries": (
-                ("x.viewer", "x.session_id", "x.node", "x.bucket", "x.bytes_served",
-                 "x.segments_served", "x.issued_at", "x.signature"),
-                f"delivery_best x {join} WHERE x.bucket <= {e}",
-                _DELIVERIES,
-                touched_only,
-            ),
-            "views": (
-                ("x.viewer", "x.session_id", "x.bucket", "x.watch_seconds", "x.issued_at",
-                 "x.signature"),
-                f"view_best x {join} WHERE x.bucket <= {e}",
-                _VIEWS,
-                touched_only,
-            ),
-            "sessions": (
-                ("x.viewer", "x.session_id", "x.content_id", "x.started_at",
-                 f"COALESCE(x.quarantined_at, {_NOT_QUARANTINED})"),
-                f"receipt_session x {join}",
-                _SESSIONS,
-                touched_only,
-            ),
-            "delivery_marks": (
-                ("x.viewer", "x.session_id", "x.node", "x.bytes_served", "x.segments_served"),
-                f"delivery_watermark x WHERE x.epoch < {e} {only}",
-                _DELIVERY_MARKS,
-                False,
-            ),
-            "view_marks": (
-                ("x.viewer", "x.session_id", "x.watch_seconds", "x.credited"),
-                f"view_watermark x WHERE x.epoch < {e} {only}",
-                _VIEW_MARKS,
-                False,
-            ),
-        }  # fmt: skip
-        # Which connection reads what, about a third of the work each (more connections than
-        # cores gained nothing). SQLite reads all on its one connection.
-        plan: tuple[tuple[str, ...], ...] = (
-            ("deliveries",),
-            ("views", "view_marks"),
-            ("sessions", "delivery_marks"),
-        )
-        if not self.pg:
-            plan = (tuple(reads),)
-        # Each table as soon as it is read: the credit starts on the first while the others
-        # are still coming (credit_epoch takes functions that wait for them).
-        tables: dict[str, Future[Cols]] = {name: Future() for name in reads}
-
-        def run(at: int, cur: Any, names: tuple[str, ...]) -> None:
-            try:
-                if touched_only:
-                    t = time.perf_counter()
-                    self._touched(e, cur)
-                    self.timings[f"touched_{at}"] = time.perf_counter() - t
-                if self.pg:
-                    # Blocks by hashing (256 groups): a sort would move every row once more.
-                    self._x("SET LOCAL enable_sort = off", cur=cur)
-                for name in names:
-                    exprs, source, layout, lookups = reads[name]
-                    self._lookups(cur, lookups)
-                    tables[name].set_result(self._read(cur, name, exprs, source, layout))
-                self._lookups(cur, False)
-                if self.pg:
-                    self._x("SET LOCAL enable_sort = DEFAULT", cur=cur)
-            except BaseException as error:
-                for name in names:  # nothing may wait for a table that will never come
-                    if not tables[name].done():
-                        tables[name].set_exception(error)
-                raise
-
-        def credit() -> None:
-            t = time.perf_counter()
-            self.credit = credit_epoch(
-                tables["deliveries"].result,
-                tables["views"].result,
-                tables["sessions"].result,
-                tables["delivery_marks"].result,
-                tables["view_marks"].result,
-                now=self.now,
-                segment_seconds=self.seg,
-            )
-            self.timings["credit"] = time.perf_counter() - t
-
-        if not self.pg:
-            run(0, self.cur, plan[0])
-            credit()
-            return
-        with (
-            self.epochs.snapshot_cursors(self.cur, len(plan) - 1) as others,
-            ThreadPoolExecutor(len(plan), thread_name_prefix="close-read") as pool,
-        ):
-            futures = [
-                pool.submit(run, at, cur, names)
-                for at, (cur, names) in enumerate(zip((self.cur, *others), plan, strict=True))
-            ]
-            try:
-                credit()
-            finally:
-                wait(futures)
-            for future in futures:
-                future.result()
-
-    def _credited(self) -> CloseCredit:
-        if self.credit is None:
-            raise RuntimeError("SetClose.build() first")
-        return self.credit
-
-    def totals(
-        self, max_bytes_per_viewer: int, max_watch_seconds: int, creators: Mapping[bytes, bytes]
-    ) -> CreditWeights:
-        """Weights of viewers under both caps, summed; the others in full for Python."""
-        return self._credited().weights(max_bytes_per_viewer, max_watch_seconds, creators)
-
-    def drop(self) -> None:
-        """SQLite keeps temporary tables for the connection's life (PostgreSQL drops at commit)."""
-        if not self.pg:
-            self._x("DROP TABLE IF EXISTS close_t")
-
-    def write_watermarks(self) -> None:
-        """The keys this close moved, as rows of this epoch (insert-only); and the touches it
-        consumed."""
-        c = self._credited()
-        e = self.epoch
-        for table, rows, layout in (
-            (
-                "delivery_watermark (viewer, session_id, node, bytes_served, segments_served, "
-                "epoch)",
-                c.delivery_watermarks(),
-                (*_DELIVERY_MARKS, ("epoch", "i")),
-            ),
-            (
-                "view_watermark (viewer, session_id, watch_seconds, credited, epoch)",
-                c.view_watermarks(),
-                (*_VIEW_MARKS, ("epoch", "i")),
-            ),
-        ):
-            if not rows.n:
-                continue
-            # A chunk of rows at a time: gathered, then sent (PostgreSQL parses one chunk of
-            # binary COPY records while the next is built).
-            chunks = (
-                part.with_(epoch=np.full(len(part), e, np.uint64))
-                for part in rows.chunks(_MARK_CHUNK)
-            )
-            if self.pg:
-                with self.cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.write(_PGCOPY + b"\x00" * 8)
-                    for part in chunks:
-                        copy.write(_to_records(part, layout))
-                    copy.write(b"\xff\xff")
-            else:
-                marks = ", ".join("?" * len(layout))
-                for part in chunks:
-                    self.cur.executemany(
-                        f"INSERT INTO {table} VALUES ({marks})", _to_rows(part, layout)
-                    )
-        # Only the rows this close's snapshot saw go (PostgreSQL's REPEATABLE READ; SQLite's
-        # close holds the write lock): a batch that commits meanwhile keeps its rows for the
-        # next close, which reads its sessions then.
-        self._x("DELETE FROM session_touch WHERE bucket <= %s", (e,))
+def copy_in(cur: Any, target: str, chunks: list[bytes]) -> None:
+    """COPY FROM STDIN in text format, chunks from `copy_text`."""
+    with cur.copy(f"COPY {target} FROM STDIN") as copy:
+        for chunk in chunks:
+            copy.write(chunk)

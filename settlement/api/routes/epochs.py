@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from settlement.api.deps import SettingsDep, StoreDep
 from settlement.api.schemas import ErrorOut
 from settlement.errors import InputError, NotFound
-from settlement.services import close as epochs_service
+from settlement.services import epochs as epochs_service
 
 router = APIRouter(
     prefix="/v1",

@@ -1,5 +1,5 @@
 """The big dataset files (receipts and watermarks) formatted column-wise with numpy: byte for
-byte the lines of `publish.delivery_line`, `view_line`, `delivery_mark_line` and
+byte the lines of `dataset.delivery_line`, `view_line`, `delivery_mark_line` and
 `view_mark_line`, for 1,500,000 rows in well under a second where those take seconds.
 
 Columns come as numpy arrays: byte strings as 2-D uint8 (a row a value, any width), integers

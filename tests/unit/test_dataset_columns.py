@@ -8,15 +8,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from settlement import ndjson
-from settlement.adapters import files as publish
+from settlement.domain import dataset, dataset_columns
 
 D = None  # a decimal column; an int is a byte column of that width
 FORMATS = {
-    "delivery": (ndjson.delivery_lines, publish.delivery_line, (20, 32, 20, 32, D, D, D, D, 65, D)),
-    "view": (ndjson.view_lines, publish.view_line, (20, 32, 32, D, D, D, 65, D)),
-    "delivery_mark": (ndjson.delivery_mark_lines, publish.delivery_mark_line, (20, 32, 20, D, D)),
-    "view_mark": (ndjson.view_mark_lines, publish.view_mark_line, (20, 32, D, D)),
+    "delivery": (
+        dataset_columns.delivery_lines,
+        dataset.delivery_line,
+        (20, 32, 20, 32, D, D, D, D, 65, D),
+    ),
+    "view": (dataset_columns.view_lines, dataset.view_line, (20, 32, 32, D, D, D, 65, D)),
+    "delivery_mark": (
+        dataset_columns.delivery_mark_lines,
+        dataset.delivery_mark_line,
+        (20, 32, 20, D, D),
+    ),
+    "view_mark": (dataset_columns.view_mark_lines, dataset.view_mark_line, (20, 32, D, D)),
 }
 EDGES = (0, 9, 10, 99, 100, 10**19 - 1, 10**19, 2**63 - 1, 2**63, 2**64 - 1)
 u64 = st.one_of(st.sampled_from(EDGES), st.integers(0, 2**64 - 1), st.integers(0, 10**6))
@@ -56,7 +63,7 @@ def check(name, cols, chunk):
         assert type(c) is bytes and c.endswith(b"\n") and c.count(b"\n") <= chunk
 
 
-chunks = st.one_of(st.sampled_from([1, 7, 64, ndjson.CHUNK]), st.integers(1, 400))
+chunks = st.one_of(st.sampled_from([1, 7, 64, dataset_columns.CHUNK]), st.integers(1, 400))
 
 
 @settings(deadline=None)
@@ -92,7 +99,7 @@ def test_every_byte_pair_and_every_digit_count():
     values = np.array([10**k for k in range(20)] + [2**64 - 1], np.uint64)
     watch = values[np.arange(n) % len(values)]
     credited = values[(np.arange(n) * 7 + 3) % len(values)]
-    check("view_mark", [odd, pairs, watch, credited], ndjson.CHUNK)
+    check("view_mark", [odd, pairs, watch, credited], dataset_columns.CHUNK)
 
 
 def make(kinds, n, values):
