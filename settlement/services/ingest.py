@@ -31,7 +31,6 @@ from settlement.domain.receipts import (
 )
 from settlement.domain.wire import parse_wire
 from settlement.errors import MalformedReceipt
-from settlement.services.registry import load_registries
 
 ACCEPTED: Final = "accepted"
 DUPLICATE: Final = "duplicate"
@@ -156,18 +155,6 @@ def summarize(items: Iterable[ItemVerdict]) -> dict[str, int]:
     summary = {v: counts.pop(v, 0) for v in VERDICTS}
     summary.update(sorted(counts.items()))
     return summary
-
-
-# tests/e2e/test_golden.py, committed from the pre-move code and never edited, imports
-# load_registries from here; it lives in services/registry.py.
-__all__ = [
-    "IngestResult",
-    "Ingestor",
-    "ItemVerdict",
-    "load_registries",
-    "prune_sessions",
-    "summarize",
-]
 
 
 # --- retention --------------------------------------------------------------------------

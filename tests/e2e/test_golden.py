@@ -17,7 +17,8 @@ from settlement.adapters.db.store import open_store
 from settlement.config import Settings
 from settlement.domain.receipts import Params
 from settlement.jobs import close_due
-from settlement.services.ingest import Ingestor, load_registries
+from settlement.services.ingest import Ingestor
+from settlement.services.registry import load_registries
 from settlement.sim.generate import SimConfig, generate, read_lines
 
 GOLDEN = Path(__file__).resolve().parents[1] / "vectors" / "golden"

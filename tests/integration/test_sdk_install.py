@@ -102,7 +102,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from settlement.api.app import create_app
     from settlement.config import Settings
     from settlement.domain.receipts import address_of
-    from settlement.services.ingest import load_registries
+    from settlement.services.registry import load_registries
 
     database_url = f"sqlite:///{tmp_path_factory.mktemp('server')}/sdk.db"
     settings = Settings(
