@@ -35,7 +35,8 @@ SERVER_ONLY = ["fastapi", "uvicorn", "psycopg", "sqlmodel", "sqlalchemy", "alemb
 PLAYER = r"""
 import importlib.util, json, sys, time
 from settlement.client import ReceiptSigner, SettlementClient
-from settlement.domain.receipts import Accepted, Domain, Params, dumps_wire, verify, verify_wire
+from settlement.domain.receipts import Accepted, Domain, Params, verify
+from settlement.domain.wire import dumps_wire, verify_wire
 from settlement.domain import merkle  # the auditor's half: importable from the base install
 
 args = json.loads(sys.argv[1])
