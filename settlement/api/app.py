@@ -1,4 +1,5 @@
-"""The FastAPI application: factory, lifespan (store and ingestor) and the one error mapping."""
+"""The FastAPI application: factory, lifespan (store, ingestor, tree cache, claims) and the one
+error mapping."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def create_app(
     """
     from settlement.adapters.db.store import open_store
     from settlement.services.claims import Claims
+    from settlement.services.epochs import TreeCache
     from settlement.services.ingest import Ingestor
 
     @asynccontextmanager
@@ -54,6 +56,9 @@ def create_app(
             if owned
             else store
         )
+        # One tree cache per app: the epochs routes and the claims service load a root's
+        # tree (seconds at a million leaves) once between them.
+        trees = TreeCache()
         try:
             app.state.api = ApiState(
                 settings=settings,
@@ -62,9 +67,10 @@ def create_app(
                 limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
                 inflight=InflightLimit(settings.max_inflight_batches),
                 thread_limiter=anyio.CapacityLimiter(settings.max_inflight_batches),
+                trees=trees,
             )
             # The claims routes take it as a dependency (api.routes.claims).
-            app.state.claims = Claims(settings, chain_context)
+            app.state.claims = Claims(settings, chain_context, trees)
             yield
         finally:
             if owned:

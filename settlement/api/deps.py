@@ -12,6 +12,7 @@ from fastapi import Depends, Header, Request
 from settlement.api.limits import InflightLimit, RateLimiter
 from settlement.config import Settings
 from settlement.errors import Unauthorized
+from settlement.services.epochs import TreeCache
 
 
 @dataclass
@@ -24,6 +25,7 @@ class ApiState:
     limiter: RateLimiter
     inflight: InflightLimit
     thread_limiter: anyio.CapacityLimiter  # threads for ingest: as many as batches admitted
+    trees: TreeCache  # published trees by root: the epochs routes' and the claims service's
 
 
 def _state(request: Request) -> ApiState:
@@ -36,6 +38,10 @@ def _settings(request: Request) -> Settings:
 
 def _store(request: Request) -> Any:
     return request.app.state.api.store
+
+
+def _trees(request: Request) -> TreeCache:
+    return request.app.state.api.trees
 
 
 def client_key(
@@ -71,5 +77,6 @@ def require_admin(
 StateDep = Annotated[ApiState, Depends(_state)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[Any, Depends(_store)]
+TreesDep = Annotated[TreeCache, Depends(_trees)]
 ClientKeyDep = Annotated[str, Depends(client_key)]
 AdminDep = Annotated[None, Depends(require_admin)]

@@ -43,8 +43,8 @@ def registry_nodes_add(
 def registry_nodes_list() -> None:
     """One JSON line per node: address, label, active."""
     with store_and_settings() as (store, _):
-        for address, label, active in store.nodes():
-            echo_json({"address": "0x" + address.hex(), "label": label, "active": active})
+        for n in store.nodes():
+            echo_json({"address": "0x" + n.address.hex(), "label": n.label, "active": n.active})
 
 
 @_nodes_app.command("activate")

@@ -15,6 +15,8 @@ from settlement.client.claims import ClaimInfo
 from settlement.config import Settings
 from settlement.domain.merkle import MerkleTree
 from settlement.errors import InputError, NotFound, RpcUnavailable
+from settlement.services import epochs as epochs_service
+from settlement.services.epochs import TreeCache
 
 CLAIMS_CURSOR = "claimed"
 ZERO_ROOT = "0x" + "00" * 32
@@ -53,14 +55,19 @@ class AccountOnChain:
 class Claims:
     """The API's claims: one per app, built in its lifespan. The chain is connected on first
     use (from W2E_RPC_URL and the deployment record) unless one is given (the embedded chain
-    of the demo and tests); published trees are kept for the last few roots."""
+    of the demo and tests); published trees come through `trees`, the app's tree cache
+    (shared with the epochs routes, so a root's tree loads once), else a cache of its own."""
 
-    def __init__(self, settings: Settings, chain_context: ChainContext | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        chain_context: ChainContext | None = None,
+        trees: TreeCache | None = None,
+    ) -> None:
         self.settings = settings
         self._context = chain_context
         self._connect_lock = threading.Lock()
-        self._trees: dict[str, MerkleTree] = {}
-        self._trees_lock = threading.Lock()
+        self.trees = TreeCache() if trees is None else trees
 
     def context(self) -> ChainContext:
         """The chain; RpcUnavailable when this service has none."""
@@ -83,32 +90,26 @@ class Claims:
             return self._context
 
     def tree(self, store: Store, root: str) -> MerkleTree:
-        """The published tree of `root`: a closed epoch with that root (newest first), through
-        the close's own tree cache so GET /v1/accounts/{address} loads a tree once; else the
-        dump its proposal names (a correction's tree belongs to no epoch)."""
-        with self._trees_lock:
-            if root in self._trees:
-                return self._trees[root]
-        from settlement.services import epochs as epochs_service
+        """The published tree of `root`, through the tree cache: a closed epoch's with that
+        root (newest first), else the dump its proposal names (a correction's tree belongs to
+        no epoch)."""
+        tree = self.trees.get(root, lambda: self._load_tree(store, root))
+        if tree is None:  # cached by the epochs routes: an epoch without balances (root 0)
+            raise NotFound(f"no published tree for the accepted root {root} in this service")
+        return tree
 
+    def _load_tree(self, store: Store, root: str) -> MerkleTree:
         settings = self.settings
-        tree = None
         for closed in epochs_service.list_epochs(store, settings, limit=1000):
             if closed.root == root:
-                tree = epochs_service.epoch_tree(store, settings, closed)
+                dump = epochs_service.tree_dump(store, settings, closed.epoch)
+                if dump is not None:
+                    return MerkleTree.load(dump)
                 break
-        if tree is None:
-            for row in reversed(sdb.SubmitterStore(store).by_root(root)):
-                if row.dump_path and Path(row.dump_path).exists():
-                    tree = MerkleTree.load(Path(row.dump_path).read_bytes())
-                    break
-        if tree is None:
-            raise NotFound(f"no published tree for the accepted root {root} in this service")
-        with self._trees_lock:
-            if len(self._trees) > 4:
-                self._trees.clear()
-            self._trees[root] = tree
-        return tree
+        for row in reversed(sdb.SubmitterStore(store).by_root(root)):
+            if row.dump_path and Path(row.dump_path).exists():
+                return MerkleTree.load(Path(row.dump_path).read_bytes())
+        raise NotFound(f"no published tree for the accepted root {root} in this service")
 
     def claim(self, store: Store, address: str) -> ClaimInfo:
         """Ready calldata for `address` against the accepted root (GET .../claim)."""

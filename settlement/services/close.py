@@ -28,7 +28,8 @@ from settlement.adapters.db.epochs import EpochStore, StoredEpoch
 from settlement.adapters.db.store import Store
 from settlement.config import Settings
 from settlement.domain import credit, dataset, dataset_columns, merkle
-from settlement.domain.credit import CloseCredit, Cols, CreditWeights, Rows
+from settlement.domain.columns import Cols
+from settlement.domain.credit import CloseCredit, CreditWeights, Rows
 from settlement.domain.epochs import EpochClock
 from settlement.domain.floor import leaves_under_floor
 from settlement.domain.rewards import (

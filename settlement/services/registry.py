@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from settlement.adapters.db.registry import RegisteredNode
 from settlement.adapters.db.store import Store
 from settlement.config import Settings
 from settlement.domain.receipts import Domain
@@ -203,8 +204,8 @@ def _decide_registration(store: Store, request_id: int, approve: bool, now: int)
 # --- reads ------------------------------------------------------------------------------
 
 
-def nodes(store: Store) -> list[tuple[bytes, str, bool]]:
-    """(address, label, active) of every registered node, by address."""
+def nodes(store: Store) -> list[RegisteredNode]:
+    """Every registered node, by address."""
     return store.nodes()
 
 

@@ -34,7 +34,8 @@ BENCHES = {
     ),
     "settle": (
         ["--store", "sqlite", "--sessions", "2000"],
-        {"bench", "store", "sessions", "close_s", "stage_s", "peak_rss_mb", "next_close_s"},
+        {"bench", "store", "sessions", "close_s", "stage_s", "peak_rss_mb", "next_close_s",
+         "floor_s", "ratio_vs_floor"},
     ),
     "chain": (
         ["--quick", "--accounts", "120", "--singles", "5"],

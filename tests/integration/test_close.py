@@ -17,7 +17,7 @@ from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, close_reads, key, r
 
 from settlement.adapters import files as publish
 from settlement.adapters.db.close_io import SetClose
-from settlement.adapters.db.epochs import EPOCH_TABLES
+from settlement.adapters.db.tables import EPOCH_TABLES
 from settlement.domain import dataset, merkle
 from settlement.domain.receipts import DeliveryReceipt, address_of, keccak
 from settlement.errors import NotFound

@@ -8,7 +8,8 @@ import pytest
 from storekit import BACKENDS, reset
 
 from settlement.adapters.db import close_io
-from settlement.adapters.db.epochs import EPOCH_TABLES, CloseReader, EpochStore
+from settlement.adapters.db.epochs import CloseReader, EpochStore
+from settlement.adapters.db.tables import EPOCH_TABLES
 
 
 @pytest.fixture(params=BACKENDS)

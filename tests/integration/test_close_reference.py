@@ -24,8 +24,7 @@ from storekit import (
     wire,
 )
 
-from settlement.adapters.db.epochs import EPOCH_TABLES
-from settlement.adapters.db.tables import U64_OFFSET
+from settlement.adapters.db.tables import EPOCH_TABLES, U64_OFFSET
 from settlement.domain import merkle
 from settlement.domain.receipts import DeliveryReceipt
 from settlement.domain.rewards import ClassAmounts, SessionInput, settle_epoch

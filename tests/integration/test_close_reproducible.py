@@ -34,7 +34,7 @@ from storekit import (
 )
 
 from settlement.adapters import files as publish
-from settlement.adapters.db.epochs import EPOCH_TABLES
+from settlement.adapters.db.tables import EPOCH_TABLES
 from settlement.domain import dataset
 from settlement.services import ingest as service
 from settlement.services.close import close_epoch

@@ -68,6 +68,9 @@ def test_epoch_routes(client_and_world):
     assert acct["epoch"] == 1 and acct["root"] == closed.root
     assert acct["earned"] == {"node": "450", "viewer": "0", "creator": "0", "total": "450"}
     assert acct["leaf"] == "450" and merkle.verify(closed.root, w.node, 450, acct["proof"])
+    # The tree came through the app's one tree cache, the one its claims service reads too.
+    trees = client.app.state.api.trees
+    assert closed.root in trees and client.app.state.claims.trees is trees
     # Chain-facing fields stay null until a chain is configured.
     assert acct["claimableNow"] is None and acct["pending"] is None
 

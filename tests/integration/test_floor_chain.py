@@ -29,7 +29,8 @@ from settlement.services.submit import Candidate
 ZERO = "0x" + "00" * 32
 
 
-@pytest.fixture(params=["embedded", "anvil"])
+# The anvil case starts a node: slow, as every anvil test (the embedded chain is not).
+@pytest.fixture(params=["embedded", pytest.param("anvil", marks=pytest.mark.slow)])
 def net(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Net]:
     if request.param == "embedded":
         n = make_net(tmp_path, "", funded_epochs=8, window=6 * EPOCH)

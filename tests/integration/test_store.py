@@ -27,7 +27,9 @@ from storekit import (
     wire,
 )
 
-from settlement.adapters.db.tables import U64_OFFSET
+from settlement.adapters.db.registry import RegisteredNode
+from settlement.adapters.db.rejections import RejectionKey
+from settlement.adapters.db.tables import TABLE_NAMES, U64_OFFSET
 from settlement.domain.epochs import EpochClock
 from settlement.domain.receipts import (
     DeliveryReceipt,
@@ -257,7 +259,9 @@ def test_registries_refuse_unpayable_addresses_and_unknown_entries(store):
     with pytest.raises(NotFound):
         registry_service.remove_content(store, key("c"))
     node = registry_service.register_node(store, "0x" + key("n")[:20].hex(), "n")
-    assert store.nodes() == [(node, "n", True)]
+    assert store.nodes() == [RegisteredNode(address=node, label="n", active=True)]
+    rows = {t.table: t.rows for t in store.row_counts()}
+    assert rows["registry_node"] == 1 and list(rows) == list(TABLE_NAMES)
 
 
 def test_max_uint64_round_trips(store, world):
@@ -298,7 +302,7 @@ def test_rejection_log_counts_everything_and_samples_within_caps(store, world):
     unknown = world.delivery(key("u"), 10, 1, B1, node=key("nobody")[:20])
     ingest(store, wire(unknown, unknown), **opts)
     counts = store.rejection_counts()
-    assert counts[("MALFORMED", b"", 0)] == 80
+    assert counts[RejectionKey(reason="MALFORMED", node=b"", epoch=0)] == 80
     assert counts[("UNKNOWN_NODE", unknown.node, 1)] == 2
     samples = store.rejection_samples()
     by_reason = Counter(s.reason for s in samples)

@@ -11,13 +11,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from settlement.domain.credit import (
-    Cols,
-    as_bytes,
-    credit_epoch,
-    group_sum,
-    key,
-)
+from settlement.domain.columns import Cols, as_bytes, group_sum, key
+from settlement.domain.credit import credit_epoch
 from settlement.domain.rewards import (
     ClassAmounts,
     EpochWeights,

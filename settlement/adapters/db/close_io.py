@@ -20,7 +20,8 @@ import sqlalchemy as sa
 
 from settlement.adapters.db.epochs import EpochStore, copy_in, copy_text
 from settlement.adapters.db.store import U64_OFFSET, enc
-from settlement.domain.credit import CloseCredit, Cols, as_bytes
+from settlement.domain.columns import Cols, as_bytes
+from settlement.domain.credit import CloseCredit
 from settlement.errors import StoreError
 
 # A close's planner settings (PostgreSQL, its transaction's): its reads join on (viewer,

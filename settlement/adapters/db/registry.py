@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from settlement.adapters.db.tables import dec, enc
 from settlement.domain.ingest import RegistrySnapshot
 from settlement.domain.registration import Registration
+
+
+class RegisteredNode(NamedTuple):
+    address: bytes
+    label: str
+    active: bool
 
 
 class RegistryQueries:
@@ -50,6 +56,11 @@ class RegistryQueries:
             return RegistrySnapshot(0 if row is None else row[0], nodes, content, viewers)
 
         return self._run(fn, write=False)
+
+    def nodes(self) -> list[RegisteredNode]:
+        """Every registered node, by address."""
+        snap = self.registry_snapshot()
+        return sorted(RegisteredNode(a, label, active) for a, (label, active) in snap.nodes.items())
 
     def put_node(self, address: bytes, label: str, active: bool) -> None:
         def fn(cur: Any) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -22,6 +22,14 @@ class LoggedRejection:
     epoch: int
     detail: str
     raw: Any  # the wire item as received; None for duplicate / stale (never sampled)
+
+
+class RejectionKey(NamedTuple):
+    """What rejections are counted by: node b"" for view receipts and unparsable items."""
+
+    reason: str
+    node: bytes
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +172,12 @@ class RejectionLog:
             rows,
         )
 
-    def rejection_counts(self) -> dict[tuple[str, bytes, int], int]:
-        """(reason, node, epoch) -> count; node b"" for view receipts and unparsable items."""
+    def rejection_counts(self) -> dict[RejectionKey, int]:
+        """(reason, node, epoch) -> count."""
 
-        def fn(cur: Any) -> dict[tuple[str, bytes, int], int]:
+        def fn(cur: Any) -> dict[RejectionKey, int]:
             cur.execute("SELECT reason, node, epoch, count FROM rejection_count")
-            return {(r, bytes(n), e): c for r, n, e, c in cur.fetchall()}
+            return {RejectionKey(r, bytes(n), e): c for r, n, e, c in cur.fetchall()}
 
         return self._run(fn, write=False)
 

@@ -81,6 +81,12 @@ class QuarantineRecord:
     evidence_received: dict[str, Any]  # wire object of the receipt that conflicted
 
 
+@dataclass(frozen=True, slots=True)
+class TableRows:
+    table: str
+    rows: int
+
+
 # --- the store ------------------------------------------------------------------------
 
 _RETRIES: Final = 8  # deadlocks between workers are rare and retried with fresh state
@@ -421,19 +427,17 @@ class Store(RegistryQueries, RejectionLog):
 
         return self._run(fn, write=False)
 
-    def row_counts(self) -> dict[str, int]:
-        def fn(cur: Any) -> dict[str, int]:
-            out = {}
+    def row_counts(self) -> list[TableRows]:
+        """The rows of each ingest and registry table, in TABLE_NAMES order."""
+
+        def fn(cur: Any) -> list[TableRows]:
+            out = []
             for name in TABLE_NAMES:
                 cur.execute(f"SELECT COUNT(*) FROM {name}")
-                out[name] = cur.fetchone()[0]
+                out.append(TableRows(name, cur.fetchone()[0]))
             return out
 
         return self._run(fn, write=False)
-
-    def nodes(self) -> list[tuple[bytes, str, bool]]:
-        snap = self.registry_snapshot()
-        return sorted((a, label, active) for a, (label, active) in snap.nodes.items())
 
     # -- retention -----------------------------------------------------------------------
 

@@ -191,7 +191,7 @@ class RejectionCursor(SQLModel, table=True):
     written: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
-# A close reads only the sessions touched since the closes before it (see epoch_db.SetClose):
+# A close reads only the sessions touched since the closes before it (see close_io.SetClose):
 # every batch appends a row per (session, bucket) whose best receipts it changed, in its own
 # transaction, and the close that consumes them deletes the rows its snapshot saw. Rows a
 # close could not see stay for the next one, so a receipt committed while a close runs is
@@ -202,6 +202,120 @@ SESSION_TOUCH: Final = sa.Table(
     bytes_column("viewer"),
     bytes_column("session_id"),
     Column("bucket", BigInteger, nullable=False),
+)
+
+
+# --- the epoch tables: what a close writes (their SQL: epochs.py, close_io.py) -----------
+
+
+class EpochRow(SQLModel, table=True):
+    """A closed epoch: its manifest bytes (the published one), root and carried pools."""
+
+    __tablename__ = "epoch"
+    epoch: int = pk_int()
+    # The close's `now`: conflicts stored before it are in this close's quarantine set.
+    close_started: int = Field(sa_column=Column(U64, nullable=False))
+    root: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    data_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    cumulative_total: str = Field(sa_column=Column(Text, nullable=False))
+    # False: no balance changed, nothing to propose (PROTOCOL 5).
+    proposes: bool = Field(sa_column=Column(Boolean, nullable=False))
+    carried_node: str = Field(sa_column=Column(Text, nullable=False))
+    carried_viewer: str = Field(sa_column=Column(Text, nullable=False))
+    carried_creator: str = Field(sa_column=Column(Text, nullable=False))
+    manifest: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # dataHash of the correction whose leaves were the floor this close built under (PROTOCOL
+    # 6); NULL: no floor. A close built under an older floor than the one in force is never
+    # proposed.
+    floor: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class CorrectionRow(SQLModel, table=True):
+    """A published correction (PROTOCOL 6), in publication order. Once the distributor has
+    accepted it (`accepted_block`), its leaves are the floor of every later close."""
+
+    __tablename__ = "correction"
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    data_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False, unique=True))
+    # The last closed epoch when it was published: the manifest before it is that epoch's or
+    # a correction published after it, and the next close chains to it.
+    epoch: int = Field(sa_column=Column(BigInteger, nullable=False))
+    corrects: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    claimed_at_block: int = Field(sa_column=Column(BigInteger, nullable=False))
+    root: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    cumulative_total: str = Field(sa_column=Column(Text, nullable=False))
+    manifest: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    accepted_block: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class CorrectionLeafRow(SQLModel, table=True):
+    """One leaf of a correction: max(balance, claimed) of one account; the floor once the
+    correction is accepted."""
+
+    __tablename__ = "correction_leaf"
+    data_hash: bytes = pk_bytes()
+    account: bytes = pk_bytes()
+    amount: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class AllocationRow(SQLModel, table=True):
+    """What one account got from one class's pool in one epoch."""
+
+    __tablename__ = "allocation"
+    epoch: int = pk_int()
+    account: bytes = pk_bytes()
+    cls: str = Field(sa_column=Column("class", Text, primary_key=True))
+    amount: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class BalanceRow(SQLModel, table=True):
+    """Cumulative earnings of an account by class after `epoch` (a row per epoch it earned)."""
+
+    __tablename__ = "balance"
+    account: bytes = pk_bytes()
+    epoch: int = pk_int()
+    node: str = Field(sa_column=Column(Text, nullable=False))
+    viewer: str = Field(sa_column=Column(Text, nullable=False))
+    creator: str = Field(sa_column=Column(Text, nullable=False))
+
+
+# The watermark tables have no primary key and no index: a close appends every key it moved
+# (1.4M rows at a million sessions) and a primary key's index made that insert take twice as
+# long. Nothing looks a row up by key: the close reads them all in one sorted pass (the
+# current watermark of a key is its maximum, as watermarks never move down), and retention
+# deletes a pruned session's rows by a scan. A close writes each key once per epoch.
+DELIVERY_WATERMARK: Final = sa.Table(
+    "delivery_watermark",
+    SQLModel.metadata,
+    bytes_column("viewer"),
+    bytes_column("session_id"),
+    bytes_column("node"),
+    Column("epoch", BigInteger, nullable=False),
+    Column("bytes_served", U64, nullable=False),
+    Column("segments_served", BigInteger, nullable=False),
+)
+# A session's view watermark and credited watch seconds as moved by the close of `epoch`
+# (PROTOCOL 4-5): `watch_seconds` the raw watchSeconds of its last included view candidate,
+# `credited` the clipped seconds credited so far. Both only grow: each is its own maximum.
+VIEW_WATERMARK: Final = sa.Table(
+    "view_watermark",
+    SQLModel.metadata,
+    bytes_column("viewer"),
+    bytes_column("session_id"),
+    Column("epoch", BigInteger, nullable=False),
+    Column("watch_seconds", BigInteger, nullable=False),
+    Column("credited", BigInteger, nullable=False),
+)
+
+# Every table a close writes, by name.
+EPOCH_TABLES: Final = (
+    EpochRow.__tablename__,
+    AllocationRow.__tablename__,
+    BalanceRow.__tablename__,
+    DELIVERY_WATERMARK.name,
+    VIEW_WATERMARK.name,
+    CorrectionRow.__tablename__,
+    CorrectionLeafRow.__tablename__,
 )
 
 METADATA: Final = SQLModel.metadata

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from settlement.api.deps import SettingsDep, StoreDep
+from settlement.api.deps import SettingsDep, StoreDep, TreesDep
 from settlement.api.schemas import ErrorOut
 from settlement.errors import InputError, NotFound
 from settlement.services import epochs as epochs_service
@@ -152,12 +152,12 @@ def get_allocations(
     responses={422: {"model": ErrorOut, "description": "not a 20-byte 0x address"}},
 )
 def get_account(
-    address: str, request: Request, store: StoreDep, settings: SettingsDep
+    address: str, request: Request, store: StoreDep, settings: SettingsDep, trees: TreesDep
 ) -> AccountOut:
     if not _ADDRESS.match(address):
         raise InputError(f"{address!r} is not an address: give 0x and 40 hex digits")
     account = bytes.fromhex(address[2:])
-    view = epochs_service.account(store, settings, account)
+    view = epochs_service.account(store, settings, account, trees)
     # Imported here: the chain side (web3) is only loaded by services that have a chain.
     from settlement.api.routes.claims import account_chain_fields
 

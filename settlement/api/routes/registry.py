@@ -55,7 +55,8 @@ def _registration(reg: Registration) -> RegistrationOut:
 @admin.get("/nodes", summary="List registered nodes")
 def list_nodes(_: AdminDep, store: StoreDep) -> list[NodeOut]:
     return [
-        NodeOut(address=_hex(a), label=label, active=on) for a, label, on in service.nodes(store)
+        NodeOut(address=_hex(n.address), label=n.label, active=n.active)
+        for n in service.nodes(store)
     ]
 
 
