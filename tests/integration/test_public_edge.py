@@ -205,3 +205,76 @@ def test_allocations_come_a_page_at_a_time(backend: str, tmp_path: Path) -> None
             assert [row for p in pages for row in p] == everything.json()
             for bad in ({"limit": 0}, {"limit": 10_001}, {"after": "0x12:node"}):
                 assert client.get("/v1/epochs/1/allocations", params=bad).status_code == 422
+
+
+class _CountingChain:
+    """The embedded py-evm chain with every JSON-RPC request it answers counted."""
+
+    def __init__(self) -> None:
+        self.chain = chainlib.connect(Settings(_env_file=None, rpc_url=None))
+        self.calls: list[str] = []
+        answer = self.chain.w3.manager.request_blocking
+
+        def counted(method: Any, params: Any, *args: Any, **kwargs: Any) -> Any:
+            self.calls.append(str(method))
+            return answer(method, params, *args, **kwargs)
+
+        self.chain.w3.manager.request_blocking = counted  # type: ignore[method-assign]
+
+
+def test_account_pages_read_the_chain_once_per_head_block(tmp_path: Path) -> None:
+    from settlement.adapters.keys import Key
+    from settlement.domain.merkle import MerkleTree
+    from settlement.services.claims import ChainContext
+
+    counting = _CountingChain()
+    chain = counting.chain
+    admin = chain.dev_key(0)
+    accounts = [Key.generate(f"a{i}").address.lower() for i in range(3)]
+    tree = MerkleTree.of([(a, 10 * (i + 1)) for i, a in enumerate(accounts)])
+    record = chainlib.deploy(
+        chain, admin, challenge_period=0, dev=True, mint=10**6, fund=tree.cumulative_total
+    )
+    d = chainlib.Distributor(chain, record.distributor)
+    chainlib.submit_proposal(admin, d, 1, tree.root, tree.cumulative_total, "0x" + "ab" * 32, "x")
+    s = settings(data_dir=str(tmp_path / "data"))
+    with (
+        opened("sqlite", tmp_path) as store,
+        TestClient(create_app(s, store, chain_context=ChainContext(chain, d))) as client,
+    ):
+        client.app.state.api.trees.get(tree.root, lambda: tree)  # as if published here
+        first = client.get(f"/v1/accounts/{accounts[0]}/claim")
+        assert first.status_code == 200 and first.json()["claimable"] == "10"
+        assert client.get(f"/v1/accounts/{accounts[0]}").status_code == 200
+        counting.calls.clear()
+        for _ in range(5):
+            assert client.get(f"/v1/accounts/{accounts[0]}/claim").json() == first.json()
+            assert client.get(f"/v1/accounts/{accounts[0]}").status_code == 200
+            assert client.get("/v1/accounts/0x" + "12" * 20 + "/claim").status_code == 404
+        # At one head block only the head is asked: one call per request, none of them eth_call.
+        assert set(counting.calls) == {"eth_blockNumber"}
+        assert len(counting.calls) == 15
+        # A new block is a new head: the reads are made afresh there.
+        relayer = chain.dev_key(1)
+        chain.transact(
+            relayer, chainlib.Call(d.address, bytes.fromhex(first.json()["calldata"][2:]), "claim")
+        )
+        counting.calls.clear()
+        again = client.get(f"/v1/accounts/{accounts[0]}/claim").json()
+        assert again["claimable"] == "0" and again["claimed"] == "10"
+        assert "eth_call" in counting.calls
+
+    # With a head TTL, requests within it do not call the RPC at all.
+    s = settings(data_dir=str(tmp_path / "data"), chain_head_ttl=60)
+    with (
+        opened("sqlite", tmp_path / "ttl") as store,
+        TestClient(create_app(s, store, chain_context=ChainContext(chain, d))) as client,
+    ):
+        client.app.state.api.trees.get(tree.root, lambda: tree)
+        assert client.get(f"/v1/accounts/{accounts[1]}/claim").status_code == 200
+        assert client.get(f"/v1/accounts/{accounts[1]}").status_code == 200
+        counting.calls.clear()
+        for _ in range(5):
+            assert client.get(f"/v1/accounts/{accounts[1]}/claim").status_code == 200
+            assert client.get(f"/v1/accounts/{accounts[1]}").status_code == 200
+        assert counting.calls == []
