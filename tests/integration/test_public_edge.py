@@ -3,6 +3,7 @@ integer path and query parameter, secrets in URLs kept out of answers and logs, 
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -17,7 +18,7 @@ from settlement.adapters import chain as chainlib
 from settlement.adapters.db.store import open_store
 from settlement.api.app import create_app
 from settlement.config import Settings
-from settlement.errors import RpcUnavailable, StoreError, redact, redact_url
+from settlement.errors import RedactUrls, RpcUnavailable, StoreError, redact, redact_url
 from settlement.services import ingest as service
 from settlement.services.close import close_epoch
 
@@ -122,6 +123,17 @@ def test_redact_keeps_scheme_host_and_port_only() -> None:
     assert redact_url("not a url") == "<redacted>"
     text = redact("RPC 'http://alice:s3cretpw@h:1/v3/KEYABC' and sqlite:///x.db failed")
     assert text == "RPC 'http://h:1' and sqlite://<redacted> failed"
+    # The filter the CLI's log handlers and web3's URI-printing loggers carry.
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(RedactUrls())
+    logger = logging.getLogger("test_public_edge.redact")
+    logger.addHandler(handler)
+    try:
+        logger.warning("RPC %s failed", "https://alice:s3cretpw@h:1/v3/KEYABC?apikey=1")
+    finally:
+        logger.removeHandler(handler)
+    assert out.getvalue() == "RPC https://h:1 failed\n"
 
 
 def test_claim_503_and_logs_do_not_echo_the_rpc_url(
