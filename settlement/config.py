@@ -168,6 +168,13 @@ class Settings(BaseSettings):
         le=60,
         description="longest seconds between receipt/block polls; polling starts at 2 ms and backs off to this",
     )
+    chain_head_ttl: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description="seconds the account pages reuse the head block number (0: ask per request); "
+        "their other chain reads are cached per head block",
+    )
     chain_confirmations: int = Field(
         default=1,
         ge=1,

@@ -1,5 +1,8 @@
 """The one exception tree. Each error a user can meet says what was wrong and what to do."""
 
+import logging
+import re
+
 
 class SettlementError(Exception):
     """Base of every error this package raises on purpose."""
@@ -162,3 +165,48 @@ class NothingToClaim(ChainError):
 
 class TransactionFailed(ChainError):
     """A transaction was mined but reverted, or was dropped; the message has its hash."""
+
+
+# redaction: what a message may say about a URL that holds secrets
+
+
+def redact_url(url: str) -> str:
+    """`url` as scheme://host:port: userinfo (passwords), path and query (API keys of hosted
+    RPC providers live there) are dropped. Text that is not a URL with a host becomes
+    `<redacted>`. Every message that may carry W2E_RPC_URL or W2E_DATABASE_URL goes through
+    this or `redact`."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return "<redacted>"
+    if "://" not in url or not parts.scheme:
+        return "<redacted>"
+    if not host:
+        return f"{parts.scheme}://<redacted>"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>(){},]*")
+
+
+def redact(text: str) -> str:
+    """`text` with every URL in it (scheme://...) redacted as `redact_url` does."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+class RedactUrls(logging.Filter):
+    """A log filter that passes every record with the URLs in its message redacted: web3 logs
+    its provider's full URI at DEBUG (`settlement.adapters.chain.provider` installs it there)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        shown = redact(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        return True

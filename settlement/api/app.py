@@ -18,7 +18,7 @@ from settlement.api.limits import InflightLimit, RateLimiter
 from settlement.api.metrics import TimedStore
 from settlement.api.routes import health, receipts, registry
 from settlement.config import Settings, load_settings
-from settlement.errors import Busy, SettlementError
+from settlement.errors import Busy, SettlementError, redact
 
 if TYPE_CHECKING:
     from settlement.services.claims import ChainContext
@@ -104,8 +104,10 @@ async def _settlement_error(request: Request, error: Exception) -> JSONResponse:
         headers = {"Retry-After": str(error.retry_after)}
     elif error.http_status == 503:  # the store is down: worth a retry, not at once
         headers = {"Retry-After": "5"}
+    # Whatever raised it, a URL in the message (W2E_RPC_URL, W2E_DATABASE_URL) goes out as
+    # scheme://host:port only: anonymous clients read these bodies.
     return JSONResponse(
-        {"error": type(error).__name__, "message": str(error)},
+        {"error": type(error).__name__, "message": redact(str(error))},
         status_code=error.http_status,
         headers=headers,
     )

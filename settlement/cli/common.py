@@ -56,6 +56,19 @@ def store_and_settings() -> Iterator[tuple[object, object]]:
         raise typer.Exit(error.exit_code) from None
 
 
+def log_to_stderr(level: int, fmt: str | None = None) -> None:
+    """logging.basicConfig for a long-running command, with every URL in a log line cut to
+    scheme://host:port (W2E_RPC_URL and W2E_DATABASE_URL may hold passwords and API keys)."""
+    import logging
+
+    from settlement.errors import RedactUrls
+
+    logging.basicConfig(level=level, **({"format": fmt} if fmt else {}))
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactUrls) for f in handler.filters):
+            handler.addFilter(RedactUrls())
+
+
 def echo_json(value: object) -> None:
     import orjson
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from settlement.cli.common import log_to_stderr
 from settlement.services.correct import run_correction
 from settlement.services.submit import open_submitter
 
@@ -31,7 +32,7 @@ def cli_correct(
     from settlement.config import load_settings
     from settlement.errors import SettlementError
 
-    logging.basicConfig(level=logging.WARNING)
+    log_to_stderr(logging.WARNING)
     try:
         settings = load_settings()
         with open_submitter(settings, say=typer.echo) as submitter:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from settlement.cli.common import echo_json, open_input, store_and_settings
+from settlement.cli.common import echo_json, log_to_stderr, open_input, store_and_settings
 
 epochs_app = typer.Typer(
     help="Epochs of PROTOCOL 4-6 on the store at W2E_DATABASE_URL: close, show, schedule.",
@@ -86,7 +86,7 @@ def epochs_schedule() -> None:
 
     from settlement.jobs import CloseScheduler, run_until_interrupted
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log_to_stderr(logging.INFO, "%(asctime)s %(levelname)s %(message)s")
     with store_and_settings() as (store, settings):
         scheduler = CloseScheduler(
             store,  # type: ignore[arg-type]

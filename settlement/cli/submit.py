@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from settlement.adapters.db import submitter as sdb
+from settlement.cli.common import log_to_stderr
 from settlement.services.claims import index_claims
 from settlement.services.submit import open_submitter
 
@@ -44,7 +45,7 @@ def cli_submit(
     from settlement.config import load_settings
     from settlement.errors import SettlementError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log_to_stderr(logging.INFO, "%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick is noise
     try:
         settings = load_settings()

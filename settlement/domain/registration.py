@@ -105,7 +105,9 @@ def parse_request(obj: Any) -> NodeRegistrationRequest:
             f"a registration request has exactly the fields {sorted(_FIELDS)}, got {sorted(map(str, obj))}"
         )
     issued = obj["issuedAt"]
-    if type(issued) is str and issued.isascii() and issued.isdigit():
+    # 20 digits hold any uint64; more would only cost int()'s quadratic time (and its
+    # 4,300-digit limit raises ValueError).
+    if type(issued) is str and issued.isascii() and issued.isdigit() and len(issued) <= 20:
         issued = int(issued) if issued == "0" or issued[0] != "0" else None
     if type(issued) is not int or not 0 <= issued <= UINT64_MAX:
         raise InvalidRegistration("issuedAt must be a uint64 (unix seconds)")

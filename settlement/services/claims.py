@@ -6,7 +6,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from settlement.adapters import chain as chainlib
 from settlement.adapters.db import submitter as sdb
@@ -20,6 +24,7 @@ from settlement.services.epochs import TreeCache
 
 CLAIMS_CURSOR = "claimed"
 ZERO_ROOT = "0x" + "00" * 32
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,51 @@ class AccountOnChain:
     pending: PendingClaim | None
 
 
+class BlockReads:
+    """Chain reads of the public account pages, kept for one head block: anonymous requests at
+    the same head are answered from here instead of each calling the RPC. The head block number
+    itself is asked once per request, or once per `head_ttl` seconds when that is above 0.
+
+    A value read just as a new block arrives may be one block old; it is replaced at the next
+    head. Bounded: at most `max_entries` values (per-account ones are only for accounts with a
+    leaf), the least recently used go first."""
+
+    def __init__(self, head_ttl: float = 0.0, max_entries: int = 10_000) -> None:
+        self.head_ttl = head_ttl
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._block = -1
+        self._head_read = float("-inf")  # time.monotonic() of the last head read
+        self._values: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+
+    def head(self, chain: chainlib.Chain) -> int:
+        """The head block: asked of the chain, unless asked less than head_ttl seconds ago."""
+        with self._lock:
+            if self.head_ttl > 0 and time.monotonic() - self._head_read < self.head_ttl:
+                return self._block
+        block = chain.block_number()
+        with self._lock:
+            if block != self._block:
+                self._block = block
+                self._values.clear()
+            self._head_read = time.monotonic()
+        return block
+
+    def get(self, block: int, key: tuple[str, ...], read: Callable[[], T]) -> T:
+        """`read()` once per head block and key; an error from it is raised and not kept."""
+        with self._lock:
+            if block == self._block and key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]  # type: ignore[no-any-return]
+        value = read()
+        with self._lock:
+            if block == self._block:  # a newer head has cleared the cache: do not refill it
+                self._values[key] = value
+                while len(self._values) > self.max_entries:
+                    self._values.popitem(last=False)
+        return value
+
+
 class Claims:
     """The API's claims: one per app, built in its lifespan. The chain is connected on first
     use (from W2E_RPC_URL and the deployment record) unless one is given (the embedded chain
@@ -68,6 +118,7 @@ class Claims:
         self._context = chain_context
         self._connect_lock = threading.Lock()
         self.trees = TreeCache() if trees is None else trees
+        self.reads = BlockReads(settings.chain_head_ttl)
 
     def context(self) -> ChainContext:
         """The chain; RpcUnavailable when this service has none."""
@@ -114,14 +165,20 @@ class Claims:
     def claim(self, store: Store, address: str) -> ClaimInfo:
         """Ready calldata for `address` against the accepted root (GET .../claim)."""
         ctx = self.context()
-        root = ctx.distributor.root()
+        block = self.reads.head(ctx.chain)
+        root = self.reads.get(block, ("root",), ctx.distributor.root)
         if root == ZERO_ROOT:
             raise NotFound("no root is accepted on-chain yet: nothing is claimable")
         tree = self.tree(store, root)
-        try:
-            return chainlib.claim_info(ctx.distributor, tree, address)
+        try:  # in the tree first: an account without a leaf costs no chain read
+            tree.index_of(address)
         except InputError:
             raise NotFound(f"{address.lower()} has no reward in the accepted root {root}") from None
+        return self.reads.get(
+            block,
+            ("claim", address.lower()),
+            lambda: chainlib.claim_info(ctx.distributor, tree, address),
+        )
 
     def account(self, store: Store, account: bytes) -> AccountOnChain | None:
         """The chain side of GET /v1/accounts/{address}; None when this service has no chain."""
@@ -130,11 +187,12 @@ class Claims:
         except RpcUnavailable:
             return None
         d = ctx.distributor
+        block = self.reads.head(ctx.chain)
         claimed = sdb.SubmitterStore(store).claimed(account)
         address = "0x" + account.hex()
         claimable_now = 0
         accepted_root = accepted_proof = None
-        root = d.root()
+        root = self.reads.get(block, ("root",), d.root)
         accepted_leaf = 0
         if root != ZERO_ROOT:
             accepted_root = root
@@ -147,7 +205,7 @@ class Claims:
                 accepted_leaf = tree.values[index][1]
                 accepted_proof = tree.proof(index)
                 claimable_now = max(accepted_leaf - claimed, 0)
-        pending = d.pending_root()
+        pending = self.reads.get(block, ("pending",), d.pending_root)
         adds = None
         if pending is not None:
             leaf = 0

@@ -46,9 +46,17 @@ def tree_dump(store: Store, settings: Settings, epoch: int) -> bytes | None:
     return None
 
 
-def allocations(store: Store, settings: Settings, epoch: int) -> list[tuple[bytes, str, int]]:
+def allocations(
+    store: Store,
+    settings: Settings,
+    epoch: int,
+    limit: int | None = None,
+    after: tuple[bytes, str] | None = None,
+) -> list[tuple[bytes, str, int]]:
+    """The epoch's allocations ordered by (account, class): all, or a page of `limit` rows
+    after the (account, class) `after`."""
     get_epoch(store, settings, epoch)
-    return EpochStore(store).allocations(epoch)
+    return EpochStore(store).allocations(epoch, limit, after)
 
 
 class TreeCache:

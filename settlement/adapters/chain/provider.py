@@ -4,6 +4,7 @@ or over the embedded eth-tester (py-evm) chain."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 import requests
@@ -13,7 +14,14 @@ from web3.providers.rpc.utils import ExceptionRetryConfiguration
 from settlement.adapters.chain.contracts import load_artifact
 from settlement.adapters.chain.tx import Chain
 from settlement.config import Settings
-from settlement.errors import ArtifactMissing
+from settlement.errors import ArtifactMissing, RedactUrls
+
+# web3's loggers that print the provider's URI (with its password and API key) at DEBUG.
+_URL_LOGGERS = (
+    "web3.providers.HTTPProvider",
+    "web3._utils.http_session_manager.HTTPSessionManager",
+    "web3.manager.RequestManager",
+)
 
 
 def connect(
@@ -36,6 +44,7 @@ def connect(
     }
     options.update(overrides)
     tester = None
+    _redact_web3_logs()
     if url:
         provider: Any = HTTPProvider(
             url,
@@ -65,6 +74,13 @@ def connect(
         with contextlib.suppress(ArtifactMissing):
             chain.register_errors(load_artifact(name).abi)
     return chain
+
+
+def _redact_web3_logs() -> None:
+    for name in _URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactUrls) for f in logger.filters):
+            logger.addFilter(RedactUrls())
 
 
 def _estimate_once(state: Any, transaction: Any) -> int:

@@ -11,9 +11,7 @@ from typing import Any
 import requests
 from eth_tester.exceptions import TransactionFailed as TesterRevert
 
-from settlement.errors import (
-    RpcUnavailable,
-)
+from settlement.errors import RpcUnavailable, redact_url
 
 ALREADY_KNOWN = ("already known", "already imported", "known transaction")
 NONCE_USED = ("nonce too low", "nonce is too low")
@@ -59,5 +57,20 @@ def rpc_errors(url: str | None) -> Iterator[None]:
         yield
     except (requests.ConnectionError, requests.Timeout, ConnectionError) as error:
         raise RpcUnavailable(
-            f"RPC {url} does not answer ({type(error).__name__}): start the node or fix W2E_RPC_URL"
+            f"RPC {_shown(url)} does not answer ({type(error).__name__}): start the node or fix "
+            "W2E_RPC_URL"
         ) from None
+    except requests.RequestException as error:
+        # requests' own message names the full URL (a hosted provider's key is in its path);
+        # only the status is worth showing.
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        raise RpcUnavailable(
+            f"RPC {_shown(url)} refused the request ({type(error).__name__}"
+            + (f" {status}" if status else "")
+            + "): check W2E_RPC_URL and the provider's credentials"
+        ) from None
+
+
+def _shown(url: str | None) -> str:
+    """The RPC URL as messages may show it: W2E_RPC_URL may hold a password or an API key."""
+    return "(embedded chain)" if url is None else redact_url(url)

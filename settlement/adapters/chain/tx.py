@@ -42,6 +42,7 @@ from settlement.errors import (
     RpcUnavailable,
     StaleClaims,
     TransactionFailed,
+    redact_url,
 )
 
 FIRST_POLL = 0.002  # seconds; a local node answers within a few ms, so start there and back off
@@ -206,7 +207,9 @@ class Chain:
         return self.tester is not None
 
     def __repr__(self) -> str:
-        return f"Chain({self.url or 'embedded'}, chain id {self.chain_id})"
+        return (
+            f"Chain({redact_url(self.url) if self.url else 'embedded'}, chain id {self.chain_id})"
+        )
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -229,15 +229,26 @@ class EpochStore:
 
         return self.run(fn)
 
-    def allocations(self, epoch: int) -> builtins.list[tuple[bytes, str, int]]:
+    def allocations(
+        self,
+        epoch: int,
+        limit: int | None = None,
+        after: tuple[bytes, str] | None = None,
+    ) -> builtins.list[tuple[bytes, str, int]]:
+        """The epoch's allocations by (account, class); a page of `limit` rows after the
+        (account, class) `after` when given."""
+
         def fn(c: Any) -> builtins.list[tuple[bytes, str, int]]:
-            c.execute(
-                self._q(
-                    'SELECT account, "class", amount FROM allocation WHERE epoch = %s '
-                    'ORDER BY account, "class"'
-                ),
-                (epoch,),
-            )
+            sql = 'SELECT account, "class", amount FROM allocation WHERE epoch = %s'
+            params: builtins.list[Any] = [epoch]
+            if after is not None:
+                sql += ' AND (account > %s OR (account = %s AND "class" > %s))'
+                params += [after[0], after[0], after[1]]
+            sql += ' ORDER BY account, "class"'
+            if limit is not None:
+                sql += " LIMIT %s"
+                params.append(limit)
+            c.execute(self._q(sql), tuple(params))
             return [(bytes(a), k, int(v)) for a, k, v in c.fetchall()]
 
         return self.run(fn)

@@ -45,7 +45,7 @@ from settlement.domain.ingest import (
 )
 from settlement.domain.receipts import DeliveryReceipt, Receipt, Rejected, ViewReceipt
 from settlement.domain.wire import to_wire
-from settlement.errors import SchemaOutdated, StoreError
+from settlement.errors import SchemaOutdated, StoreError, redact, redact_url
 
 NO_NODE: Final = b""  # node column of a view receipt's rejection-log row
 
@@ -498,7 +498,8 @@ def _engine(url: str, pool_size: int, sqlite_synchronous: str) -> tuple[sa.Engin
         parsed = make_url(url)
     except ArgumentError:
         raise StoreError(
-            f"cannot read the database URL {url!r}: give sqlite:///PATH or postgresql://USER@HOST/DB"
+            f"cannot read the database URL {redact_url(url)!r}: give sqlite:///PATH or "
+            "postgresql://USER@HOST/DB"
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -558,7 +559,9 @@ def open_store(
             current, head = schema_revision(engine)
     except sa.exc.OperationalError as error:
         engine.dispose()
-        raise StoreError(f"cannot open the database {engine.url!r}: {error.orig}") from None
+        raise StoreError(
+            redact(f"cannot open the database {redact_url(str(url))!r}: {error.orig}")
+        ) from None
     if current != head:
         engine.dispose()
         raise SchemaOutdated(

@@ -99,7 +99,10 @@ def _epoch_out(c: epochs_service.ClosedEpoch) -> EpochOut:
     )
 
 
-EpochPath = Annotated[int, Path(ge=1, description="epoch number (from 1)")]
+# Epochs are stored as signed 64-bit integers (SQLite INTEGER, PostgreSQL bigint): a larger
+# number names no epoch and is refused as input instead of overflowing the driver.
+EPOCH_MAX = 2**63 - 1
+EpochPath = Annotated[int, Path(ge=1, le=EPOCH_MAX, description="epoch number (from 1)")]
 
 
 @router.get("/epochs", summary="Closed epochs, newest first")
@@ -107,7 +110,9 @@ def list_epochs(
     store: StoreDep,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="only epochs below this one")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=EPOCH_MAX, description="only epochs below this one")
+    ] = None,
 ) -> list[EpochOut]:
     return [_epoch_out(c) for c in epochs_service.list_epochs(store, settings, limit, before)]
 
@@ -136,13 +141,44 @@ def get_tree(epoch: EpochPath, store: StoreDep, settings: SettingsDep) -> Respon
     return Response(dump, media_type="application/json")
 
 
-@router.get("/epochs/{epoch}/allocations", summary="What each account got in the epoch, by class")
+_CURSOR = re.compile(r"^0x[0-9a-fA-F]{40}:(node|viewer|creator)$")
+
+
+@router.get(
+    "/epochs/{epoch}/allocations",
+    summary="What each account got in the epoch, by class, a page at a time",
+    responses={422: {"model": ErrorOut, "description": "limit out of range or a bad cursor"}},
+)
 def get_allocations(
-    epoch: EpochPath, store: StoreDep, settings: SettingsDep
+    epoch: EpochPath,
+    store: StoreDep,
+    settings: SettingsDep,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="rows per page")] = 1000,
+    after: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="cursor: the X-Next-Cursor header of the previous page "
+            "(0xACCOUNT:class of its last row)",
+        ),
+    ] = None,
 ) -> list[AllocationOut]:
+    """Rows ordered by (account, class). A full page carries `X-Next-Cursor`: pass it as
+    `after` for the next page."""
+    cursor = None
+    if after is not None:
+        if not _CURSOR.match(after):
+            raise InputError(f"{after!r} is not a cursor: give 0x<40 hex>:node|viewer|creator")
+        account, _, cls = after.partition(":")
+        cursor = (bytes.fromhex(account[2:]), cls)
+    rows = epochs_service.allocations(store, settings, epoch, limit, cursor)
+    if len(rows) == limit:
+        last_account, last_cls, _ = rows[-1]
+        response.headers["X-Next-Cursor"] = f"0x{last_account.hex()}:{last_cls}"
     return [
         AllocationOut(account="0x" + a.hex(), cls=cls, amount=str(v))  # type: ignore[arg-type]
-        for a, cls, v in epochs_service.allocations(store, settings, epoch)
+        for a, cls, v in rows
     ]
 
 

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from settlement.api import metrics
 from settlement.api.deps import StateDep
-from settlement.errors import StoreError
+from settlement.errors import StoreError, redact
 
 router = APIRouter(tags=["operations"])
 
@@ -27,7 +27,9 @@ async def readyz(state: StateDep) -> Response:
     try:
         await anyio.to_thread.run_sync(state.store.registry_version)
     except StoreError as error:
-        return JSONResponse({"status": "unavailable", "message": str(error)}, status_code=503)
+        return JSONResponse(
+            {"status": "unavailable", "message": redact(str(error))}, status_code=503
+        )
     return JSONResponse({"status": "ready"})
 
 

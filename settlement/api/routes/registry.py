@@ -6,9 +6,9 @@ Store calls block, so these routes are plain `def`: FastAPI runs them in its thr
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from settlement.api.deps import AdminDep, ClientKeyDep, SettingsDep, StateDep, StoreDep
 from settlement.api.schemas import (
@@ -135,7 +135,10 @@ def list_registrations(
     responses={404: {"description": "no such request"}},
 )
 def decide_registration(
-    _: AdminDep, store: StoreDep, request_id: int, decision: Literal["approve", "reject"]
+    _: AdminDep,
+    store: StoreDep,
+    request_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="request id")],
+    decision: Literal["approve", "reject"],
 ) -> RegistrationOut:
     decide = (
         service.approve_node_registration
