@@ -104,33 +104,12 @@ def prepare_rows(
     return PreparedClose(alloc_rows, balance_rows)
 
 
-# Moves an account's latest balance (`account_balance`) forward only: rows written out of
-# epoch order (tests, a re-run) never replace a later epoch's.
-_LATEST_BALANCE: Final = (
-    " ON CONFLICT (account) DO UPDATE SET epoch = excluded.epoch, node = excluded.node, "
-    "viewer = excluded.viewer, creator = excluded.creator "
-    "WHERE account_balance.epoch < excluded.epoch"
-)
-
-
 def write_rows(epochs: EpochStore, cur: Any, prepared: PreparedClose) -> None:
     """The epoch's allocation and balance rows (the caller's transaction; they count only
-    with the epoch row, which `write_epoch` adds in the same transaction), and the same
-    balance rows upserted into `account_balance`, which the next close reads."""
+    with the epoch row, which `write_epoch` adds in the same transaction)."""
     if epochs.dialect == "postgresql":
         copy_in(cur, 'allocation (epoch, account, "class", amount)', prepared.allocations)
         copy_in(cur, "balance (account, epoch, node, viewer, creator)", prepared.balances)
-        # COPY cannot upsert: the rows go through a temporary table.
-        cur.execute(
-            "CREATE TEMP TABLE close_balance (account bytea, epoch bigint, node text, "
-            "viewer text, creator text) ON COMMIT DROP"
-        )
-        copy_in(cur, "close_balance (account, epoch, node, viewer, creator)", prepared.balances)
-        cur.execute(
-            "INSERT INTO account_balance (account, epoch, node, viewer, creator) "
-            "SELECT account, epoch, node, viewer, creator FROM close_balance" + _LATEST_BALANCE
-        )
-        cur.execute("DROP TABLE close_balance")
         return
     cur.executemany(
         'INSERT INTO allocation (epoch, account, "class", amount) VALUES (?, ?, ?, ?)',
@@ -138,11 +117,6 @@ def write_rows(epochs: EpochStore, cur: Any, prepared: PreparedClose) -> None:
     )
     cur.executemany(
         "INSERT INTO balance (account, epoch, node, viewer, creator) VALUES (?, ?, ?, ?, ?)",
-        prepared.balances,
-    )
-    cur.executemany(
-        "INSERT INTO account_balance (account, epoch, node, viewer, creator) "
-        "VALUES (?, ?, ?, ?, ?)" + _LATEST_BALANCE,
         prepared.balances,
     )
 

@@ -279,21 +279,6 @@ class BalanceRow(SQLModel, table=True):
     creator: str = Field(sa_column=Column(Text, nullable=False))
 
 
-class AccountBalanceRow(SQLModel, table=True):
-    """Each account's `balance` row of the highest epoch: what the next close starts from.
-
-    Kept beside the history so a close reads one row per account rather than picking the
-    latest out of every epoch that ever paid it (a read that grew with the service's age);
-    the close upserts it with the balance rows it writes, in the same transaction."""
-
-    __tablename__ = "account_balance"
-    account: bytes = pk_bytes()
-    epoch: int = Field(sa_column=Column(BigInteger, nullable=False))
-    node: str = Field(sa_column=Column(Text, nullable=False))
-    viewer: str = Field(sa_column=Column(Text, nullable=False))
-    creator: str = Field(sa_column=Column(Text, nullable=False))
-
-
 # The watermark tables have no primary key and no index: a close appends every key it moved
 # (1.4M rows at a million sessions) and a primary key's index made that insert take twice as
 # long. Nothing looks a row up by key: the close reads them all in one sorted pass (the
@@ -327,7 +312,6 @@ EPOCH_TABLES: Final = (
     EpochRow.__tablename__,
     AllocationRow.__tablename__,
     BalanceRow.__tablename__,
-    AccountBalanceRow.__tablename__,
     DELIVERY_WATERMARK.name,
     VIEW_WATERMARK.name,
     CorrectionRow.__tablename__,
