@@ -5,35 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from storekit import BACKENDS, opened
 
 from settlement.adapters import chain as c
 from settlement.adapters.db import submitter as sdb
-from settlement.adapters.db.store import open_store
 from settlement.config import Settings
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_submitter_rows_round_trip_on_both_stores(backend: str, tmp_path: Path) -> None:
-    """Proposal rows, transaction versions, uint256 totals and the Claimed index, exactly."""
-    import uuid
+    """Proposal rows, transaction versions, uint256 totals and the Claimed index, exactly.
 
-    import psycopg
-
-    pg = Settings().test_database_url
-    schema = f"w2e_test_{uuid.uuid4().hex[:12]}"
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path}/rows.db"
-    else:
-        try:
-            with psycopg.connect(pg, autocommit=True, connect_timeout=3) as conn:
-                conn.execute(f"CREATE SCHEMA {schema}")
-        except psycopg.OperationalError:
-            if Settings().ci:
-                raise
-            pytest.skip("PostgreSQL is unreachable")
-        url = f"{pg}?options=-csearch_path%3D{schema}"
-    store = open_store(url)
-    try:
+    On PostgreSQL, in a schema of its own (storekit); CI=true makes an unreachable server a
+    failure, not a skip."""
+    with opened(backend, tmp_path) as store:
         rows = sdb.SubmitterStore(store)
         chain = c.connect(Settings(rpc_url=None))
         key = chain.dev_key(0)
@@ -63,8 +48,3 @@ def test_submitter_rows_round_trip_on_both_stores(backend: str, tmp_path: Path) 
         rows.record_claims("claimed", {a: big}, 9, 10)
         rows.record_claims("claimed", {a: 1}, 10, 11)  # claimed never goes down
         assert rows.claimed(bytes.fromhex("11" * 20)) == big and rows.cursor("claimed") == 11
-    finally:
-        store.close()
-        if backend == "postgresql":
-            with psycopg.connect(pg, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
