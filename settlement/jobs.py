@@ -22,7 +22,7 @@ from settlement.adapters.db.epochs import EpochStore
 from settlement.adapters.db.store import Store
 from settlement.config import Settings
 from settlement.services.close import ClosedEpoch, clock_of, close_epoch
-from settlement.services.ingest import prune_sessions
+from settlement.services.ingest import compact_balances, prune_sessions
 
 if TYPE_CHECKING:
     from settlement.services.submit import Submitter
@@ -78,6 +78,7 @@ class CloseScheduler:
         self.errors: list[BaseException] = []
         self.ticks = 0
         self._lock = threading.Lock()
+        self._compacted_through = 0  # balance rows compacted through this closed epoch
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._scheduler.add_job(
             self.tick,
@@ -108,11 +109,16 @@ class CloseScheduler:
 
     def prune(self, now: int) -> int:
         """Retention (PROTOCOL 3): drop sessions no receipt can reach any more, once the
-        buckets they touched are closed, so storage follows live sessions."""
+        buckets they touched are closed, so storage follows live sessions; and balance rows
+        a later close superseded, so the close's balance read follows the accounts."""
         try:
-            pruned = prune_sessions(
-                self.store, self.settings, now, EpochStore(self.store).last_closed()
-            )
+            last = EpochStore(self.store).last_closed()
+            pruned = prune_sessions(self.store, self.settings, now, last)
+            compacted = None
+            if last > self._compacted_through:  # once per closed epoch, not every tick
+                compacted = compact_balances(self.store, last)
+                if compacted is not None:
+                    self._compacted_through = last
         except Exception as error:  # the job must survive: log, keep, retry next tick
             log.exception("pruning expired sessions failed; retrying at the next tick")
             with self._lock:
@@ -120,6 +126,8 @@ class CloseScheduler:
             return 0
         if pruned:
             log.info("pruned %d expired sessions", pruned)
+        if compacted:
+            log.debug("compacted %d superseded balance rows", compacted)
         return pruned
 
     def start(self) -> None:

@@ -178,3 +178,17 @@ def prune_sessions(store: Store, settings: Settings, now: int, last_closed_epoch
         if not got:
             return 0
         return store.prune(started_before, last_closed_epoch, conflicts_before)
+
+
+def compact_balances(store: Store, through_epoch: int) -> int | None:
+    """Drop the balance rows that a row of the same account from a later epoch up to
+    `through_epoch` (a closed epoch) supersedes, so that the next close reads about one row
+    per account however long the service has run (`EpochStore.compact_balances`). Under the
+    close lock, like `prune_sessions`: None when a close holds it (try again later).
+    Returns the rows deleted.
+    """
+    epochs = EpochStore(store)
+    with epochs.connection() as conn, epochs.close_lock(conn, wait=False) as got:
+        if not got:
+            return None
+        return epochs.compact_balances(through_epoch)

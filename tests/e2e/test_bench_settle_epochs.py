@@ -32,3 +32,7 @@ def test_settle_over_epochs_prints_each_close_and_its_floor():
     # sessions than were ever started.
     assert result["live_sessions_by_epoch"][-1] < 4 * 300
     assert "pruned" in out.stderr
+    # And the balance history is compacted after each close: one row per account paid so far.
+    assert len(result["snapshot_s_by_epoch"]) == len(result["retention_s_by_epoch"]) == 4
+    assert result["balance_rows_by_epoch"] == result["balance_accounts_by_epoch"]
+    assert result["balance_rows_by_epoch"][-1] > result["balance_rows_by_epoch"][0] > 0

@@ -209,3 +209,25 @@ def watermark_rows(store, viewer: bytes, sessions: list[bytes]) -> int:
         return n
 
     return store._run(fn)
+
+
+def test_the_scheduler_compacts_the_balance_history_once_per_closed_epoch(tmp_path):
+    """Every epoch pays the same accounts (one node, viewer and creator): the tick leaves one
+    balance row per account, the latest, however many epochs it closed."""
+    store = open_store(f"sqlite:///{tmp_path}/b.db")
+    try:
+        s = cfg(tmp_path)
+        seed_receipts(store, s)
+        sch = CloseScheduler(store, s, clock=lambda: NOW)
+        assert [c.epoch for c in sch.tick()] == list(range(1, DUE + 1))
+        assert sch.errors == []
+        rows = store._run(
+            lambda cur: cur.execute(
+                "SELECT account, COUNT(*), MAX(epoch) FROM balance GROUP BY account"
+            ).fetchall()
+        )
+        assert len(rows) == 3
+        assert all(n == 1 and last == DUE for _, n, last in rows)
+        assert sch._compacted_through == DUE
+    finally:
+        store.close()

@@ -3,7 +3,8 @@
 Insert-only: a close adds one epoch row, its allocations, a balance row per account it
 paid and a watermark row per key it moved. The current watermark (balance) of a key
 (account) is its row of the highest epoch; moving watermarks by UPDATE in place costs
-about 14 times more at a million keys. Amounts are uint256: decimal text.
+about 14 times more at a million keys. Retention deletes the balance rows a later closed
+epoch supersedes (`compact_balances`), outside the close. Amounts are uint256: decimal text.
 
 A close reads and writes in one transaction: the registry snapshot and balances through
 `CloseReader`, its epoch row through `EpochStore.write_epoch`; the rest of its reads and
@@ -253,17 +254,17 @@ class EpochStore:
 
         return self.run(fn)
 
-    def balance(self, account: bytes, at_epoch: int | None = None) -> tuple[int, int, int, int]:
-        """(epoch of the row, node, viewer, creator) cumulative after `at_epoch` (latest)."""
+    def balance(self, account: bytes) -> tuple[int, int, int, int]:
+        """(epoch of the row, node, viewer, creator): the account's cumulative balance after
+        the last close that paid it (earlier rows may be compacted away)."""
 
         def fn(c: Any) -> tuple[int, int, int, int]:
-            top = at_epoch if at_epoch is not None else 2**62
             c.execute(
                 self._q(
                     "SELECT epoch, node, viewer, creator FROM balance WHERE account = %s "
-                    "AND epoch <= %s ORDER BY epoch DESC LIMIT 1"
+                    "ORDER BY epoch DESC LIMIT 1"
                 ),
-                (account, top),
+                (account,),
             )
             row = c.fetchone()
             if row is None:
@@ -271,6 +272,31 @@ class EpochStore:
             return (int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
         return self.run(fn)
+
+    def compact_balances(self, through_epoch: int, cur: Any | None = None) -> int:
+        """Delete the balance rows that a later row of the same account, of an epoch up to
+        `through_epoch`, supersedes. Returns the number of rows deleted.
+
+        Every reader wants an account's latest row: the close (the balances before it), a
+        correction (after the last close) and the account page. Left alone, the history
+        (a row per account per epoch that paid it) made each close's read dearer than the
+        one before; compacted after each close, it stays at about one row per account plus
+        the last epoch's. The history is not lost: an account's balance after any epoch is
+        the sum of its `allocation` rows up to it, and every epoch's tree dump holds them.
+        """
+
+        def fn(c: Any) -> int:
+            c.execute(
+                self._q(
+                    "DELETE FROM balance WHERE epoch < %s AND EXISTS (SELECT 1 FROM balance "
+                    "AS later WHERE later.account = balance.account AND later.epoch > "
+                    "balance.epoch AND later.epoch <= %s)"
+                ),
+                (through_epoch, through_epoch),
+            )
+            return int(c.rowcount)
+
+        return fn(cur) if cur is not None else self.run(fn, write=True)
 
     def account_allocations(self, account: bytes) -> builtins.list[tuple[int, str, int]]:
         def fn(c: Any) -> builtins.list[tuple[int, str, int]]:
