@@ -138,7 +138,62 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="receipts per POST /v1/receipts; more is 413"
     )
     max_body_bytes: int = Field(
-        default=16 * 1024 * 1024, ge=1024, description="request body limit; more is 413"
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="body limit of POST /v1/receipts; more is 413",
+    )
+    # Bodies are read whole, under these limits, before any route, authentication or JSON
+    # parsing runs (api/body.py): what a client can make a worker hold stays small.
+    max_admin_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="body limit of /v1/admin/* (a registries import of ~5,000 entries); more is 413",
+    )
+    max_public_body_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description="body limit of every other route (a node registration is ~300 bytes); more is 413",
+    )
+    max_json_depth: int = Field(
+        default=16,
+        ge=2,
+        le=256,
+        description="nesting depth of a JSON body (a receipts batch has 3); deeper is 422",
+    )
+    max_json_elements: int = Field(
+        default=300_000,
+        ge=16,
+        description="{ [ and , outside strings in a JSON body (10,000 receipts have ~100,000); more is 422",
+    )
+    body_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="seconds a client has to send a whole request body; slower is 408",
+    )
+    # uvicorn: per worker
+    http_impl: Literal["h11", "httptools"] = Field(
+        default="h11",
+        description="HTTP parser of uvicorn: h11 bounds the request head (W2E_MAX_HEAD_BYTES)",
+    )
+    max_head_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description="request line and headers, bytes (uvicorn h11_max_incomplete_event_size)",
+    )
+    limit_concurrency: int = Field(
+        default=1000,
+        ge=1,
+        description="open connections per worker before uvicorn answers new requests 503",
+    )
+    timeout_keep_alive: int = Field(
+        default=5, ge=1, description="seconds an idle keep-alive connection stays open"
+    )
+    timeout_graceful_shutdown: int = Field(
+        default=30, ge=1, description="seconds requests in flight get to finish on shutdown"
+    )
+    backlog: int = Field(
+        default=2048, ge=1, description="TCP accept backlog of the listening socket"
     )
     admin_token: SecretStr | None = Field(
         default=None, description="bearer token of the admin endpoints; unset: they answer 401"

@@ -49,6 +49,21 @@ class PayloadTooLarge(InputError):
     http_status = 413
 
 
+class RequestTimeout(InputError):
+    """The request body did not arrive within the server's deadline; send it again, faster or
+    smaller."""
+
+    http_status = 408
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class JsonTooComplex(InputError):
+    """A JSON body nests deeper or holds more elements than the server reads; flatten or split it."""
+
+
 class Unauthorized(SettlementError):
     """An admin endpoint was called without the right bearer token, or with admin disabled."""
 
