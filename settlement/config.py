@@ -174,7 +174,15 @@ class Settings(BaseSettings):
     # uvicorn: per worker
     http_impl: Literal["h11", "httptools"] = Field(
         default="h11",
-        description="HTTP parser of uvicorn: h11 bounds the request head (W2E_MAX_HEAD_BYTES)",
+        description="HTTP parser of uvicorn: h11 bounds the request head in size "
+        "(W2E_MAX_HEAD_BYTES) and time (W2E_HEAD_TIMEOUT); httptools does neither",
+    )
+    head_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="seconds a connection has to send a whole request head, from connecting or "
+        "from its previous answer; slower is closed (h11 only)",
     )
     max_head_bytes: int = Field(
         default=16 * 1024,

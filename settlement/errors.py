@@ -223,5 +223,20 @@ class RedactUrls(logging.Filter):
         message = record.getMessage()
         shown = redact(message)
         if shown != message:
-            record.msg, record.args = shown, None
+            # Arguments redacted one by one where that is enough: formatters such as
+            # uvicorn's access log read record.args themselves.
+            args = record.args
+            if isinstance(args, tuple) and isinstance(record.msg, str):
+                record.msg = redact(record.msg)
+                record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+                if record.getMessage() != shown:
+                    record.msg, record.args = shown, None
+            else:
+                record.msg, record.args = shown, None
+        # A traceback repeats the exception's message (uvicorn logs one per failed request);
+        # formatters print exc_text as it is once set.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
         return True

@@ -120,6 +120,41 @@ def test_stalled_bodies_hold_no_slot_and_get_408(tmp_path: Path, world: World) -
                 s.close()
 
 
+def test_stalled_request_heads_are_cut_off_and_connections_bounded(
+    tmp_path: Path, world: World
+) -> None:
+    head_timeout, limit = 2.0, 8
+    env = _env(tmp_path, W2E_HEAD_TIMEOUT=str(head_timeout), W2E_LIMIT_CONCURRENCY=str(limit))
+    with ServerProcess(env, workers=1, log=tmp_path / "server.log") as server:
+        stalled = []
+        for i in range(STALLED):
+            s = socket.create_connection((HOST, server.port))
+            if i % 2:  # half send part of a request line, half nothing at all
+                s.sendall(b"POST /v1/receipts HTTP/1.1\r\nHost: ed")
+            stalled.append(s)
+        try:
+            time.sleep(0.3)
+            started = time.monotonic()
+            with httpx.Client(base_url=server.url, timeout=10) as client:
+                # W2E_LIMIT_CONCURRENCY connections are open: uvicorn refuses more work.
+                assert client.get("/healthz").status_code == 503
+            # Each stalled connection is closed once its head is W2E_HEAD_TIMEOUT late ...
+            for s in stalled:
+                assert _read_answer(s, head_timeout + 5) == b""
+            assert time.monotonic() - started < head_timeout + 2
+            # ... which frees the places for honest clients.
+            r = httpx.post(
+                server.url + "/v1/receipts",
+                content=_honest_batch(world),
+                headers={"content-type": "application/json"},
+                timeout=10,
+            )
+            assert r.status_code == 200, r.text[:300]
+        finally:
+            for s in stalled:
+                s.close()
+
+
 def _routes() -> list[tuple[str, str]]:
     """(method, path with its parameters filled) of every route the app serves: those of its
     OpenAPI schema, and the plain ones outside it (/docs, /openapi.json)."""
