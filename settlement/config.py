@@ -8,6 +8,10 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Shortest W2E_ADMIN_TOKEN taken outside dev mode: 32 characters of a random token (e.g.
+# `openssl rand -hex 16`) carry 128 bits, beyond guessing through a rate-limited API.
+ADMIN_TOKEN_MIN_CHARS = 32
+
 
 class Settings(BaseSettings):
     """Every knob of the service. Values that affect rewards are published with each epoch."""
@@ -270,7 +274,13 @@ class Settings(BaseSettings):
     )
     dev_mode: bool = Field(
         default=False,
-        description="allow challenge period 0 and one key for admin, poster and guardian",
+        description="allow challenge period 0 and one key for admin, poster and guardian; "
+        "refused in production",
+    )
+    env: Literal["dev", "production"] = Field(
+        default="dev",
+        description="production: serve, submit and the scheduler refuse to start on unsafe "
+        "settings (`settlement config check` lists them)",
     )
     deployment_file: str = Field(
         default="data/deployment.json",

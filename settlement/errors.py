@@ -128,6 +128,11 @@ class RpcUnavailable(ChainError):
     http_status = 503
 
 
+class UnsafeSettings(ConfigError):
+    """Settings that production mode (or any mode but dev mode) refuses; the message lists
+    each one and why. `settlement config check` prints the same."""
+
+
 class KeyUnavailable(ConfigError):
     """A signing key is not configured or cannot be decrypted; the message names the setting."""
 

@@ -31,9 +31,11 @@ def serve(
     from settlement.adapters.db.store import open_store
     from settlement.config import export_for_workers, load_settings
     from settlement.errors import SettlementError
+    from settlement.services.safety import refuse_unsafe
 
     try:
         settings = load_settings()
+        refuse_unsafe(settings, "settlement serve")
         # Create the tables once here, so that the workers do not race to.
         open_store(settings.database_url, create=True).close()
     except SettlementError as error:
