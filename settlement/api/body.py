@@ -95,20 +95,21 @@ class BodyLimits:
         self.app = app
         self.settings = settings
 
-    def limit(self, path: str) -> int:
+    def limit(self, path: str) -> tuple[int, str]:
+        """The body limit of `path` and the setting that sets it."""
         s = self.settings
         if path == RECEIPTS_PATH:
-            return s.max_body_bytes
+            return s.max_body_bytes, "W2E_MAX_BODY_BYTES"
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
-            return s.max_admin_body_bytes
-        return s.max_public_body_bytes
+            return s.max_admin_body_bytes, "W2E_MAX_ADMIN_BODY_BYTES"
+        return s.max_public_body_bytes, "W2E_MAX_PUBLIC_BODY_BYTES"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._read(scope, receive, self.limit(scope["path"]))
+            body = await self._read(scope, receive)
             if body is None:
                 return  # the client left: nobody to answer
             if body:
@@ -120,14 +121,21 @@ class BodyLimits:
             return
         await self.app(scope, _replay(body, receive), send)
 
-    async def _read(self, scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    async def _read(self, scope: Scope, receive: Receive) -> bytes | None:
+        limit, setting = self.limit(scope["path"])
+        what = (
+            "send smaller batches"
+            if setting == "W2E_MAX_BODY_BYTES"
+            else f"split it, or raise the server's {setting}"
+        )
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             # Nothing read yet: the server drains the rest (discarding it) after the answer,
             # so a client that sends its whole body before reading still gets the 413.
             raise _Refused(
                 PayloadTooLarge(
-                    f"body of {declared} bytes is above this route's limit of {limit} bytes"
+                    f"body of {declared} bytes is above this route's limit of {limit} bytes: "
+                    + what
                 )
             )
         chunks: list[bytes] = []
@@ -143,7 +151,7 @@ class BodyLimits:
                 if size > limit:
                     # A body larger than it said, or chunked: stop reading and hang up.
                     raise _Refused(
-                        PayloadTooLarge(f"body above this route's limit of {limit} bytes"),
+                        PayloadTooLarge(f"body above this route's limit of {limit} bytes: " + what),
                         close=True,
                     )
                 if chunk:

@@ -250,6 +250,8 @@ def test_a_48_mb_unauthenticated_admin_post_is_a_quick_413(tmp_path: Path) -> No
             took = time.monotonic() - started
             assert r.status_code == 413, r.text[:300]
             assert r.json()["error"] == "PayloadTooLarge"
+            setting = "W2E_MAX_ADMIN_BODY_BYTES" if "admin" in path else "W2E_MAX_PUBLIC_BODY"
+            assert setting in r.json()["message"]  # says what to raise
             assert took < 3.0, f"{path}: {took:.1f} s"
         grown = server.peak_rss_mb() - base_peak
         print(f"48MB admin peak RSS growth {grown:.1f} MB")
