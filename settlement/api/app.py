@@ -121,6 +121,11 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
 def app_from_env() -> FastAPI:
     """uvicorn factory for `settlement serve`: each worker reads the same W2E_* settings.
 
-    serve created the tables before starting the workers, so they do not race to.
+    serve created the tables before starting the workers, so they do not race to. The
+    unsafe-settings check runs here too, for uvicorn started without serve.
     """
-    return create_app(load_settings(), create_store=False)
+    from settlement.services.safety import refuse_unsafe
+
+    settings = load_settings()
+    refuse_unsafe(settings, "the API")
+    return create_app(settings, create_store=False)

@@ -3,6 +3,7 @@ submit and the scheduler, and listed by `settlement config check` without secret
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,14 @@ SAFE = {
     "registry_mode": "approval",
     "viewer_allowlist": False,
 }
+
+
+@pytest.fixture(autouse=True)
+def _no_w2e_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The findings depend on every setting: none may come from the caller's environment."""
+    for name in list(os.environ):
+        if name.startswith("W2E_"):
+            monkeypatch.delenv(name)
 
 
 def _settings(**overrides: object) -> Settings:
@@ -111,9 +120,6 @@ def test_a_keystore_is_compared_by_its_address_without_a_password(
 
 
 def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **values: str) -> None:
-    for name in list(__import__("os").environ):
-        if name.startswith("W2E_"):
-            monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # no .env file of the developer's
     monkeypatch.setenv("W2E_DATABASE_URL", f"sqlite:///{tmp_path}/s.db")
     for name, value in values.items():
@@ -179,3 +185,12 @@ def test_commands_refuse_to_start_in_production_on_unsafe_settings(
     assert result.exit_code == 2, result.output
     assert "refuses to start production mode" in result.output
     assert "W2E_CHALLENGE_PERIOD" in result.output
+
+
+def test_the_api_factory_refuses_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # uvicorn settlement.api.app:app_from_env --factory, without `settlement serve`.
+    from settlement.api.app import app_from_env
+
+    _env(monkeypatch, tmp_path, W2E_ADMIN_TOKEN=SHORT_TOKEN)
+    with pytest.raises(UnsafeSettings, match="W2E_ADMIN_TOKEN"):
+        app_from_env()
