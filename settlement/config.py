@@ -8,6 +8,10 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Shortest W2E_ADMIN_TOKEN taken outside dev mode: 32 characters of a random token (e.g.
+# `openssl rand -hex 16`) carry 128 bits, beyond guessing through a rate-limited API.
+ADMIN_TOKEN_MIN_CHARS = 32
+
 
 class Settings(BaseSettings):
     """Every knob of the service. Values that affect rewards are published with each epoch."""
@@ -138,7 +142,70 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="receipts per POST /v1/receipts; more is 413"
     )
     max_body_bytes: int = Field(
-        default=16 * 1024 * 1024, ge=1024, description="request body limit; more is 413"
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="body limit of POST /v1/receipts; more is 413",
+    )
+    # Bodies are read whole, under these limits, before any route, authentication or JSON
+    # parsing runs (api/body.py): what a client can make a worker hold stays small.
+    max_admin_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="body limit of /v1/admin/* (a registries import of ~5,000 entries); more is 413",
+    )
+    max_public_body_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description="body limit of every other route (a node registration is ~300 bytes); more is 413",
+    )
+    max_json_depth: int = Field(
+        default=16,
+        ge=2,
+        le=256,
+        description="nesting depth of a JSON body (a receipts batch has 3); deeper is 422",
+    )
+    max_json_elements: int = Field(
+        default=300_000,
+        ge=16,
+        description="{ [ and , outside strings in a JSON body (10,000 receipts have ~100,000); more is 422",
+    )
+    body_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="seconds a client has to send a whole request body; slower is 408",
+    )
+    # uvicorn: per worker
+    http_impl: Literal["h11", "httptools"] = Field(
+        default="h11",
+        description="HTTP parser of uvicorn: h11 bounds the request head in size "
+        "(W2E_MAX_HEAD_BYTES) and time (W2E_HEAD_TIMEOUT); httptools does neither",
+    )
+    head_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="seconds a connection has to send a whole request head, from connecting or "
+        "from its previous answer; slower is closed (h11 only)",
+    )
+    max_head_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description="request line and headers, bytes (uvicorn h11_max_incomplete_event_size)",
+    )
+    limit_concurrency: int = Field(
+        default=1000,
+        ge=1,
+        description="open connections per worker before uvicorn answers new requests 503",
+    )
+    timeout_keep_alive: int = Field(
+        default=5, ge=1, description="seconds an idle keep-alive connection stays open"
+    )
+    timeout_graceful_shutdown: int = Field(
+        default=30, ge=1, description="seconds requests in flight get to finish on shutdown"
+    )
+    backlog: int = Field(
+        default=2048, ge=1, description="TCP accept backlog of the listening socket"
     )
     admin_token: SecretStr | None = Field(
         default=None, description="bearer token of the admin endpoints; unset: they answer 401"
@@ -207,7 +274,13 @@ class Settings(BaseSettings):
     )
     dev_mode: bool = Field(
         default=False,
-        description="allow challenge period 0 and one key for admin, poster and guardian",
+        description="allow challenge period 0 and one key for admin, poster and guardian; "
+        "refused in production",
+    )
+    env: Literal["dev", "production"] = Field(
+        default="dev",
+        description="production: serve, submit and the scheduler refuse to start on unsafe "
+        "settings (`settlement config check` lists them)",
     )
     deployment_file: str = Field(
         default="data/deployment.json",

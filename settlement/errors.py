@@ -49,6 +49,21 @@ class PayloadTooLarge(InputError):
     http_status = 413
 
 
+class RequestTimeout(InputError):
+    """The request body did not arrive within the server's deadline; send it again, faster or
+    smaller."""
+
+    http_status = 408
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class JsonTooComplex(InputError):
+    """A JSON body nests deeper or holds more elements than the server reads; flatten or split it."""
+
+
 class Unauthorized(SettlementError):
     """An admin endpoint was called without the right bearer token, or with admin disabled."""
 
@@ -111,6 +126,11 @@ class RpcUnavailable(ChainError):
     """The JSON-RPC endpoint does not answer; start the node or fix W2E_RPC_URL."""
 
     http_status = 503
+
+
+class UnsafeSettings(ConfigError):
+    """Settings that production mode (or any mode but dev mode) refuses; the message lists
+    each one and why. `settlement config check` prints the same."""
 
 
 class KeyUnavailable(ConfigError):
@@ -208,5 +228,20 @@ class RedactUrls(logging.Filter):
         message = record.getMessage()
         shown = redact(message)
         if shown != message:
-            record.msg, record.args = shown, None
+            # Arguments redacted one by one where that is enough: formatters such as
+            # uvicorn's access log read record.args themselves.
+            args = record.args
+            if isinstance(args, tuple) and isinstance(record.msg, str):
+                record.msg = redact(record.msg)
+                record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+                if record.getMessage() != shown:
+                    record.msg, record.args = shown, None
+            else:
+                record.msg, record.args = shown, None
+        # A traceback repeats the exception's message (uvicorn logs one per failed request);
+        # formatters print exc_text as it is once set.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
         return True

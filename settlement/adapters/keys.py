@@ -142,3 +142,24 @@ def load_optional_key(settings: Settings, role: Role, **kwargs: Any) -> Key | No
     ):
         return load_key(settings, role, **kwargs)
     return None
+
+
+def key_address(settings: Settings, role: Role) -> str | None:
+    """The address of the role's key, lowercase, without a prompt: its keystore decrypted
+    with the password variable when set, else the address the keystore file declares, else
+    derived from the hex key variable. None when the role has no key or it cannot be read
+    (the command that signs with it says why)."""
+    path = getattr(settings, f"{role}_keystore")
+    try:
+        if path:
+            password = settings.secret_from_env(getattr(settings, f"{role}_password_env"))
+            if password is not None:
+                return load_keystore(path, password.get_secret_value(), role).address.lower()
+            declared = json.loads(Path(path).read_text()).get("address")
+            if isinstance(declared, str) and len(declared.removeprefix("0x")) == 40:
+                return "0x" + declared.removeprefix("0x").lower()
+            return None
+        secret = settings.secret_from_env(getattr(settings, f"{role}_key_env"))
+        return Key.from_hex(secret.get_secret_value(), role).address.lower() if secret else None
+    except (KeyUnavailable, OSError, ValueError, AttributeError):
+        return None

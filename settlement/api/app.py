@@ -13,12 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from settlement import __version__
+from settlement.api.body import BodyLimits
 from settlement.api.deps import ApiState
 from settlement.api.limits import InflightLimit, RateLimiter
 from settlement.api.metrics import TimedStore
+from settlement.api.responses import error_response
 from settlement.api.routes import health, receipts, registry
 from settlement.config import Settings, load_settings
-from settlement.errors import Busy, SettlementError, redact
+from settlement.errors import SettlementError
 
 if TYPE_CHECKING:
     from settlement.services.claims import ChainContext
@@ -91,26 +93,18 @@ def create_app(
     from settlement.api.routes import claims  # GET /v1/accounts/{address}/claim
 
     app.include_router(claims.router)
+    # Outermost of ours: a body is read whole, within its limits and deadline, before any
+    # route, dependency (admin token, rate limit, in-flight slot) or JSON parser sees it.
+    app.add_middleware(BodyLimits, settings=settings)
     app.add_exception_handler(SettlementError, _settlement_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app
 
 
 async def _settlement_error(request: Request, error: Exception) -> JSONResponse:
-    """The one place a SettlementError becomes HTTP: its class says the status."""
+    """The one place a SettlementError raised by a route becomes HTTP: its class says the status."""
     assert isinstance(error, SettlementError)
-    headers = None
-    if isinstance(error, Busy):
-        headers = {"Retry-After": str(error.retry_after)}
-    elif error.http_status == 503:  # the store is down: worth a retry, not at once
-        headers = {"Retry-After": "5"}
-    # Whatever raised it, a URL in the message (W2E_RPC_URL, W2E_DATABASE_URL) goes out as
-    # scheme://host:port only: anonymous clients read these bodies.
-    return JSONResponse(
-        {"error": type(error).__name__, "message": redact(str(error))},
-        status_code=error.http_status,
-        headers=headers,
-    )
+    return error_response(error)
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
@@ -127,6 +121,11 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
 def app_from_env() -> FastAPI:
     """uvicorn factory for `settlement serve`: each worker reads the same W2E_* settings.
 
-    serve created the tables before starting the workers, so they do not race to.
+    serve created the tables before starting the workers, so they do not race to. The
+    unsafe-settings check runs here too, for uvicorn started without serve.
     """
-    return create_app(load_settings(), create_store=False)
+    from settlement.services.safety import refuse_unsafe
+
+    settings = load_settings()
+    refuse_unsafe(settings, "the API")
+    return create_app(settings, create_store=False)

@@ -85,11 +85,20 @@ class ViewerIn(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "admin token missing or wrong (or admin disabled)"},
+    408: {
+        "model": ErrorOut,
+        "description": "body not received within W2E_BODY_TIMEOUT; see Retry-After",
+    },
     413: {
         "model": ErrorOut,
-        "description": "body above W2E_MAX_BODY_BYTES or more than W2E_MAX_BATCH receipts",
+        "description": "body above the route's limit (W2E_MAX_BODY_BYTES for receipts) "
+        "or more than W2E_MAX_BATCH receipts",
     },
-    422: {"model": ErrorOut, "description": 'body is not JSON or not {"receipts": [...]}'},
+    422: {
+        "model": ErrorOut,
+        "description": 'body is not JSON or not {"receipts": [...]}, or nests deeper than '
+        "W2E_MAX_JSON_DEPTH or holds more than W2E_MAX_JSON_ELEMENTS elements",
+    },
     429: {"model": ErrorOut, "description": "per-client rate limit; see Retry-After"},
     503: {"model": ErrorOut, "description": "too many batches in flight; see Retry-After"},
 }

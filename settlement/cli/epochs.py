@@ -87,7 +87,10 @@ def epochs_schedule() -> None:
     from settlement.jobs import CloseScheduler, run_until_interrupted
 
     log_to_stderr(logging.INFO, "%(asctime)s %(levelname)s %(message)s")
+    from settlement.services.safety import refuse_unsafe
+
     with store_and_settings() as (store, settings):
+        refuse_unsafe(settings, "settlement epochs schedule")  # type: ignore[arg-type]
         scheduler = CloseScheduler(
             store,  # type: ignore[arg-type]
             settings,  # type: ignore[arg-type]

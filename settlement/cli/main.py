@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from settlement import __version__
-from settlement.cli import chain, epochs, receipts, registry, serve, sim
+from settlement.cli import chain, config, epochs, receipts, registry, serve, sim
 from settlement.cli.correct import cli_correct
 from settlement.cli.submit import cli_submit
 
@@ -40,6 +40,7 @@ app.add_typer(epochs.tree_app, name="tree")
 app.command("submit")(cli_submit)
 app.command("correct")(cli_correct)
 app.command("demo")(sim.demo)
+app.add_typer(config.app, name="config")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,9 +31,11 @@ def serve(
     from settlement.adapters.db.store import open_store
     from settlement.config import export_for_workers, load_settings
     from settlement.errors import SettlementError
+    from settlement.services.safety import refuse_unsafe
 
     try:
         settings = load_settings()
+        refuse_unsafe(settings, "settlement serve")
         # Create the tables once here, so that the workers do not race to.
         open_store(settings.database_url, create=True).close()
     except SettlementError as error:
@@ -58,8 +60,42 @@ def serve(
             port=bind_port,
             workers=n,
             log_level="warning",
+            log_config=uvicorn_log_config(),
             access_log=False,
+            # Bounds per worker (docs/operations.md, "Request limits and timeouts"): request
+            # bodies are bounded by the app itself (api/body.py).
+            http=(
+                "settlement.api.server:H11WithHeadTimeout"
+                if settings.http_impl == "h11"
+                else settings.http_impl
+            ),
+            h11_max_incomplete_event_size=settings.max_head_bytes,
+            limit_concurrency=settings.limit_concurrency,
+            timeout_keep_alive=settings.timeout_keep_alive,
+            timeout_graceful_shutdown=settings.timeout_graceful_shutdown,
+            backlog=settings.backlog,
         )
     finally:
         if made:
             shutil.rmtree(made, ignore_errors=True)
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging config with the URL-redacting filter on its loggers and handlers.
+
+    Given as config, not added to live loggers: each worker process sets up its logging
+    from it anew. On the handlers too, since a logger's filters skip records propagated
+    from its children.
+    """
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_urls"] = {"()": "settlement.errors.RedactUrls"}
+    for section in ("handlers", "loggers"):
+        for entry in config[section].values():
+            entry["filters"] = [*entry.get("filters", []), "redact_urls"]
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        config["loggers"].setdefault(name, {}).setdefault("filters", ["redact_urls"])
+    return config

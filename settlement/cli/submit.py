@@ -44,11 +44,13 @@ def cli_submit(
     """
     from settlement.config import load_settings
     from settlement.errors import SettlementError
+    from settlement.services.safety import refuse_unsafe
 
     log_to_stderr(logging.INFO, "%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick is noise
     try:
         settings = load_settings()
+        refuse_unsafe(settings, "settlement submit")
         with open_submitter(settings, say=lambda m: typer.echo(m, err=True)) as submitter:
             if release_revoked is not None:
                 n = submitter.release_revoked(release_revoked)

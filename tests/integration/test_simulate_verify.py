@@ -91,7 +91,7 @@ def test_simulate_url_loads_registries_and_the_service_answers_the_truth(tmp_pat
     env = {
         **os.environ,
         "W2E_DATABASE_URL": f"sqlite:///{tmp_path}/ingest.db",
-        "W2E_ADMIN_TOKEN": "simulate-test-token",
+        "W2E_ADMIN_TOKEN": "simulate-test-token-" + "t" * 16,  # >= 32 outside dev mode
         "W2E_RATE_LIMIT": "0",
     }
     start = int(time.time()) - 2 * 86_400  # inside the server's max_age window
