@@ -59,6 +59,9 @@ def serve(
             workers=n,
             log_level="warning",
             access_log=False,
+            # uvicorn would take X-Forwarded-For from 127.0.0.1 by default and rewrite the
+            # client address with it; the app reads it only from W2E_TRUSTED_PROXIES.
+            proxy_headers=False,
         )
     finally:
         if made:
