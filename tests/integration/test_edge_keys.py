@@ -428,3 +428,47 @@ def test_identical_registration_requests_sent_at_once_are_stored_once(
         finally:
             for st in stores:
                 st.close()
+
+
+def test_rate_windows_are_unlogged_on_postgresql(tmp_path: Path) -> None:
+    """No WAL per admission statement (docs/operations.md says so): the table is UNLOGGED."""
+    with opened("postgresql", tmp_path) as s, s.engine.connect() as conn:
+        kinds = dict(
+            conn.exec_driver_sql(
+                "SELECT relname, relpersistence FROM pg_class "
+                "WHERE relname IN ('rate_window', 'api_key') AND relkind = 'r' "
+                "AND relnamespace = current_schema()::regnamespace"
+            ).fetchall()
+        )
+    assert kinds == {"rate_window": "u", "api_key": "p"}
+
+
+def test_0007_keeps_one_copy_of_requests_stored_twice_by_the_old_race(
+    backend: str, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+
+    from settlement.adapters.db.store import _engine
+    from settlement.adapters.db.tables import alembic_config, enc
+
+    row = "INSERT INTO node_registration (node, label, issued_at, signature, status, requested_at) "
+    row += "VALUES (:n, :l, :i, :s, 'pending', :r)"
+    copies = [
+        {"n": b"\x01" * 20, "l": "a", "i": enc(5), "s": b"\x02" * 65, "r": enc(6)},
+        {"n": b"\x01" * 20, "l": "a", "i": enc(5), "s": b"\x02" * 65, "r": enc(6)},
+        {"n": b"\x01" * 20, "l": "a", "i": enc(7), "s": b"\x03" * 65, "r": enc(8)},
+    ]
+    with backend_url(backend, tmp_path) as url:
+        engine, _ = _engine(url, 1, "FULL")
+        try:
+            with engine.begin() as conn:
+                command.upgrade(alembic_config(conn), "0006")
+                conn.execute(sa.text(row), copies)
+            with engine.begin() as conn:
+                command.upgrade(alembic_config(conn), "0007")
+        finally:
+            engine.dispose()
+        with open_store(url) as s:
+            kept = [(r.id, r.issued_at) for r in s.registrations()]
+    assert kept == [(1, 5), (3, 7)]
