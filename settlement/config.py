@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Shortest W2E_ADMIN_TOKEN taken outside dev mode: 32 characters of a random token (e.g.
@@ -210,11 +210,27 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         default=None, description="bearer token of the admin endpoints; unset: they answer 401"
     )
+    admin_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='named admin tokens as JSON, {"alice": "<token>", ...}: the name goes into '
+        "the admin log; W2E_ADMIN_TOKEN is the one named `admin`",
+    )
     rate_limit: float = Field(
-        default=200.0, ge=0, description="batches per second per client and worker (0: no limit)"
+        default=200.0,
+        ge=0,
+        description="batches per second of a keyless client address, across all workers and "
+        "instances (0: no limit for anyone); an API key has its own rate",
     )
     rate_burst: int = Field(
-        default=400, ge=1, description="batches a client may send at once before rate_limit applies"
+        default=400,
+        ge=1,
+        le=1_000_000,
+        description="batches a keyless client address may send at once before rate_limit applies",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description='JSON list of proxy addresses or CIDRs, e.g. ["10.0.0.0/8"]: only from '
+        "these is X-Forwarded-For read (empty: never, the socket peer is the client)",
     )
     max_inflight_batches: int = Field(
         default=8, ge=1, description="batches one worker ingests at once; more is 503"
@@ -320,6 +336,34 @@ class Settings(BaseSettings):
         default=True,
         description="call acceptRoot once a proposed root's validAt has passed (anyone may)",
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        from settlement.domain.access import parse_networks
+
+        parse_networks(value)  # ValueError names the entry
+        return value
+
+    @field_validator("admin_tokens")
+    @classmethod
+    def _admin_tokens(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        from settlement.domain.access import check_name
+
+        for name, token in value.items():
+            check_name(name, "admin token name")
+            if not token.get_secret_value():
+                raise ValueError(f"admin token {name!r} is empty")
+        if "admin" in value:
+            raise ValueError("the name `admin` is W2E_ADMIN_TOKEN's: choose another")
+        return value
+
+    def named_admin_tokens(self) -> dict[str, SecretStr]:
+        """Every admin token by name: W2E_ADMIN_TOKENS plus W2E_ADMIN_TOKEN as `admin`."""
+        tokens = dict(self.admin_tokens)
+        if self.admin_token is not None:
+            tokens["admin"] = self.admin_token
+        return tokens
 
     def secret_from_env(self, name: str) -> SecretStr | None:
         """The value of the environment variable a *_key_env or *_password_env setting names

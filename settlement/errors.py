@@ -86,6 +86,10 @@ class RateLimited(Busy):
 
     http_status = 429
 
+    def __init__(self, message: str, retry_after: int = 1, bucket_kind: str = "address") -> None:
+        super().__init__(message, retry_after)
+        self.bucket_kind = bucket_kind  # "key" or "address": a metric label, never the key
+
 
 class StoreError(SettlementError):
     """The database cannot be opened, migrated or written; the message says which and why."""

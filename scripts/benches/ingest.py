@@ -1,13 +1,15 @@
 """Ingest throughput of the real server against the store's and the verifier's own ceilings.
 
 Usage: scripts/bench ingest [--quick] [--store sqlite|postgres] [--receipts N] [--clients C]
-                            [--workers W] [--keepalive]
+                            [--workers W] [--keepalive] [--no-rate-limit]
 
 One run, three measurements on the same simulator receipts (cached in the temp dir):
   server   `settlement serve` (uvicorn, one worker per core) on a fresh database with the
            simulator's registries, fed over loopback in batches of 1,000 by a separate load
            process (pre-serialized bodies, 4 concurrent clients, each carrying whole sessions
-           in order, a fresh connection per batch: see load_main); every verdict of PROTOCOL
+           in order, a fresh connection per batch: see load_main), with the shared rate
+           limit on (a limit no batch reaches, so every batch pays its admission statement in
+           the store; --no-rate-limit turns it off to measure that); every verdict of PROTOCOL
            section 3 is decided, signatures recovered, kept receipts committed before each
            answer, and the verdict counts are checked against the simulator's truth.
   store    the same rows written straight into a fresh database by the store's bulk path
@@ -388,6 +390,11 @@ def main() -> None:
     parser.add_argument(
         "--slices", type=int, default=6, help="server/ceiling alternations (default 6)"
     )
+    parser.add_argument(
+        "--no-rate-limit",
+        action="store_true",
+        help="W2E_RATE_LIMIT=0: no admission statement per batch (default: a limit never hit)",
+    )
     args = parser.parse_args()
     n = args.receipts or (40_000 if args.quick else 300_000)
 
@@ -410,7 +417,9 @@ def main() -> None:
             env = {
                 **os.environ,
                 "W2E_DATABASE_URL": url,
-                "W2E_RATE_LIMIT": "0",
+                # On, but never reached: each batch pays the rate-window upsert.
+                "W2E_RATE_LIMIT": "0" if args.no_rate_limit else "1000000",
+                "W2E_RATE_BURST": "1000000",
                 "W2E_MAX_INFLIGHT_BATCHES": str(max(8, args.clients)),
             }
             server = ServerProcess(env, workers=args.workers, log=workdir / "server.log")
@@ -510,6 +519,7 @@ def main() -> None:
             {
                 "bench": "ingest",
                 "store": args.store,
+                "rate_limit": not args.no_rate_limit,
                 "receipts_per_s": round(rate),
                 "p50_ms": round(p50, 1),
                 "p99_ms": round(p99, 1),

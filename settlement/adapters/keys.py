@@ -6,8 +6,13 @@ setting names; it is never logged, printed, pickled or shown by repr.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
+import logging
+import os
+import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +22,8 @@ from eth_account.signers.local import LocalAccount
 
 from settlement.config import Settings
 from settlement.errors import KeyUnavailable
+
+log = logging.getLogger(__name__)
 
 Role = Literal["admin", "poster", "guardian", "claimer"]
 ROLES: tuple[Role, ...] = ("admin", "poster", "guardian", "claimer")
@@ -74,7 +81,31 @@ class Key:
         raise TypeError("a Key is not copyable")
 
 
+def tighten(path: str | Path, label: str = "key") -> None:
+    """A keystore readable by others than its owner is set to 0600, with a warning: files
+    written before this check (or copied in) may be group- or world-readable."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return  # reading it reports the problem
+    if mode & 0o077:
+        log.warning(
+            "%s: keystore %s had mode %o (readable by others than its owner); set to 600",
+            label,
+            path,
+            mode,
+        )
+        try:
+            os.chmod(path, 0o600)
+        except OSError as error:
+            raise KeyUnavailable(
+                f"{label}: keystore {path} has mode {mode:o} and cannot be set to 600 "
+                f"({error.strerror or error}): fix its permissions or owner"
+            ) from None
+
+
 def load_keystore(path: str | Path, password: str, label: str = "key") -> Key:
+    tighten(path, label)
     try:
         doc = json.loads(Path(path).read_text())
     except OSError as error:
@@ -93,12 +124,25 @@ def load_keystore(path: str | Path, password: str, label: str = "key") -> Key:
 
 
 def save_keystore(key: Key, path: str | Path, password: str, **kdf: Any) -> None:
-    """Write `key` encrypted to `path` (mode 0600); `kdf` as eth-account's encrypt takes it
-    (kdf="pbkdf2", iterations=...) for fast test keystores."""
+    """Write `key` encrypted to `path`, mode 0600 whatever the umask or the mode of a file it
+    replaces; `kdf` as eth-account's encrypt takes it (kdf="pbkdf2", iterations=...) for
+    fast test keystores. Atomic: a crash leaves the old file or the new one, never half."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.touch(mode=0o600, exist_ok=True)
-    target.write_text(json.dumps(key.encrypt(password, **kdf)))
+    data = json.dumps(key.encrypt(password, **kdf)).encode()
+    # mkstemp creates the file 0600 before a byte is written; fchmod makes sure of it.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def load_key(

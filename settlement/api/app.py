@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from settlement import __version__
 from settlement.api.body import BodyLimits
 from settlement.api.deps import ApiState
-from settlement.api.limits import InflightLimit, RateLimiter
+from settlement.api.limits import InflightLimit
 from settlement.api.metrics import TimedStore
 from settlement.api.responses import error_response
 from settlement.api.routes import health, receipts, registry
@@ -41,6 +41,7 @@ def create_app(
     W2E_RPC_URL, connected on first use.
     """
     from settlement.adapters.db.store import open_store
+    from settlement.services.access import Admission
     from settlement.services.claims import Claims
     from settlement.services.epochs import TreeCache
     from settlement.services.ingest import Ingestor
@@ -66,7 +67,7 @@ def create_app(
                 settings=settings,
                 store=the_store,
                 ingestor=Ingestor(TimedStore(the_store), settings),
-                limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+                admission=Admission(the_store, settings),
                 inflight=InflightLimit(settings.max_inflight_batches),
                 thread_limiter=anyio.CapacityLimiter(settings.max_inflight_batches),
                 trees=trees,

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hmac
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Header, Request
 
-from settlement.api.limits import InflightLimit, RateLimiter
+from settlement.api import metrics
+from settlement.api.limits import InflightLimit
 from settlement.config import Settings
-from settlement.errors import Unauthorized
+from settlement.errors import RateLimited, Unauthorized
+from settlement.services.access import Admission
 from settlement.services.epochs import TreeCache
 
 
@@ -22,7 +26,7 @@ class ApiState:
     settings: Settings
     store: Any
     ingestor: Any
-    limiter: RateLimiter
+    admission: Admission  # rate limits shared by every worker and instance (in the store)
     inflight: InflightLimit
     thread_limiter: anyio.CapacityLimiter  # threads for ingest: as many as batches admitted
     trees: TreeCache  # published trees by root: the epochs routes' and the claims service's
@@ -44,39 +48,65 @@ def _trees(request: Request) -> TreeCache:
     return request.app.state.api.trees
 
 
-def client_key(
-    request: Request,
-    x_api_key: Annotated[
-        str | None,
-        Header(description="optional client key: rate limits apply per key instead of per address"),
-    ] = None,
-) -> str:
-    """Who a request counts against for rate limits: its API key, else its address."""
-    if x_api_key:
-        return "key:" + x_api_key
-    client = request.client
-    return "addr:" + (client.host if client else "unknown")
+def _admit(route: str) -> Callable[..., None]:
+    def admit(
+        request: Request,
+        x_api_key: Annotated[
+            str | None,
+            Header(
+                description="optional API key (`settlement keys create`): its own rate instead "
+                "of the client address's; an unknown or revoked key counts as none"
+            ),
+        ] = None,
+    ) -> None:
+        """Count the request against its API key's or its address's rate (429 when over).
+
+        A plain `def`: FastAPI runs it in its threadpool, so the store's round trip does
+        not hold the event loop; it runs before the route reads the body.
+        """
+        admission: Admission = request.app.state.api.admission
+        peer = request.client.host if request.client else None
+        address = admission.client(peer, request.headers.get("x-forwarded-for"))
+        try:
+            admission.admit(x_api_key, address, time.time())
+        except RateLimited as error:
+            metrics.RATE_LIMITED.labels(route, error.bucket_kind).inc()
+            if route == "receipts":
+                metrics.BATCHES.labels("429").inc()
+            raise
+
+    return admit
 
 
 def require_admin(
     request: Request,
     authorization: Annotated[
-        str | None, Header(description="Bearer <admin token> (W2E_ADMIN_TOKEN)")
+        str | None,
+        Header(description="Bearer <admin token> (W2E_ADMIN_TOKEN or one of W2E_ADMIN_TOKENS)"),
     ] = None,
-) -> None:
-    """Pass only with `Authorization: Bearer <W2E_ADMIN_TOKEN>`; refuse all when none is set."""
-    token = request.app.state.api.settings.admin_token
-    if token is None:
-        raise Unauthorized("admin endpoints are disabled: set W2E_ADMIN_TOKEN on the server")
+) -> str:
+    """The name of the admin token sent as `Authorization: Bearer <token>` (W2E_ADMIN_TOKEN is
+    `admin`); refuse all when none is set. Every token is compared, in constant time each."""
+    tokens = request.app.state.api.settings.named_admin_tokens()
+    if not tokens:
+        raise Unauthorized(
+            "admin endpoints are disabled: set W2E_ADMIN_TOKEN or W2E_ADMIN_TOKENS on the server"
+        )
     scheme, _, given = (authorization or "").partition(" ")
-    expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        raise Unauthorized("send the admin token as `Authorization: Bearer <token>`")
+    sent = given.strip().encode()
+    found = None
+    for name, token in sorted(tokens.items()):
+        if hmac.compare_digest(sent, token.get_secret_value().encode()):
+            found = name
+    if scheme.lower() != "bearer" or found is None:
+        raise Unauthorized("send an admin token as `Authorization: Bearer <token>`")
+    return found
 
 
 StateDep = Annotated[ApiState, Depends(_state)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[Any, Depends(_store)]
 TreesDep = Annotated[TreeCache, Depends(_trees)]
-ClientKeyDep = Annotated[str, Depends(client_key)]
-AdminDep = Annotated[None, Depends(require_admin)]
+AdmitDep = Annotated[None, Depends(_admit("receipts"))]
+AdmitRegistrationDep = Annotated[None, Depends(_admit("registrations"))]
+AdminDep = Annotated[str, Depends(require_admin)]  # the admin token's name: who, in the log

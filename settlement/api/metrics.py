@@ -23,6 +23,14 @@ from prometheus_client import (
     multiprocess,
 )
 
+from settlement.domain.receipts import Reason
+from settlement.services.ingest import VERDICTS
+
+# Every label value comes from a closed set (never from a client's input), so the series
+# stay bounded: anything else is counted as "other".
+_VERDICT_LABELS = frozenset(VERDICTS)
+_REASON_LABELS = frozenset(r.value for r in Reason) | {""}
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 RECEIPTS = Counter(
@@ -46,6 +54,11 @@ STORE_SECONDS = Histogram(
     "Wall time of the store's part of one batch: the transaction that decides and commits",
     buckets=_LATENCY_BUCKETS,
 )
+RATE_LIMITED = Counter(
+    "w2e_rate_limited_total",
+    "Requests refused with 429 by the shared rate limits, by route and client kind",
+    ["route", "client"],
+)
 INFLIGHT = Gauge("w2e_inflight_batches", "Batches being ingested now", multiprocess_mode="livesum")
 
 
@@ -53,7 +66,15 @@ def count_verdicts(items: Iterable[object]) -> None:
     """Add one batch's verdicts to RECEIPTS: one increment per label, not per receipt."""
     tally = _Tally((item.verdict, item.reason or "") for item in items)  # type: ignore[attr-defined]
     for (verdict, reason), n in tally.items():
-        RECEIPTS.labels(verdict, reason).inc(n)
+        RECEIPTS.labels(*bounded_labels(verdict, reason)).inc(n)
+
+
+def bounded_labels(verdict: str, reason: str) -> tuple[str, str]:
+    """(verdict, reason) as metric labels: known values, else "other"."""
+    return (
+        verdict if verdict in _VERDICT_LABELS else "other",
+        reason if reason in _REASON_LABELS else "other",
+    )
 
 
 def exposition(metrics_dir: str | None) -> tuple[bytes, str]:

@@ -56,6 +56,16 @@ def store_and_settings() -> Iterator[tuple[object, object]]:
         raise typer.Exit(error.exit_code) from None
 
 
+def cli_who() -> str:
+    """`who` of an admin change made from this command line, for the admin log."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name for this uid (containers)
+        return "cli"
+
+
 def log_to_stderr(level: int, fmt: str | None = None) -> None:
     """logging.basicConfig for a long-running command, with every URL in a log line cut to
     scheme://host:port (W2E_RPC_URL and W2E_DATABASE_URL may hold passwords and API keys)."""

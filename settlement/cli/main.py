@@ -7,6 +7,8 @@ import typer
 from settlement import __version__
 from settlement.cli import chain, config, epochs, receipts, registry, serve, sim
 from settlement.cli.correct import cli_correct
+from settlement.cli.keys import admin_log_command
+from settlement.cli.keys import app as keys_app
 from settlement.cli.submit import cli_submit
 
 app = typer.Typer(
@@ -34,6 +36,8 @@ app.command()(serve.serve)
 app.command()(chain.deploy)
 app.command()(chain.claim)
 app.add_typer(registry.app, name="registry")
+app.add_typer(keys_app, name="keys")
+app.command("admin-log")(admin_log_command)
 app.command("simulate")(sim.simulate)
 app.add_typer(epochs.epochs_app, name="epochs")
 app.add_typer(epochs.tree_app, name="tree")

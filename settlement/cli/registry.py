@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from settlement.cli.common import echo_json, store_and_settings
+from settlement.cli.common import cli_who, echo_json, store_and_settings
 
 app = typer.Typer(
     help="Registries of the store at W2E_DATABASE_URL: nodes, content, viewers, node requests.",
@@ -35,7 +35,7 @@ def registry_nodes_add(
     from settlement.services.registry import register_node
 
     with store_and_settings() as (store, settings):
-        node = register_node(store, address, label, not inactive, settings=settings)
+        node = register_node(store, address, label, not inactive, settings=settings, who=cli_who())
         echo_json({"address": "0x" + node.hex(), "label": label, "active": not inactive})
 
 
@@ -53,16 +53,17 @@ def registry_nodes_activate(address: Annotated[str, typer.Argument()]) -> None:
     from settlement.services.registry import set_node_active
 
     with store_and_settings() as (store, _):
-        set_node_active(store, address, True)
+        set_node_active(store, address, True, who=cli_who())
 
 
 @_nodes_app.command("deactivate")
 def registry_nodes_deactivate(address: Annotated[str, typer.Argument()]) -> None:
-    """Refuse a node's new receipts (UNKNOWN_NODE); what it earned stands."""
+    """Refuse a node's new receipts (UNKNOWN_NODE); what it earned stands. It stays
+    inactive until an admin activates it: its own registration requests wait as pending."""
     from settlement.services.registry import set_node_active
 
     with store_and_settings() as (store, _):
-        set_node_active(store, address, False)
+        set_node_active(store, address, False, who=cli_who())
 
 
 @_content_app.command("add")
@@ -74,7 +75,7 @@ def registry_content_add(
     from settlement.services.registry import add_content
 
     with store_and_settings() as (store, settings):
-        add_content(store, content_id, creator, settings=settings)
+        add_content(store, content_id, creator, settings=settings, who=cli_who())
 
 
 @_content_app.command("list")
@@ -91,7 +92,7 @@ def registry_viewers_add(address: Annotated[str, typer.Argument()]) -> None:
     from settlement.services.registry import add_viewer
 
     with store_and_settings() as (store, settings):
-        add_viewer(store, address, settings=settings)
+        add_viewer(store, address, settings=settings, who=cli_who())
 
 
 @app.command("import")
@@ -102,7 +103,7 @@ def registry_import(
     from settlement.services.registry import load_registries
 
     with store_and_settings() as (store, settings):
-        echo_json(load_registries(store, file, settings=settings))
+        echo_json(load_registries(store, file, settings=settings, who=cli_who()))
 
 
 @_requests_app.command("list")
@@ -124,7 +125,9 @@ def registry_requests_approve(request_id: Annotated[int, typer.Argument()]) -> N
 
     with store_and_settings() as (store, _):
         echo_json(
-            _registration_json(approve_node_registration(store, request_id, int(time.time())))
+            _registration_json(
+                approve_node_registration(store, request_id, int(time.time()), who=cli_who())
+            )
         )
 
 
@@ -136,7 +139,11 @@ def registry_requests_reject(request_id: Annotated[int, typer.Argument()]) -> No
     from settlement.services.registry import reject_node_registration
 
     with store_and_settings() as (store, _):
-        echo_json(_registration_json(reject_node_registration(store, request_id, int(time.time()))))
+        echo_json(
+            _registration_json(
+                reject_node_registration(store, request_id, int(time.time()), who=cli_who())
+            )
+        )
 
 
 def _registration_json(reg: object) -> dict:

@@ -56,6 +56,9 @@ def serve(
         uvicorn.run(
             "settlement.api.app:app_from_env",
             factory=True,
+            # uvicorn would take X-Forwarded-For from 127.0.0.1 by default and rewrite the
+            # client address with it; the app reads it only from W2E_TRUSTED_PROXIES.
+            proxy_headers=False,
             host=bind_host,
             port=bind_port,
             workers=n,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from settlement.adapters.db.epochs import EpochStore
-from settlement.adapters.db.rejections import LoggedRejection, SamplePolicy
+from settlement.adapters.db.rejections import UNREGISTERED_NODE, LoggedRejection, SamplePolicy
 from settlement.adapters.db.store import Store
 from settlement.config import Settings
 from settlement.domain.epochs import EpochClock
@@ -99,15 +99,19 @@ class Ingestor:
                     self._registries = current
         return current
 
-    def _log_epoch(self, r: Receipt) -> int:
-        if r.issued_at < self.clock.genesis:
+    def _log_epoch(self, r: Receipt, now: int) -> int:
+        # Counted by epoch only inside the time window (PROTOCOL 3 row 3): a made-up issuedAt
+        # must not make a row of its own, so the labels per day stay bounded.
+        low = max(self.clock.genesis, now - self.params.max_age)
+        if not low <= r.issued_at <= now + self.params.clock_skew:
             return 0
         bucket = self.clock.bucket(r.issued_at)
         return bucket if bucket <= _INT64_MAX else 0
 
     def ingest(self, items: Sequence[Any], now: int) -> IngestResult:
         """Verdicts of every item, in order; returns only after the batch is committed."""
-        gate = self.registries().gate
+        registries = self.registries()
+        gate, known_nodes = registries.gate, registries.snapshot.nodes
         domain, params, bucket = self.domain, self.params, self.clock.bucket
         results: list[ItemVerdict | None] = [None] * len(items)
         survivors: list[Survivor] = []
@@ -127,14 +131,12 @@ class Ingestor:
                 continue
             reason = verdict.reason.value
             results[index] = ItemVerdict(index, REJECTED, reason, verdict.detail)
+            node = b""
+            if type(r) is DeliveryReceipt:
+                # Per node only for registered nodes: anyone can name a random node.
+                node = r.node if r.node in known_nodes else UNREGISTERED_NODE
             logged.append(
-                LoggedRejection(
-                    reason,
-                    r.node if type(r) is DeliveryReceipt else b"",
-                    self._log_epoch(r),
-                    verdict.detail,
-                    item,
-                )
+                LoggedRejection(reason, node, self._log_epoch(r, now), verdict.detail, item)
             )
         stateful = self.store.ingest_batch(survivors, decide_batch, now, logged, self.sampling)
         for (index, _, _), v in zip(survivors, stateful, strict=True):

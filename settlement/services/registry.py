@@ -1,12 +1,15 @@
 """Use cases of the registries: nodes, content, the viewer allowlist, bulk imports and the
 nodes' own signed registration requests. No HTTP, no Typer: the API and CLI call these.
+
+Every change but a node's own request is an admin's: `who` (the admin token's name, or
+cli:<user>) goes into the admin log with it, in the same transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -22,6 +25,9 @@ from settlement.domain.registration import (
     verify_request,
 )
 from settlement.errors import InputError, InvalidRegistration, NotFound, RegistryError
+from settlement.services.access import audit, logged
+
+LOCAL: Final = "local"  # `who` of changes made by code, not by an admin token or the CLI
 
 # --- changes -------------------------------------------------------------------------
 
@@ -56,21 +62,29 @@ def register_node(
     active: bool = True,
     *,
     settings: Settings | None = None,
+    who: str = LOCAL,
 ) -> bytes:
-    """Add or update a node (pass `settings` so the distributor address is refused too)."""
+    """Add or update a node (pass `settings` so the distributor address is refused too).
+    Registered inactive, it is held: its own requests do not activate it."""
     try:
         label = check_label(label)
     except InvalidRegistration as error:
         raise RegistryError(str(error)) from None
     node = _payee(address, "node address", settings)
-    store.put_node(node, label, active)
+    entry = audit(who, "node.put", f"0x{node.hex()} label={label!r} active={active}")
+    store.put_node(node, label, active, entry)
+    logged(entry)
     return node
 
 
-def set_node_active(store: Store, address: bytes | str, active: bool) -> None:
+def set_node_active(store: Store, address: bytes | str, active: bool, *, who: str = LOCAL) -> None:
+    """Deactivation sticks: until an admin activates the node again, its own signed
+    registration requests (open mode) wait as pending instead of re-activating it."""
     node = _bytes(address, 20, "node address")
-    if not store.set_node_active(node, active):
+    entry = audit(who, "node.activate" if active else "node.deactivate", f"0x{node.hex()}")
+    if not store.set_node_active(node, active, entry):
         raise NotFound(f"node 0x{node.hex()} is not registered: register it first")
+    logged(entry)
 
 
 def add_content(
@@ -79,32 +93,48 @@ def add_content(
     creator: bytes | str,
     *,
     settings: Settings | None = None,
+    who: str = LOCAL,
 ) -> bytes:
     cid = _bytes(content_id, 32, "content id")
-    store.put_content(cid, _payee(creator, "creator address", settings))
+    payee = _payee(creator, "creator address", settings)
+    entry = audit(who, "content.put", f"0x{cid.hex()} creator=0x{payee.hex()}")
+    store.put_content(cid, payee, entry)
+    logged(entry)
     return cid
 
 
-def remove_content(store: Store, content_id: bytes | str) -> None:
+def remove_content(store: Store, content_id: bytes | str, *, who: str = LOCAL) -> None:
     cid = _bytes(content_id, 32, "content id")
-    if not store.remove_content(cid):
+    entry = audit(who, "content.remove", f"0x{cid.hex()}")
+    if not store.remove_content(cid, entry):
         raise NotFound(f"content 0x{cid.hex()} is not registered")
+    logged(entry)
 
 
-def add_viewer(store: Store, address: bytes | str, *, settings: Settings | None = None) -> bytes:
+def add_viewer(
+    store: Store, address: bytes | str, *, settings: Settings | None = None, who: str = LOCAL
+) -> bytes:
     viewer = _payee(address, "viewer address", settings)
-    store.add_viewer(viewer)
+    entry = audit(who, "viewer.add", f"0x{viewer.hex()}")
+    store.add_viewer(viewer, entry)
+    logged(entry)
     return viewer
 
 
-def remove_viewer(store: Store, address: bytes | str) -> None:
+def remove_viewer(store: Store, address: bytes | str, *, who: str = LOCAL) -> None:
     viewer = _bytes(address, 20, "viewer address")
-    if not store.remove_viewer(viewer):
+    entry = audit(who, "viewer.remove", f"0x{viewer.hex()}")
+    if not store.remove_viewer(viewer, entry):
         raise NotFound(f"viewer 0x{viewer.hex()} is not in the allowlist")
+    logged(entry)
 
 
 def load_registries(
-    store: Store, doc: Mapping[str, Any] | str | Path, *, settings: Settings | None = None
+    store: Store,
+    doc: Mapping[str, Any] | str | Path,
+    *,
+    settings: Settings | None = None,
+    who: str = LOCAL,
 ) -> dict[str, int]:
     """Import a registries document (the simulator's registries.json shape) in one transaction:
     {"nodes": [{"address", "label", "active"}], "content": [{"contentId", "creator"}],
@@ -136,8 +166,12 @@ def load_registries(
         viewers = [_payee(v, "viewer address", settings) for v in doc.get("viewers", [])]
     except (KeyError, TypeError, InvalidRegistration) as error:
         raise RegistryError(f"invalid registries document: {error}") from None
-    store.load_registries(nodes, content, viewers)
-    return {"nodes": len(nodes), "content": len(content), "viewers": len(viewers)}
+    counts = {"nodes": len(nodes), "content": len(content), "viewers": len(viewers)}
+    detail = " ".join(f"{k}={v}" for k, v in counts.items())
+    entry = audit(who, "registries.import", detail)
+    store.load_registries(nodes, content, viewers, entry)
+    logged(entry)
+    return counts
 
 
 def request_node_registration(
@@ -146,7 +180,8 @@ def request_node_registration(
     signed_request: Mapping[str, Any] | NodeRegistrationRequest,
     now: int,
 ) -> Registration:
-    """Store a node's signed registration request; in open mode it is approved at once.
+    """Store a node's signed registration request; in open mode it is approved at once,
+    unless an admin deactivated the node: then it waits, pending, for an admin.
 
     Raises InvalidRegistration when the request is malformed, stale, not signed by its
     node, or not newer than the node's last request (a signed request is used once).
@@ -183,21 +218,31 @@ def request_node_registration(
     return reg
 
 
-def approve_node_registration(store: Store, request_id: int, now: int) -> Registration:
-    return _decide_registration(store, request_id, True, now)
+def approve_node_registration(
+    store: Store, request_id: int, now: int, *, who: str = LOCAL
+) -> Registration:
+    """Approve a pending request: its node is registered and active (a hold is lifted)."""
+    return _decide_registration(store, request_id, True, now, who)
 
 
-def reject_node_registration(store: Store, request_id: int, now: int) -> Registration:
-    return _decide_registration(store, request_id, False, now)
+def reject_node_registration(
+    store: Store, request_id: int, now: int, *, who: str = LOCAL
+) -> Registration:
+    return _decide_registration(store, request_id, False, now, who)
 
 
-def _decide_registration(store: Store, request_id: int, approve: bool, now: int) -> Registration:
-    reg = store.decide_registration(request_id, approve, now)
+def _decide_registration(
+    store: Store, request_id: int, approve: bool, now: int, who: str
+) -> Registration:
+    action = "registration.approve" if approve else "registration.reject"
+    entry = audit(who, action, f"request {request_id}", now)  # the request row names the node
+    reg = store.decide_registration(request_id, approve, now, entry)
     if reg is None:
         existing = store.registration(request_id)
         if existing is None:
             raise NotFound(f"no node registration request {request_id}")
         raise RegistryError(f"request {request_id} is already {existing.status}")
+    logged(entry)
     return reg
 
 

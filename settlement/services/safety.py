@@ -50,16 +50,16 @@ def findings(
                 "revoke a wrong one before it can be claimed",
             )
         )
-    token = settings.admin_token
-    if token is not None and len(token.get_secret_value()) < ADMIN_TOKEN_MIN_CHARS:
-        found.append(
-            Finding(
-                "W2E_ADMIN_TOKEN",
-                f"is shorter than {ADMIN_TOKEN_MIN_CHARS} characters: it guards every registry "
-                "change; use a random one (e.g. `openssl rand -hex 16`)",
-                outside_dev=True,
+    for name, token in sorted(settings.named_admin_tokens().items()):
+        if len(token.get_secret_value()) < ADMIN_TOKEN_MIN_CHARS:
+            found.append(
+                Finding(
+                    "W2E_ADMIN_TOKEN" if name == "admin" else f"W2E_ADMIN_TOKENS[{name!r}]",
+                    f"is shorter than {ADMIN_TOKEN_MIN_CHARS} characters: it guards every "
+                    "registry change; use a random one (e.g. `openssl rand -hex 16`)",
+                    outside_dev=True,
+                )
             )
-        )
     poster, guardian = address(settings, "poster"), address(settings, "guardian")
     if poster is not None and poster == guardian:
         found.append(

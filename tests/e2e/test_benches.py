@@ -24,8 +24,9 @@ BENCHES = {
     ),
     "ingest": (
         ["--store", "sqlite", "--receipts", "2000"],
-        {"bench", "store", "receipts_per_s", "p50_ms", "p99_ms", "store_ceiling_per_s",
-         "verify_ceiling_per_s", "ratio_vs_verify_ceiling", "peak_rss_mb"},
+        {"bench", "store", "rate_limit", "receipts_per_s", "p50_ms", "p99_ms",
+         "store_ceiling_per_s", "verify_ceiling_per_s", "ratio_vs_verify_ceiling",
+         "peak_rss_mb"},
     ),
     "merkle": (
         ["--quick", "--rounds", "1", "--oz-rounds", "1"],

@@ -19,6 +19,7 @@ from settlement.api.app import create_app
 from settlement.config import Settings
 from settlement.domain.receipts import Domain, address_of
 from settlement.domain.registration import NodeRegistrationRequest, sign_registration, to_wire
+from settlement.services.access import create_key
 from settlement.services.registry import load_registries
 from settlement.sim.generate import SimConfig, generate
 
@@ -234,8 +235,12 @@ def test_rate_limit_per_client_is_429_with_retry_after(database_url: str):
         assert c.post("/v1/receipts", content=empty).status_code == 200
         r = c.post("/v1/receipts", content=empty)
         assert r.status_code == 429 and r.headers["Retry-After"] == "2"
-        # another API key is another client with its own bucket
-        other = c.post("/v1/receipts", content=empty, headers={"X-API-Key": "client-b"})
+        # A made-up key is no key: still this address's bucket (issue 15)...
+        forged = c.post("/v1/receipts", content=empty, headers={"X-API-Key": "client-b"})
+        assert forged.status_code == 429
+        # ...an issued one is another client with its own bucket.
+        _, token = create_key(c.store, "client-b", 0.5, 2, who="test")  # type: ignore[attr-defined]
+        other = c.post("/v1/receipts", content=empty, headers={"X-API-Key": token})
         assert other.status_code == 200
         c.store.close()  # type: ignore[attr-defined]
 

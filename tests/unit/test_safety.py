@@ -93,6 +93,12 @@ def test_a_short_admin_token_is_refused_whenever_dev_mode_is_off() -> None:
     assert refused(_settings(), findings(_settings(), _no_keys)) == []
 
 
+def test_every_named_admin_token_is_held_to_the_minimum_length() -> None:
+    s = _settings(admin_tokens={"ops": GOOD_TOKEN, "ci": SHORT_TOKEN})
+    assert [f.settings for f in refused(s, findings(s, _no_keys))] == ["W2E_ADMIN_TOKENS['ci']"]
+    assert all(SHORT_TOKEN not in f.why for f in findings(s, _no_keys))
+
+
 def test_poster_and_guardian_are_compared_by_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("T_POSTER", KEY_A)
     monkeypatch.setenv("T_GUARDIAN", KEY_A)

@@ -12,6 +12,8 @@ from settlement.adapters.db.tables import dec, enc
 from settlement.domain.ingest import BatchState, SessionKey, SessionState, Survivor
 from settlement.errors import StoreError
 
+_REGISTRATION_LOCK = 0x5732_5247  # first key of the node registration advisory locks
+
 
 class PostgresStore(Store):
     """Production store: sessions locked row by row in key order, set-based SQL over arrays."""
@@ -46,6 +48,33 @@ class PostgresStore(Store):
 
     def _commit_queued(self, cur: Any) -> None:
         cur.connection.commit()
+
+    def _one_statement(self, sql: str, params: tuple[Any, ...]) -> Any:
+        # Autocommit: the statement is its own transaction, one round trip (the admission
+        # check of every request). rate_window is UNLOGGED, so its commit waits for no WAL.
+        if self._closed:
+            raise StoreError("the store is closed")
+        conn = self.engine.raw_connection()
+        try:
+            pg = conn.driver_connection
+            pg.autocommit = True
+            try:
+                row = pg.execute(sql, params).fetchone()
+            finally:
+                pg.autocommit = False
+        except psycopg.OperationalError as error:
+            raise StoreError(f"database error: {error}") from None
+        finally:
+            conn.close()
+        return row
+
+    def _lock_node(self, cur: Any, node: bytes) -> None:
+        # Two copies of one signed request (or two requests of one node) sent at once would
+        # both pass the "newer than the last" check under READ COMMITTED; one at a time.
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)",
+            (_REGISTRATION_LOCK, int.from_bytes(node[:4], "big", signed=True)),
+        )
 
     def registry_version(self) -> int:
         # One statement, no transaction: the cheapest read there is, once per batch.

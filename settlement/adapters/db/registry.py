@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from settlement.adapters.db.access import AdminEntry
 from settlement.adapters.db.tables import dec, enc
 from settlement.domain.ingest import RegistrySnapshot
 from settlement.domain.registration import Registration
@@ -24,6 +25,12 @@ class RegistryQueries:
 
     def _run(self, fn: Callable[[Any], Any], write: bool = True) -> Any:
         raise NotImplementedError  # Store's
+
+    def _audit(self, cur: Any, entry: AdminEntry | None) -> None:
+        raise NotImplementedError  # AccessQueries'
+
+    def _lock_node(self, cur: Any, node: bytes) -> None:
+        """Serialize registration requests of one node (PostgreSQL; SQLite's writer is one)."""
 
     # -- registries ----------------------------------------------------------------------
 
@@ -62,36 +69,56 @@ class RegistryQueries:
         snap = self.registry_snapshot()
         return sorted(RegisteredNode(a, label, active) for a, (label, active) in snap.nodes.items())
 
-    def put_node(self, address: bytes, label: str, active: bool) -> None:
+    # Every change below is an admin's: `audit` is written in its transaction, and a node an
+    # admin set inactive is `held` (its own signed requests no longer re-activate it).
+
+    _PUT_NODE = (
+        "INSERT INTO registry_node (address, label, active, held) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (address) DO UPDATE SET label = excluded.label, "
+        "active = excluded.active, held = excluded.held"
+    )
+
+    def put_node(
+        self, address: bytes, label: str, active: bool, audit: AdminEntry | None = None
+    ) -> None:
         def fn(cur: Any) -> None:
-            cur.execute(
-                self._q(
-                    "INSERT INTO registry_node (address, label, active) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (address) DO UPDATE SET label = excluded.label, "
-                    "active = excluded.active"
-                ),
-                (address, label, active),
-            )
+            cur.execute(self._q(self._PUT_NODE), (address, label, active, not active))
             self._bump(cur)
+            self._audit(cur, audit)
 
         self._run(fn)
 
-    def set_node_active(self, address: bytes, active: bool) -> bool:
+    def set_node_active(
+        self, address: bytes, active: bool, audit: AdminEntry | None = None
+    ) -> bool:
         """False when the node is not registered."""
 
         def fn(cur: Any) -> bool:
             cur.execute(
-                self._q("UPDATE registry_node SET active = %s WHERE address = %s"),
-                (active, address),
+                self._q("UPDATE registry_node SET active = %s, held = %s WHERE address = %s"),
+                (active, not active, address),
             )
             found = cur.rowcount > 0
             if found:
                 self._bump(cur)
+                self._audit(cur, audit)
             return found
 
         return self._run(fn)
 
-    def put_content(self, content_id: bytes, creator: bytes) -> None:
+    def node_held(self, address: bytes) -> bool:
+        """True when an admin deactivated the node (only an admin lifts that)."""
+
+        def fn(cur: Any) -> bool:
+            cur.execute(self._q("SELECT held FROM registry_node WHERE address = %s"), (address,))
+            row = cur.fetchone()
+            return row is not None and bool(row[0])
+
+        return bool(self._run(fn, write=False))
+
+    def put_content(
+        self, content_id: bytes, creator: bytes, audit: AdminEntry | None = None
+    ) -> None:
         def fn(cur: Any) -> None:
             cur.execute(
                 self._q(
@@ -101,13 +128,14 @@ class RegistryQueries:
                 (content_id, creator),
             )
             self._bump(cur)
+            self._audit(cur, audit)
 
         self._run(fn)
 
-    def remove_content(self, content_id: bytes) -> bool:
-        return self._delete_one("registry_content", "content_id", content_id)
+    def remove_content(self, content_id: bytes, audit: AdminEntry | None = None) -> bool:
+        return self._delete_one("registry_content", "content_id", content_id, audit)
 
-    def add_viewer(self, address: bytes) -> None:
+    def add_viewer(self, address: bytes, audit: AdminEntry | None = None) -> None:
         def fn(cur: Any) -> None:
             cur.execute(
                 self._q(
@@ -117,18 +145,22 @@ class RegistryQueries:
                 (address,),
             )
             self._bump(cur)
+            self._audit(cur, audit)
 
         self._run(fn)
 
-    def remove_viewer(self, address: bytes) -> bool:
-        return self._delete_one("registry_viewer", "address", address)
+    def remove_viewer(self, address: bytes, audit: AdminEntry | None = None) -> bool:
+        return self._delete_one("registry_viewer", "address", address, audit)
 
-    def _delete_one(self, table: str, column: str, key: bytes) -> bool:
+    def _delete_one(
+        self, table: str, column: str, key: bytes, audit: AdminEntry | None = None
+    ) -> bool:
         def fn(cur: Any) -> bool:
             cur.execute(self._q(f"DELETE FROM {table} WHERE {column} = %s"), (key,))
             found = cur.rowcount > 0
             if found:
                 self._bump(cur)
+                self._audit(cur, audit)
             return found
 
         return self._run(fn)
@@ -138,6 +170,7 @@ class RegistryQueries:
         nodes: Iterable[tuple[bytes, str, bool]],
         content: Iterable[tuple[bytes, bytes]],
         viewers: Iterable[bytes],
+        audit: AdminEntry | None = None,
     ) -> None:
         """Upsert many registry entries in one transaction (import of a registries file)."""
         nodes, content, viewers = list(nodes), list(content), [(v,) for v in viewers]
@@ -145,12 +178,7 @@ class RegistryQueries:
         def fn(cur: Any) -> None:
             if nodes:
                 cur.executemany(
-                    self._q(
-                        "INSERT INTO registry_node (address, label, active) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (address) DO UPDATE SET label = excluded.label, "
-                        "active = excluded.active"
-                    ),
-                    nodes,
+                    self._q(self._PUT_NODE), [(a, lb, act, not act) for a, lb, act in nodes]
                 )
             if content:
                 cur.executemany(
@@ -169,6 +197,7 @@ class RegistryQueries:
                     viewers,
                 )
             self._bump(cur)
+            self._audit(cur, audit)
 
         self._run(fn)
 
@@ -199,44 +228,50 @@ class RegistryQueries:
         *,
         approve: bool,
     ) -> Registration | None:
-        """Store a verified request; with `approve` the node is registered in the same transaction.
+        """Store a verified request; with `approve` the node is registered in the same
+        transaction, unless an admin deactivated it (held): then the request waits, pending,
+        for an admin.
 
         None when the node already has a request issued at or after `issued_at`: a signed
-        request is used once, so replaying an old one cannot re-activate a node.
+        request is used once, so replaying an old one cannot re-activate a node. Two copies
+        sent at once are stored once (the node's lock, and the unique index behind it).
         """
 
         def fn(cur: Any) -> Registration | None:
+            self._lock_node(cur, node)
             cur.execute(
                 self._q("SELECT MAX(issued_at) FROM node_registration WHERE node = %s"), (node,)
             )
             (latest,) = cur.fetchone()
             if latest is not None and dec(latest) >= issued_at:
                 return None
-            status = "approved" if approve else "pending"
-            decided = enc(requested_at) if approve else None
+            approved = approve
+            if approved:
+                cur.execute(self._q("SELECT held FROM registry_node WHERE address = %s"), (node,))
+                held = cur.fetchone()
+                approved = held is None or not held[0]
+            status = "approved" if approved else "pending"
+            decided = enc(requested_at) if approved else None
             cur.execute(
                 self._q(
                     "INSERT INTO node_registration (node, label, issued_at, signature, status, "
                     "requested_at, decided_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (node, issued_at) DO NOTHING "
                     f"RETURNING {self._REG_COLS}"
                 ),
                 (node, label, enc(issued_at), signature, status, enc(requested_at), decided),
             )
             row = cur.fetchone()
-            if approve:
+            if row is None:
+                return None
+            if approved:
                 self._approve(cur, node, label)
             return self._registration(row)
 
         return self._run(fn)
 
     def _approve(self, cur: Any, node: bytes, label: str) -> None:
-        cur.execute(
-            self._q(
-                "INSERT INTO registry_node (address, label, active) VALUES (%s, %s, %s) "
-                "ON CONFLICT (address) DO UPDATE SET label = excluded.label, active = excluded.active"
-            ),
-            (node, label, True),
-        )
+        cur.execute(self._q(self._PUT_NODE), (node, label, True, False))
         self._bump(cur)
 
     def registration(self, request_id: int) -> Registration | None:
@@ -266,7 +301,7 @@ class RegistryQueries:
         return self._run(fn, write=False)
 
     def decide_registration(
-        self, request_id: int, approve: bool, decided_at: int
+        self, request_id: int, approve: bool, decided_at: int, audit: AdminEntry | None = None
     ) -> Registration | None:
         """Approve or reject a pending request; None when no pending request has that id."""
 
@@ -284,6 +319,7 @@ class RegistryQueries:
             reg = self._registration(row)
             if approve:
                 self._approve(cur, reg.node, reg.label)
+            self._audit(cur, audit)
             return reg
 
         return self._run(fn)

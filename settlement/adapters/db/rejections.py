@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -24,8 +24,14 @@ class LoggedRejection:
     raw: Any  # the wire item as received; None for duplicate / stale (never sampled)
 
 
+# The node of every counted rejection whose node is not registered: one row per reason and
+# epoch, however many addresses an attacker makes up (one byte: never a node's address).
+UNREGISTERED_NODE: Final = b"\x00"
+
+
 class RejectionKey(NamedTuple):
-    """What rejections are counted by: node b"" for view receipts and unparsable items."""
+    """What rejections are counted by: node b"" for view receipts and unparsable items,
+    UNREGISTERED_NODE for nodes not in the registry; epoch 0 outside the time window."""
 
     reason: str
     node: bytes

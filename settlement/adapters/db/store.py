@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from settlement.adapters.db.access import AccessQueries
 from settlement.adapters.db.registry import RegistryQueries
 from settlement.adapters.db.rejections import LoggedRejection, RejectionLog, SamplePolicy
 from settlement.adapters.db.tables import (
@@ -92,7 +93,7 @@ class TableRows:
 _RETRIES: Final = 8  # deadlocks between workers are rare and retried with fresh state
 
 
-class Store(RegistryQueries, RejectionLog):
+class Store(AccessQueries, RegistryQueries, RejectionLog):
     """One interface over SQLite and PostgreSQL: registries, ingest, epoch reads, logs, retention.
 
     Thread-safe: every call takes a pooled connection for one transaction.

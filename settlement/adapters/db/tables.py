@@ -121,6 +121,11 @@ class RegistryNode(SQLModel, table=True):
     address: bytes = pk_bytes()
     label: str = Field(sa_column=Column(Text, nullable=False))
     active: bool = Field(sa_column=Column(Boolean, nullable=False))
+    # An admin deactivated it: the node's own signed requests (open mode) no longer
+    # re-activate it; they wait as pending until an admin decides.
+    held: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=sa.false())
+    )
 
 
 class RegistryContent(SQLModel, table=True):
@@ -154,6 +159,9 @@ class NodeRegistration(SQLModel, table=True):
     status: str = Field(sa_column=Column(Text, nullable=False))  # pending|approved|rejected
     requested_at: int = Field(sa_column=Column(U64, nullable=False))
     decided_at: int | None = Field(default=None, sa_column=Column(U64, nullable=True))
+
+    # A signed request is stored once, also when two copies race (ON CONFLICT DO NOTHING).
+    __table_args__ = (Index("ux_node_registration_request", "node", "issued_at", unique=True),)
 
 
 class RejectionCount(SQLModel, table=True):
@@ -189,6 +197,44 @@ class RejectionCursor(SQLModel, table=True):
     __tablename__ = "rejection_cursor"
     reason: str = Field(sa_column=Column(Text, primary_key=True))
     written: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ApiKey(SQLModel, table=True):
+    """A client's API key: its SHA-256 (the token is shown once, at creation) and its rate."""
+
+    __tablename__ = "api_key"
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    name: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    token_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False, unique=True))
+    period_us: int = Field(sa_column=Column(BigInteger, nullable=False))  # 1e6 / rate
+    burst: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    revoked_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class RateWindow(SQLModel, table=True):
+    """One rate-limit bucket shared by every worker and instance: `key:<id>` of an API key
+    or `addr:<address>` of a keyless client. `tat` is the GCRA theoretical arrival time
+    (microseconds); a bucket whose tat has passed is full, the same as no row, so such rows
+    are pruned. UNLOGGED on PostgreSQL: no WAL, and a crash merely refills every bucket."""
+
+    __tablename__ = "rate_window"
+    bucket: str = Field(sa_column=Column(Text, primary_key=True))
+    tat: int = Field(sa_column=Column(BigInteger, nullable=False))
+    period: int = Field(sa_column=Column(BigInteger, nullable=False))
+    burst: int = Field(sa_column=Column(BigInteger, nullable=False))
+    allowed: bool = Field(sa_column=Column(Boolean, nullable=False))
+
+
+class AdminLogRow(SQLModel, table=True):
+    """Every admin change: who (the admin token's name, or cli:<user>), what, when."""
+
+    __tablename__ = "admin_log"
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    who: str = Field(sa_column=Column(Text, nullable=False))
+    action: str = Field(sa_column=Column(Text, nullable=False))
+    detail: str = Field(sa_column=Column(Text, nullable=False))
 
 
 # A close reads only the sessions touched since the closes before it (see close_io.SetClose):
@@ -332,6 +378,9 @@ TABLES: Final = (
     RejectionCount,
     RejectionSample,
     RejectionCursor,
+    ApiKey,
+    RateWindow,
+    AdminLogRow,
 )
 TABLE_NAMES: Final = (*(t.__tablename__ for t in TABLES), SESSION_TOUCH.name)
 

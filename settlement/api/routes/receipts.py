@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from settlement.api import metrics
-from settlement.api.deps import ClientKeyDep, StateDep
+from settlement.api.deps import AdmitDep, StateDep
 from settlement.api.schemas import ERROR_RESPONSES, IngestOut, ReceiptBatch
 from settlement.api.wire import parse_batch
 from settlement.errors import SettlementError
@@ -32,18 +32,18 @@ _BODY_DOC = {
     openapi_extra=_BODY_DOC,
     summary="Ingest a batch of signed receipts",
 )
-async def post_receipts(request: Request, state: StateDep, client: ClientKeyDep) -> Response:
+async def post_receipts(request: Request, state: StateDep, _: AdmitDep) -> Response:
     """Judge every receipt of the batch (PROTOCOL section 3) and store what is kept.
 
     A 200 answer is sent only after the batch is committed: resending a batch whose answer
     was lost is safe (its receipts come back `duplicate`). Limits: W2E_MAX_BODY_BYTES
     (413), W2E_BODY_TIMEOUT (408), W2E_MAX_JSON_DEPTH and W2E_MAX_JSON_ELEMENTS (422),
-    W2E_MAX_BATCH receipts (413), W2E_RATE_LIMIT batches/s per client and worker
-    (429), W2E_MAX_INFLIGHT_BATCHES per worker (503). 429 and 503 carry Retry-After.
+    W2E_MAX_BATCH receipts (413), the API key's rate or W2E_RATE_LIMIT batches/s per client
+    address, across all workers (429), W2E_MAX_INFLIGHT_BATCHES per worker (503). 429 and
+    503 carry Retry-After.
     """
     started = time.perf_counter()
     try:
-        state.limiter.take(client)
         # Already in memory: api/body.py read it whole, within W2E_MAX_BODY_BYTES and
         # W2E_BODY_TIMEOUT, before this route ran, so a slow client never holds a slot.
         body = await request.body()

@@ -10,7 +10,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path
 
-from settlement.api.deps import AdminDep, ClientKeyDep, SettingsDep, StateDep, StoreDep
+from settlement.api.deps import (
+    AdminDep,
+    AdmitRegistrationDep,
+    SettingsDep,
+    StateDep,
+    StoreDep,
+)
 from settlement.api.schemas import (
     ERROR_RESPONSES,
     ContentIn,
@@ -61,8 +67,10 @@ def list_nodes(_: AdminDep, store: StoreDep) -> list[NodeOut]:
 
 
 @admin.post("/nodes", summary="Register or update a node")
-def put_node(_: AdminDep, store: StoreDep, settings: SettingsDep, body: NodeIn) -> NodeOut:
-    node = service.register_node(store, body.address, body.label, body.active, settings=settings)
+def put_node(who: AdminDep, store: StoreDep, settings: SettingsDep, body: NodeIn) -> NodeOut:
+    node = service.register_node(
+        store, body.address, body.label, body.active, settings=settings, who=who
+    )
     return NodeOut(address=_hex(node), label=body.label, active=body.active)
 
 
@@ -72,9 +80,10 @@ def put_node(_: AdminDep, store: StoreDep, settings: SettingsDep, body: NodeIn) 
     responses={404: {"description": "node not registered"}},
 )
 def node_active(
-    _: AdminDep, store: StoreDep, address: str, action: Literal["activate", "deactivate"]
+    who: AdminDep, store: StoreDep, address: str, action: Literal["activate", "deactivate"]
 ) -> dict[str, str | bool]:
-    service.set_node_active(store, address, action == "activate")
+    """A deactivated node stays so until an admin activates it (or approves its request)."""
+    service.set_node_active(store, address, action == "activate", who=who)
     return {"address": address.lower(), "active": action == "activate"}
 
 
@@ -87,14 +96,16 @@ def list_content(_: AdminDep, store: StoreDep) -> list[ContentOut]:
 
 
 @admin.post("/content", summary="Register content (content id -> creator)")
-def put_content(_: AdminDep, store: StoreDep, settings: SettingsDep, body: ContentIn) -> ContentOut:
-    cid = service.add_content(store, body.contentId, body.creator, settings=settings)
+def put_content(
+    who: AdminDep, store: StoreDep, settings: SettingsDep, body: ContentIn
+) -> ContentOut:
+    cid = service.add_content(store, body.contentId, body.creator, settings=settings, who=who)
     return ContentOut(contentId=_hex(cid), creator=body.creator.lower())
 
 
 @admin.delete("/content/{content_id}", summary="Remove content", status_code=204)
-def delete_content(_: AdminDep, store: StoreDep, content_id: str) -> None:
-    service.remove_content(store, content_id)
+def delete_content(who: AdminDep, store: StoreDep, content_id: str) -> None:
+    service.remove_content(store, content_id, who=who)
 
 
 @admin.get("/viewers", summary="List the viewer allowlist")
@@ -103,20 +114,22 @@ def list_viewers(_: AdminDep, store: StoreDep) -> list[str]:
 
 
 @admin.post("/viewers", summary="Add a viewer to the allowlist")
-def put_viewer(_: AdminDep, store: StoreDep, settings: SettingsDep, body: ViewerIn) -> ViewerIn:
-    return ViewerIn(address=_hex(service.add_viewer(store, body.address, settings=settings)))
+def put_viewer(who: AdminDep, store: StoreDep, settings: SettingsDep, body: ViewerIn) -> ViewerIn:
+    return ViewerIn(
+        address=_hex(service.add_viewer(store, body.address, settings=settings, who=who))
+    )
 
 
 @admin.delete("/viewers/{address}", summary="Remove a viewer from the allowlist", status_code=204)
-def delete_viewer(_: AdminDep, store: StoreDep, address: str) -> None:
-    service.remove_viewer(store, address)
+def delete_viewer(who: AdminDep, store: StoreDep, address: str) -> None:
+    service.remove_viewer(store, address, who=who)
 
 
 @admin.post("/registries", summary="Import a registries document in one transaction")
 def import_registries(
-    _: AdminDep, store: StoreDep, settings: SettingsDep, body: RegistriesIn
+    who: AdminDep, store: StoreDep, settings: SettingsDep, body: RegistriesIn
 ) -> dict[str, int]:
-    return service.load_registries(store, body.model_dump(), settings=settings)
+    return service.load_registries(store, body.model_dump(), settings=settings, who=who)
 
 
 # --- node registration requests ------------------------------------------------------------
@@ -135,7 +148,7 @@ def list_registrations(
     responses={404: {"description": "no such request"}},
 )
 def decide_registration(
-    _: AdminDep,
+    who: AdminDep,
     store: StoreDep,
     request_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="request id")],
     decision: Literal["approve", "reject"],
@@ -145,7 +158,7 @@ def decide_registration(
         if decision == "approve"
         else service.reject_node_registration
     )
-    return _registration(decide(store, request_id, int(time.time())))
+    return _registration(decide(store, request_id, int(time.time()), who=who))
 
 
 @public.post(
@@ -155,13 +168,13 @@ def decide_registration(
     responses={k: ERROR_RESPONSES[k] for k in (422, 429)},
 )
 def request_registration(
-    state: StateDep, client: ClientKeyDep, body: RegistrationIn
+    state: StateDep, _: AdmitRegistrationDep, body: RegistrationIn
 ) -> RegistrationOut:
     """Sign `NodeRegistration(address node,string label,uint64 issuedAt)` under the receipts'
     EIP-712 domain with the node's key. In open mode (W2E_REGISTRY_MODE=open) the node is
-    registered at once; otherwise the request waits for an admin's approval.
+    registered at once (unless an admin deactivated it: then it waits as in approval mode);
+    otherwise the request waits for an admin's approval.
     """
-    state.limiter.take(client)
     reg = service.request_node_registration(
         state.store, state.settings, body.model_dump(), int(time.time())
     )
