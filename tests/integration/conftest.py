@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from storekit import opened
+from storekit import BACKENDS, World, opened, reset
 
 from settlement.adapters.db.store import Store
 
@@ -28,3 +28,19 @@ def stores(tmp_path_factory: Any) -> Iterator[Any]:
             return opened_stores[backend]
 
         yield get
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: Any, stores: Any) -> Store:
+    """The module's store of each backend, emptied (a module may define its own)."""
+    s: Store = stores(request.param)
+    reset(s)
+    return s
+
+
+@pytest.fixture
+def world(store: Store) -> World:
+    """Keys, nodes, content and a viewer, registered in `store`."""
+    w = World()
+    w.register(store)
+    return w

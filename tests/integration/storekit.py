@@ -216,3 +216,10 @@ def close_reads(touched_only: bool | None) -> Iterator[None]:
         return
     with mock.patch.object(SetClose, "touched_only", lambda self: touched_only):
         yield
+
+
+def ingest(store: Store, items: list[dict[str, Any]], now: int = NOW, **overrides: Any) -> Any:
+    """One batch through the ingest service, with `settings(**overrides)`."""
+    from settlement.services.ingest import Ingestor
+
+    return Ingestor(store, settings(**overrides)).ingest(items, now)
