@@ -91,6 +91,9 @@ def create_app(
     from settlement.api.routes import claims  # GET /v1/accounts/{address}/claim
 
     app.include_router(claims.router)
+    from settlement.api.routes import data  # GET/HEAD /v1/data/...: the published files
+
+    app.include_router(data.router)
     app.add_exception_handler(SettlementError, _settlement_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app
