@@ -1,0 +1,171 @@
+"""The watchtower on anvil (issue 14 item 4): the poster key posts a bad root and the
+watchtower, auditing its dataset over HTTP, revokes it before validAt (and with
+--pause-on-failure pauses too); a good root is left alone and accepted once due."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from support.anvil import Anvil, free_port
+from test_submitter_anvil import ANVIL, HOUR, Net, make_net
+
+from settlement.adapters import chain as c
+from settlement.adapters.db import submitter as sdb
+from settlement.adapters.db.epochs import EpochStore
+from settlement.api.app import create_app
+from settlement.domain.merkle import MerkleTree
+from settlement.services.published import epoch_data_uri
+from settlement.services.submit import Submitter, epoch_dump_path
+from settlement.services.watchtower import WatchMetrics, Watchtower, chained, manifest_audit
+
+pytestmark = pytest.mark.slow  # starts anvil nodes
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Net]:
+    """A net whose datasets are served over HTTP under W2E_DATA_BASE_URI."""
+    with Anvil(ANVIL) as node:
+        n = make_net(tmp_path, node.url, funded_epochs=5)
+        port = free_port()
+        n.settings = n.settings.model_copy(
+            update={"data_base_uri": f"http://127.0.0.1:{port}/v1/data"}
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(n.settings, n.store), host="127.0.0.1", port=port, log_level="error"
+            )
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        try:
+            yield n
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            n.store.close()
+
+
+def _tower(n: Net, **kwargs: Any) -> Watchtower:
+    return Watchtower(
+        n.distributor,
+        chained(manifest_audit()),
+        from_block=n.deployment.block,
+        guardian=n.guardian,
+        metrics=WatchMetrics(),
+        **kwargs,
+    )
+
+
+def _submitter(n: Net) -> Submitter:
+    return Submitter(
+        n.store,
+        n.settings,
+        n.chain,
+        n.distributor,
+        n.poster,
+        deployment_block=n.deployment.block,
+    )
+
+
+def _post_bad_root(n: Net, epoch: int) -> MerkleTree:
+    """The poster key proposes a root the published dataset does not give: an attacker's
+    leaf added to the true balances, under the true epoch's dataHash and dataURI."""
+    stored = EpochStore(n.store).get(epoch)
+    assert stored is not None
+    dump = epoch_dump_path(n.settings, stored.manifest)
+    assert dump is not None
+    true = MerkleTree.load(Path(dump).read_bytes())
+    values = dict(true.values)
+    values[c.Key.generate("attacker").address.lower()] = 10**18
+    bad = MerkleTree.of(sorted(values.items()))
+    n.chain.transact(
+        n.poster,
+        n.distributor.propose_root(
+            epoch,
+            bad.root,
+            bad.cumulative_total,
+            "0x" + stored.data_hash.hex(),
+            epoch_data_uri(n.settings, epoch),
+        ),
+    )
+    return bad
+
+
+def _block_time(n: Net, block: int) -> int:
+    return int(n.chain.w3.eth.get_block(block)["timestamp"])
+
+
+def test_bad_root_is_revoked_before_valid_at(net: Net) -> None:
+    n, d = net, net.distributor
+    n.close(1)
+    bad = _post_bad_root(n, 1)
+    pending = d.pending_root()
+    assert pending is not None and pending.root == bad.root
+    tower = _tower(n)
+    (action,) = tower.step()
+    assert action.did == "revoked" and action.proposal.root == bad.root
+    assert "root: manifest" in action.verdict.summary
+    assert d.pending_root() is None and d.root() == "0x" + "00" * 32
+    (revoked,) = [e for e in c.read_events(d, n.deployment.block) if e.name == "RootRevoked"]
+    assert revoked.args["root"] == bad.root
+    assert _block_time(n, revoked.block_number) < pending.valid_at
+    m = tower.metrics
+    assert m.value("w2e_watchtower_roots_seen_total") == 1
+    assert m.value("w2e_watchtower_roots_audited_total") == 1
+    assert m.value("w2e_watchtower_roots_failed_total") == 1
+    assert m.value("w2e_watchtower_roots_revoked_total") == 1
+    assert m.value("w2e_watchtower_last_audited_epoch") == 1
+    assert m.value("w2e_watchtower_window_seconds_left") == 0  # nothing pending now
+    assert not d.paused()
+    assert tower.step() == []  # acted once
+
+    # The service's own proposal of the same epoch is then audited clean and left alone.
+    sub = _submitter(n)
+    (row,) = sub.step()
+    assert row.status == sdb.MINED
+    (action,) = tower.step()
+    assert action.did == "left" and action.verdict.ok
+    assert action.proposal.data_uri.startswith(n.settings.data_base_uri or "unset")
+    assert 0 < m.value("w2e_watchtower_window_seconds_left") <= HOUR
+    assert m.value("w2e_watchtower_roots_revoked_total") == 1
+    n.chain.increase_time(HOUR)
+    assert sub.step()[0].status == sdb.ACCEPTED
+    assert tower.step() == [] and d.current_epoch() == 1
+
+
+def test_good_root_is_left_alone(net: Net) -> None:
+    n, d = net, net.distributor
+    n.close(2)
+    sub = _submitter(n)
+    (row,) = sub.step()
+    assert row.status == sdb.MINED and row.data_uri == epoch_data_uri(n.settings, 2)
+    tower = _tower(n, pause_on_failure=True)
+    (action,) = tower.step()
+    assert action.did == "left" and action.verdict.ok
+    assert d.pending_root() is not None and not d.paused()
+    assert tower.metrics.value("w2e_watchtower_roots_failed_total") == 0
+    n.chain.increase_time(HOUR)
+    assert sub.step()[0].status == sdb.ACCEPTED
+    assert d.root() == row.root and tower.step() == []
+    assert tower.metrics.value("w2e_watchtower_roots_revoked_total") == 0
+
+
+def test_pause_on_failure_revokes_and_pauses(net: Net) -> None:
+    n, d = net, net.distributor
+    n.close(1)
+    _post_bad_root(n, 1)
+    tower = _tower(n, pause_on_failure=True)
+    (action,) = tower.step()
+    assert action.did == "revoked+paused"
+    assert d.pending_root() is None and d.paused()
+    assert tower.metrics.value("w2e_watchtower_pauses_total") == 1
