@@ -10,7 +10,6 @@ with the verdict, never how to recompute a root.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from settlement.adapters import files as publish
 from settlement.adapters.chain import (
+    GUARDIAN_ROLE,
     PROPOSAL_EVENTS,
     ChainEvent,
     Distributor,
@@ -29,11 +29,14 @@ from settlement.adapters.chain import (
     rpc_errors,
 )
 from settlement.adapters.keys import Key
+from settlement.config import Settings
 from settlement.domain import dataset
 from settlement.errors import (
     ChainError,
+    ConfigError,
     ContractRevert,
     DataUnavailable,
+    DeploymentMissing,
     RpcUnavailable,
     SettlementError,
     redact,
@@ -182,7 +185,7 @@ class Action:
 
 class Watchtower:
     """One `step` per tick: read new events, audit the pending proposal once, act on a
-    failure. Not thread-safe; `run` loops it."""
+    failure. Not thread-safe: one job runs it (`jobs.WatchScheduler`, max_instances=1)."""
 
     def __init__(
         self,
@@ -295,6 +298,9 @@ class Watchtower:
             verdict = Verdict(False, f"dataset unavailable {left:.0f} s before validAt: {error}")
         except SettlementError as error:
             verdict = Verdict(False, f"the audit could not complete: {error}")
+        except Exception as error:  # a dataset that crashes the auditor is not shown correct
+            log.exception("the audit of %s crashed", p)
+            verdict = Verdict(False, f"the audit crashed: {type(error).__name__}: {error}")
         seconds = time.perf_counter() - t
         self.metrics.audited.inc()
         self.metrics.last_audited_epoch.set(p.epoch)
@@ -356,21 +362,17 @@ class Watchtower:
         self.chain.transact(self.guardian, self.distributor.pause())
         self.metrics.paused.inc()
 
-    # -- the loop ---------------------------------------------------------------------------
 
-    def run(self, interval: float, stop: threading.Event | None = None) -> None:
-        """Tick every `interval` seconds until `stop` is set; an unreachable RPC or a failed
-        transaction is logged and tried again at the next tick."""
-        stop = stop or threading.Event()
-        while not stop.is_set():
-            try:
-                self.step()
-            except RpcUnavailable as error:
-                self.say(f"watchtower: {error}")
-            except ChainError as error:
-                log.error("watchtower: %s", error)
-                self.say(f"watchtower: {error}")
-            stop.wait(interval)
+def run_step(tower: Watchtower) -> list[Action]:
+    """One tick for a job: an unreachable RPC or a refused transaction is logged and tried
+    again at the next tick (the verdicts already reached are kept)."""
+    try:
+        return tower.step()
+    except RpcUnavailable as error:
+        log.warning("watchtower: %s", error)
+    except ChainError as error:
+        log.error("watchtower: %s", error)
+    return []
 
 
 # -- audits ---------------------------------------------------------------------------------
@@ -428,3 +430,70 @@ def chained(*audits: PendingAudit) -> PendingAudit:
         return Verdict(True)
 
     return run
+
+
+# -- wiring for the CLI ---------------------------------------------------------------------
+
+
+def open_watchtower(
+    settings: Settings,
+    audit: PendingAudit,
+    *,
+    rpc_url: str | None = None,
+    distributor: str | None = None,
+    from_block: int | None = None,
+    pause_on_failure: bool = False,
+    metrics: WatchMetrics | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Watchtower:
+    """A Watchtower over `rpc_url` (default W2E_RPC_URL) and `distributor` (default: the
+    deployment record's), from `from_block` (default: the deployment's block, else 0), with
+    the guardian key when one is configured (W2E_GUARDIAN_KEYSTORE or the variable
+    W2E_GUARDIAN_KEY_ENV names); without one it audits and alerts but cannot revoke."""
+    from settlement.adapters.chain import connect, load_deployment
+    from settlement.adapters.keys import load_optional_key
+
+    chain = connect(settings, rpc_url=rpc_url)
+    if chain.embedded:
+        raise ConfigError(
+            "no RPC: the watchtower follows a live chain; give --rpc URL or set W2E_RPC_URL"
+        )
+    deployment = None
+    if distributor is None or from_block is None:
+        try:
+            deployment = load_deployment(settings.deployment_file, chain)
+        except DeploymentMissing:
+            if distributor is None:
+                raise
+    address = distributor or (deployment.distributor if deployment else "")
+    start = from_block if from_block is not None else (deployment.block if deployment else 0)
+    d = Distributor(chain, address)
+    if not d.has_code():
+        raise ConfigError(
+            f"no contract at {address} on chain {chain.chain_id}: check --distributor"
+        )
+    guardian = load_optional_key(settings, "guardian")
+    tower = Watchtower(
+        d,
+        audit,
+        from_block=start,
+        guardian=guardian,
+        pause_on_failure=pause_on_failure,
+        metrics=metrics,
+        say=say,
+    )
+    if guardian is None and pause_on_failure:
+        raise ConfigError(
+            "--pause-on-failure needs the guardian key: set W2E_GUARDIAN_KEYSTORE or the "
+            "variable W2E_GUARDIAN_KEY_ENV names"
+        )
+    if guardian is None:
+        tower.say(
+            "no guardian key: failed roots are reported (metric w2e_watchtower_alert), not revoked"
+        )
+    elif not d.has_role(GUARDIAN_ROLE, guardian.address):
+        raise ConfigError(
+            f"the guardian key ({guardian.address}) does not hold GUARDIAN_ROLE on {address}: "
+            "it could not revoke; check W2E_GUARDIAN_KEYSTORE / W2E_GUARDIAN_KEY_ENV"
+        )
+    return tower
