@@ -4,12 +4,15 @@ watchtower, auditing its dataset over HTTP, revokes it before validAt (and with
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import uvicorn
 from support.anvil import Anvil, free_port
@@ -19,10 +22,17 @@ from settlement.adapters import chain as c
 from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import EpochStore
 from settlement.api.app import create_app
+from settlement.domain import dataset
 from settlement.domain.merkle import MerkleTree
 from settlement.services.published import epoch_data_uri
 from settlement.services.submit import Submitter, epoch_dump_path
-from settlement.services.watchtower import WatchMetrics, Watchtower, chained, manifest_audit
+from settlement.services.watchtower import (
+    FullAudit,
+    WatchMetrics,
+    Watchtower,
+    chained,
+    manifest_audit,
+)
 
 pytestmark = pytest.mark.slow  # starts anvil nodes
 
@@ -56,9 +66,10 @@ def net(tmp_path: Path) -> Iterator[Net]:
 
 
 def _tower(n: Net, **kwargs: Any) -> Watchtower:
+    full = FullAudit(n.distributor, from_block=n.deployment.block)
     return Watchtower(
         n.distributor,
-        chained(manifest_audit()),
+        chained(manifest_audit(), full),
         from_block=n.deployment.block,
         guardian=n.guardian,
         metrics=WatchMetrics(),
@@ -101,6 +112,38 @@ def _post_bad_root(n: Net, epoch: int) -> MerkleTree:
     return bad
 
 
+def _post_tampered_dataset(n: Net, epoch: int, tmp: Path) -> str:
+    """The poster key proposes the epoch's true root and total with a dataset of its own
+    whose manifest agrees with them, but one published receipt's signature has a flipped
+    byte: only an audit of the files behind the manifest can see it. Returns its dataHash."""
+    src = Path(n.settings.data_dir, f"epoch-{epoch:08d}")
+    out = tmp / "elsewhere" / src.name
+    shutil.copytree(src, out)
+    doc = orjson.loads((out / dataset.MANIFEST).read_bytes())
+    (entry,) = [f for f in doc["files"] if f["name"] == dataset.DELIVERY_RECEIPTS]
+    path = out / f"{entry['sha256']}.ndjson"
+    lines = path.read_bytes().split(b"\n")
+    first = orjson.loads(lines[0])
+    sig = first["signature"]
+    first["signature"] = sig[:10] + ("0" if sig[10] != "0" else "1") + sig[11:]
+    lines[0] = orjson.dumps(first, option=orjson.OPT_SORT_KEYS)
+    data = b"\n".join(lines)
+    path.unlink()
+    sha = hashlib.sha256(data).hexdigest()
+    (out / f"{sha}.ndjson").write_bytes(data)
+    entry.update(sha256=sha, size=str(len(data)))
+    raw = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    (out / dataset.MANIFEST).write_bytes(raw)
+    data_hash = "0x" + dataset.data_hash(raw).hex()
+    n.chain.transact(
+        n.poster,
+        n.distributor.propose_root(
+            epoch, doc["root"], int(doc["cumulativeTotal"]), data_hash, str(out / dataset.MANIFEST)
+        ),
+    )
+    return data_hash
+
+
 def _block_time(n: Net, block: int) -> int:
     return int(n.chain.w3.eth.get_block(block)["timestamp"])
 
@@ -141,6 +184,21 @@ def test_bad_root_is_revoked_before_valid_at(net: Net) -> None:
     n.chain.increase_time(HOUR)
     assert sub.step()[0].status == sdb.ACCEPTED
     assert tower.step() == [] and d.current_epoch() == 1
+
+
+def test_tampered_dataset_under_the_true_root_is_revoked(net: Net, tmp_path: Path) -> None:
+    n, d = net, net.distributor
+    n.close(1)
+    data_hash = _post_tampered_dataset(n, 1, tmp_path)
+    pending = d.pending_root()
+    assert pending is not None and pending.data_hash == data_hash
+    tower = _tower(n)
+    (action,) = tower.step()
+    assert action.did == "revoked", action.message
+    assert "delivery_receipts" in action.verdict.summary, action.verdict.summary
+    assert d.pending_root() is None
+    (revoked,) = [e for e in c.read_events(d, n.deployment.block) if e.name == "RootRevoked"]
+    assert _block_time(n, revoked.block_number) < pending.valid_at
 
 
 def test_good_root_is_left_alone(net: Net) -> None:
