@@ -516,8 +516,9 @@ class _AsProposed(ChainView):
 
 def open_watchtower(
     settings: Settings,
-    audit: PendingAudit,
+    audit: PendingAudit | None = None,
     *,
+    data: str | None = None,
     rpc_url: str | None = None,
     distributor: str | None = None,
     from_block: int | None = None,
@@ -528,7 +529,9 @@ def open_watchtower(
     """A Watchtower over `rpc_url` (default W2E_RPC_URL) and `distributor` (default: the
     deployment record's), from `from_block` (default: the deployment's block, else 0), with
     the guardian key when one is configured (W2E_GUARDIAN_KEYSTORE or the variable
-    W2E_GUARDIAN_KEY_ENV names); without one it audits and alerts but cannot revoke."""
+    W2E_GUARDIAN_KEY_ENV names); without one it audits and alerts but cannot revoke.
+    `audit` defaults to the manifest check then the full audit, of the files at each
+    proposal's dataURI or under `data` (a folder or an http(s) base)."""
     from settlement.adapters.chain import connect, load_deployment
     from settlement.adapters.keys import load_optional_key
 
@@ -554,7 +557,7 @@ def open_watchtower(
     guardian = load_optional_key(settings, "guardian")
     tower = Watchtower(
         d,
-        audit,
+        audit or chained(manifest_audit(), FullAudit(d, from_block=start, data=data)),
         from_block=start,
         guardian=guardian,
         pause_on_failure=pause_on_failure,

@@ -1,0 +1,66 @@
+"""`settlement audit --watch`: the watchtower as a long-running command (its options are the
+audit command's; this module runs it)."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+
+def run_watch(
+    *,
+    rpc: str | None,
+    distributor: str | None,
+    data: str | None,
+    from_block: int | None,
+    interval: float,
+    metrics_port: int | None,
+    metrics_host: str,
+    pause_on_failure: bool,
+    once: bool = False,
+) -> None:
+    """Follow the distributor's proposals until interrupted: audit each pending root (the
+    manifest check, then the full audit) and, with the guardian key, revoke one that fails.
+    Exit 2 on bad settings or keys, 3 on chain errors at start."""
+    from settlement.cli.common import log_to_stderr
+    from settlement.config import load_settings
+    from settlement.errors import SettlementError
+
+    log_to_stderr(logging.INFO, "%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick is noise
+    try:
+        from settlement.services.watchtower import WatchMetrics, open_watchtower, run_step
+
+        settings = load_settings()
+        metrics = WatchMetrics()
+        tower = open_watchtower(
+            settings,
+            data=data,
+            rpc_url=rpc,
+            distributor=distributor,
+            from_block=from_block,
+            pause_on_failure=pause_on_failure,
+            metrics=metrics,
+            say=lambda m: typer.echo(m, err=True),
+        )
+        typer.echo(
+            f"watching {tower.distributor.address} from block {tower.state.next_block}"
+            + (f", guardian {tower.guardian.address}" if tower.guardian else ", no guardian key")
+            + (" (pause on failure)" if pause_on_failure else ""),
+            err=True,
+        )
+        if once:
+            run_step(tower)
+            return
+        if metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
+            typer.echo(f"metrics on http://{metrics_host}:{metrics_port}/metrics", err=True)
+        from settlement.jobs import WatchScheduler, run_until_interrupted
+
+        run_until_interrupted(WatchScheduler(tower, interval))
+    except SettlementError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
