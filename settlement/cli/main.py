@@ -6,6 +6,7 @@ import typer
 
 from settlement import __version__
 from settlement.cli import chain, epochs, receipts, registry, serve, sim
+from settlement.cli.audit import audit
 from settlement.cli.correct import cli_correct
 from settlement.cli.submit import cli_submit
 
@@ -40,6 +41,7 @@ app.add_typer(epochs.tree_app, name="tree")
 app.command("submit")(cli_submit)
 app.command("correct")(cli_correct)
 app.command("demo")(sim.demo)
+app.command("audit")(audit)
 
 
 if __name__ == "__main__":

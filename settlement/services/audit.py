@@ -373,6 +373,8 @@ class _Audit:
             source.description if source is not None else "dataURI on chain",
         )
         self._kinds: dict[tuple[Any, ...], int] = {}
+        # Each proposal's manifest as found at its dataURI (its hash may differ: reported).
+        self._at_uri: dict[tuple[int, int], _Manifest] = {}
         self._sources: dict[str, DataSource] = {}
 
     # -- reporting ---------------------------------------------------------------------------
@@ -458,6 +460,15 @@ class _Audit:
                 self.bad(p.args["epoch"], "chain", str(error))
                 continue
             m = self._load(self._source_of(p.args["dataURI"]), rel)
+            if m is not None:
+                self._at_uri[(p.block_number, p.log_index)] = m
+                if m.data_hash != p.args["dataHash"]:
+                    self.bad(
+                        m.epoch, rel,
+                        f"keccak256(manifest.json) differs from the dataHash of {p.name} "
+                        f"(block {p.block_number})",
+                        p.args["dataHash"], m.data_hash,
+                    )  # fmt: skip
             if m is None:
                 self.bad(
                     p.args["epoch"], rel, "the manifest a proposal names is not published",
@@ -526,7 +537,7 @@ class _Audit:
                 seen.add(prev)
                 seq.append(manifests[prev])
             chains.append(seq)
-        chains.sort(key=lambda s: (latest in {m.data_hash for m in s}, len(s), s[0].epoch))
+        chains.sort(key=lambda s: (latest in {m.data_hash for m in s}, s[0].epoch, len(s)))
         best = chains[-1] if chains else []
         best.reverse()
         on_chain = {m.data_hash for m in best}
@@ -556,15 +567,18 @@ class _Audit:
         return merged if rest else best
 
     def _expected_prev(self, m: _Manifest, manifests: dict[str, _Manifest]) -> str:
-        if m.kind == "epoch":
-            for other in manifests.values():
-                if other.kind == "epoch" and other.epoch == m.epoch - 1:
-                    return other.data_hash
-            return ZERO if m.epoch == 1 else f"the manifest of epoch {m.epoch - 1}"
-        for other in manifests.values():
-            if other.kind == "epoch" and other.epoch == m.epoch:
-                return other.data_hash
-        return "the manifest published before it"
+        """The manifests that may have been published just before `m`: for an epoch's, the
+        epoch before's or a correction at it; for a correction's, its epoch's or another
+        correction at it."""
+        if m.kind == "epoch" and m.epoch == 1:
+            return ZERO
+        at = m.epoch - 1 if m.kind == "epoch" else m.epoch
+        options = [
+            f"{o.data_hash} ({o.kind} {o.epoch})"
+            for o in manifests.values()
+            if o.epoch == at and o is not m
+        ]
+        return " or ".join(options) or f"a manifest of epoch {at}"
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -1304,8 +1318,10 @@ class _Audit:
             a = ev.args
             if ev.name in ("RootProposed", "CorrectionProposed"):
                 pending = ev
-                m = manifests.get(a["dataHash"])
-                s = summaries.get(a["dataHash"])
+                m = manifests.get(a["dataHash"]) or self._at_uri.get(
+                    (ev.block_number, ev.log_index)
+                )
+                s = summaries.get(m.data_hash) if m is not None else None
                 if m is None:
                     self.bad(a["epoch"], "chain", f"{ev.name} dataHash is keccak256 of no published manifest",
                              None, a["dataHash"])  # fmt: skip

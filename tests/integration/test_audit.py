@@ -118,3 +118,184 @@ def copy(history: Net, tmp_path: Path) -> Path:
     out = tmp_path / "epochs"
     shutil.copytree(history.settings.data_dir, out)
     return out
+
+
+# --- tampering: a copy of the published data, changed the way a dishonest operator would
+# (each changed file renamed by its new sha256 and its manifest entry fixed, so the file
+# checks pass and the deeper check must catch it), audited against the real chain.
+
+
+def _entry(doc: dict[str, object], name: str) -> dict[str, str]:
+    (entry,) = [f for f in doc["files"] if f["name"] == name]  # type: ignore[attr-defined]
+    return entry  # type: ignore[no-any-return]
+
+
+def _rewrite(data: Path, epoch: int, name: str, edit: object) -> dict[str, object]:
+    """Apply `edit(lines) -> lines` to file `name` of epoch `epoch` and republish its
+    manifest consistently (sha256, size, rows, counts); the new manifest's object."""
+    import hashlib
+
+    directory = data / f"epoch-{epoch:08d}"
+    doc = json.loads((directory / dataset.MANIFEST).read_bytes())
+    entry = _entry(doc, name)
+    old = directory / f"{entry['sha256']}.ndjson"
+    lines = old.read_bytes().split(b"\n")[:-1]
+    body = b"".join(line + b"\n" for line in edit(lines))  # type: ignore[operator]
+    sha = hashlib.sha256(body).hexdigest()
+    (directory / f"{sha}.ndjson").write_bytes(body)
+    entry.update(sha256=sha, size=str(len(body)), rows=str(body.count(b"\n")))
+    doc["counts"][name] = entry["rows"]
+    (directory / dataset.MANIFEST).write_bytes(dataset.canonical_bytes(doc))
+    return doc  # type: ignore[no-any-return]
+
+
+def _line(o: dict[str, str]) -> bytes:
+    return json.dumps(o, sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_flipped_signature_byte(history: Net, copy: Path) -> None:
+    def flip(lines: list[bytes]) -> list[bytes]:
+        o = json.loads(lines[0])
+        sig = bytearray.fromhex(o["signature"][2:])
+        sig[10] ^= 0x01
+        o["signature"] = "0x" + sig.hex()
+        return [_line(o), *lines[1:]]
+
+    first = json.loads(
+        (_dir_in(copy, 2) / _name(copy, 2, dataset.VIEW_RECEIPTS)).read_bytes().split(b"\n")[0]
+    )
+    _rewrite(copy, 2, dataset.VIEW_RECEIPTS, flip)
+    report = _audit(history, copy)
+    assert not report.ok
+    (m,) = _found(
+        report, epoch=2, file=dataset.VIEW_RECEIPTS, line=1, what="SIGNER_MISMATCH",
+        account=first["viewer"], receipt=first["sessionId"],
+    )  # fmt: skip
+    assert m.expected == "accepted" and m.found == "SIGNER_MISMATCH"
+
+
+def test_inflated_counter(history: Net, copy: Path) -> None:
+    first = json.loads(
+        (_dir_in(copy, 2) / _name(copy, 2, dataset.DELIVERY_RECEIPTS)).read_bytes().split(b"\n")[0]
+    )
+
+    def inflate(lines: list[bytes]) -> list[bytes]:
+        o = json.loads(lines[0])
+        o["bytesServed"] = str(int(o["bytesServed"]) + 1_000_000)
+        return [_line(o), *lines[1:]]
+
+    _rewrite(copy, 2, dataset.DELIVERY_RECEIPTS, inflate)
+    report = _audit(history, copy)
+    _found(report, epoch=2, file=dataset.DELIVERY_RECEIPTS, line=1, what="SIGNER_MISMATCH",
+           account=first["viewer"], receipt=f"{first['sessionId']}/node {first['node']}")  # fmt: skip
+    # Recomputed from the inflated line, its node would earn more than it was allocated.
+    (m,) = _found(report, epoch=2, file=dataset.ALLOCATIONS, account=first["node"],
+                  what="node allocation differs")  # fmt: skip
+    assert m.expected is not None and m.found is not None and int(m.expected) > int(m.found)
+
+
+def test_dropped_receipt(history: Net, copy: Path) -> None:
+    lines = (_dir_in(copy, 2) / _name(copy, 2, dataset.DELIVERY_RECEIPTS)).read_bytes().split(b"\n")
+    dropped = json.loads(lines[0])
+    _rewrite(copy, 2, dataset.DELIVERY_RECEIPTS, lambda ls: ls[1:])
+    report = _audit(history, copy)
+    # The allocations were made with the receipt: its node earned more than what is left
+    # now justifies.
+    (m,) = _found(report, epoch=2, file=dataset.ALLOCATIONS, account=dropped["node"],
+                  what="node allocation differs")  # fmt: skip
+    assert m.expected is not None and m.found is not None and int(m.found) > int(m.expected)
+    _found(report, epoch=2, file=f"epoch-{2:08d}/manifest.json", what="differs from the dataHash")
+
+
+def test_added_account_in_allocations(history: Net, copy: Path) -> None:
+    intruder = "0x" + "ee" * 20
+    line = _line({"account": intruder, "amount": "1000", "class": "viewer"})
+    _rewrite(copy, 3, dataset.ALLOCATIONS, lambda ls: sorted([*ls, line]))
+    report = _audit(history, copy)
+    (m,) = _found(report, epoch=3, file=dataset.ALLOCATIONS, account=intruder)
+    assert "earns nothing in class viewer" in m.what and m.expected == "no line"
+    assert m.found == "1000" and m.line is not None
+
+
+def test_changed_manifest(history: Net, copy: Path) -> None:
+    path = _dir_in(copy, 4) / dataset.MANIFEST
+    doc = json.loads(path.read_bytes())
+    doc["pools"]["node"]["carriedOut"] = "1"
+    path.write_bytes(dataset.canonical_bytes(doc))
+    report = _audit(history, copy)
+    (m,) = _found(report, epoch=4, file=f"epoch-{4:08d}/manifest.json",
+                  what="keccak256(manifest.json) differs from the dataHash of RootProposed")  # fmt: skip
+    assert m.found == "0x" + dataset.data_hash(path.read_bytes()).hex()
+    _found(report, epoch=4, file=dataset.MANIFEST, what="pools.node differ from the recomputation")
+
+
+def test_wrong_floor(history: Net, copy: Path) -> None:
+    path = _dir_in(copy, 4) / dataset.MANIFEST
+    doc = json.loads(path.read_bytes())
+    floor = doc["floor"]
+    assert floor != ZERO  # epoch 4 closed under the correction's floor
+    doc["floor"] = ZERO
+    path.write_bytes(dataset.canonical_bytes(doc))
+    report = _audit(history, copy)
+    (m,) = _found(report, epoch=4, file="chain", what="proposed under another floor")
+    assert m.expected == floor and m.found == ZERO
+
+
+def test_broken_manifest_chain(history: Net, copy: Path) -> None:
+    path = _dir_in(copy, 5) / dataset.MANIFEST
+    doc = json.loads(path.read_bytes())
+    right = doc["prevManifestHash"]
+    doc["prevManifestHash"] = "0x" + "12" * 32
+    path.write_bytes(dataset.canonical_bytes(doc))
+    report = _audit(history, copy)
+    (m,) = _found(report, epoch=5, what="broken manifest chain")
+    assert m.found == "0x" + "12" * 32 and m.expected is not None and right in m.expected
+
+
+def test_dataset_of_another_distributor(history: Net, copy: Path) -> None:
+    n = history
+    other = c.deploy(
+        n.chain, n.admin, poster=n.poster.address, guardian=n.guardian.address,
+        challenge_period=HOUR,
+    )  # fmt: skip
+    view = ChainView(c.Distributor(n.chain, other.distributor), other.block)
+    report = audit(open_source(str(copy)), view)
+    (m,) = _found(report, epoch=1, file=dataset.MANIFEST, what="dataset of another distributor")
+    assert m.expected == other.distributor.lower() and m.found == n.distributor.address.lower()
+    # Every receipt was signed for the first distributor: none recovers to its viewer here.
+    hits = _found(report, epoch=1, file=dataset.DELIVERY_RECEIPTS, what="SIGNER_MISMATCH")
+    assert hits[0].line == 1
+
+
+def test_different_root_posted_by_the_poster_key(tmp_path: Path) -> None:
+    n = make_net(tmp_path, "", funded_epochs=4)
+    try:
+        d = n.distributor
+        n.close(1)
+        _accept(n)
+        n.close(2)
+        doc = json.loads((_dir(n, 2) / dataset.MANIFEST).read_bytes())
+        real = "0x" + dataset.data_hash((_dir(n, 2) / dataset.MANIFEST).read_bytes()).hex()
+        bad_root = "0x" + "ab" * 32
+        uri = str((_dir(n, 2) / dataset.MANIFEST).resolve())
+        n.chain.transact(
+            n.poster, d.propose_root(2, bad_root, int(doc["cumulativeTotal"]), real, uri)
+        )
+        report = _audit(n)
+        (m,) = _found(report, epoch=2, file="chain", what="RootProposed root differs")
+        assert m.expected == doc["root"] and m.found == bad_root
+        assert [s.on_chain for s in report.epochs] == ["accepted", "pending"]
+    finally:
+        n.store.close()
+
+
+ZERO = "0x" + "00" * 32
+
+
+def _dir_in(data: Path, epoch: int) -> Path:
+    return data / f"epoch-{epoch:08d}"
+
+
+def _name(data: Path, epoch: int, name: str) -> str:
+    doc = json.loads((_dir_in(data, epoch) / dataset.MANIFEST).read_bytes())
+    return f"{_entry(doc, name)['sha256']}.ndjson"
