@@ -26,7 +26,6 @@ from settlement.services.ingest import prune_sessions
 
 if TYPE_CHECKING:
     from settlement.services.submit import Submitter
-    from settlement.services.watchtower import Watchtower
 
 log = logging.getLogger(__name__)
 
@@ -173,41 +172,7 @@ class ChainScheduler:
         self._scheduler.shutdown(wait=wait)
 
 
-class WatchScheduler:
-    """A BackgroundScheduler with one job every `interval` s: a watchtower tick (new
-    proposals, the pending root audited once, a failed one revoked)."""
-
-    def __init__(self, tower: Watchtower, interval: float) -> None:
-        self.tower = tower
-        self.ticks = 0
-        self._scheduler = BackgroundScheduler(timezone="UTC")
-        self._scheduler.add_job(
-            self.tick,
-            IntervalTrigger(seconds=interval),
-            id="watch-roots",
-            max_instances=1,  # an audit takes minutes at scale: the next tick waits for it
-            coalesce=True,
-            next_run_time=None,
-        )
-
-    def tick(self) -> None:
-        from settlement.services.watchtower import run_step
-
-        self.ticks += 1
-        try:
-            run_step(self.tower)
-        except Exception:  # the job must survive: log and retry next tick
-            log.exception("watchtower tick failed; retrying at the next tick")
-
-    def start(self) -> None:
-        self._scheduler.start()
-        self._scheduler.modify_job("watch-roots", next_run_time=datetime.now(UTC))
-
-    def shutdown(self, wait: bool = True) -> None:
-        self._scheduler.shutdown(wait=wait)
-
-
-def run_until_interrupted(scheduler: CloseScheduler | ChainScheduler | WatchScheduler) -> None:
+def run_until_interrupted(scheduler: CloseScheduler | ChainScheduler) -> None:
     """Start a scheduler and block the calling (CLI) thread until Ctrl-C, then shut it down."""
     scheduler.start()
     try:

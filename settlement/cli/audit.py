@@ -34,6 +34,34 @@ def audit(
         int, typer.Option("--from-block", min=0, help="read events from this block")
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON report on stdout")] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="watchtower: follow new proposals, audit each pending root inside its "
+            "challenge window, revoke one that fails with the guardian key (W2E_GUARDIAN_KEYSTORE "
+            "or W2E_GUARDIAN_KEY_ENV; without it: alert only); runs until interrupted",
+        ),
+    ] = False,
+    pause_on_failure: Annotated[
+        bool,
+        typer.Option(
+            "--pause-on-failure", help="with --watch: also pause the distributor on a failure"
+        ),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.05, help="with --watch: seconds between checks")
+    ] = 15.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="with --watch: serve Prometheus metrics on METRICS_HOST:PORT/metrics"),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="with --watch: address the metrics port binds")
+    ] = "127.0.0.1",
+    once: Annotated[
+        bool, typer.Option("--once", help="with --watch: one check, then exit (cron, tests)")
+    ] = False,
 ) -> None:
     """Audit a distributor: file hashes and sizes, keccak256(manifest) == dataHash, the
     manifest chain, every receipt's signature and section 3 checks, watermarks, credit,
@@ -51,6 +79,29 @@ def audit(
 
     if epoch is not None and all_epochs:
         typer.echo("error: give --epoch E or --all, not both", err=True)
+        raise typer.Exit(2)
+    if watch:
+        if epoch is not None or all_epochs or as_json:
+            typer.echo(
+                "error: --watch audits each pending root: no --epoch, --all, --json", err=True
+            )
+            raise typer.Exit(2)
+        from settlement.cli.watch import run_watch
+
+        run_watch(
+            rpc=rpc,
+            distributor=distributor,
+            data=data,
+            from_block=from_block,
+            interval=interval,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            pause_on_failure=pause_on_failure,
+            once=once,
+        )
+        return
+    if pause_on_failure or once or metrics_port is not None:
+        typer.echo("error: --pause-on-failure, --once and --metrics-port go with --watch", err=True)
         raise typer.Exit(2)
     err = Console(stderr=True)
     try:

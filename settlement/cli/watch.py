@@ -4,8 +4,13 @@ audit command's; this module runs it)."""
 from __future__ import annotations
 
 import logging
+import time
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from settlement.services.watchtower import Watchtower
 
 
 def run_watch(
@@ -23,12 +28,15 @@ def run_watch(
     """Follow the distributor's proposals until interrupted: audit each pending root (the
     manifest check, then the full audit) and, with the guardian key, revoke one that fails.
     Exit 2 on bad settings or keys, 3 on chain errors at start."""
-    from settlement.cli.common import log_to_stderr
     from settlement.config import load_settings
-    from settlement.errors import SettlementError
+    from settlement.errors import RedactUrls, SettlementError
 
-    log_to_stderr(logging.INFO, "%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick is noise
+    # As cli.common.log_to_stderr (every URL cut to scheme://host:port), without importing
+    # that module: it reaches the store, and the auditor's commands must not.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactUrls())
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request buries verdicts
     try:
         from settlement.services.watchtower import WatchMetrics, open_watchtower, run_step
 
@@ -58,9 +66,30 @@ def run_watch(
 
             start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
             typer.echo(f"metrics on http://{metrics_host}:{metrics_port}/metrics", err=True)
-        from settlement.jobs import WatchScheduler, run_until_interrupted
-
-        run_until_interrupted(WatchScheduler(tower, interval))
+        _loop(tower, interval)
     except SettlementError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(error.exit_code) from None
+
+
+def _loop(tower: Watchtower, interval: float) -> None:
+    """One tick every `interval` seconds (a tick's audit may outlast many) until Ctrl-C or
+    SIGTERM. Not an APScheduler job in jobs.py: that module loads the store stack, and the
+    auditor and its watchtower reach no store adapter (tests/unit/test_architecture.py);
+    one job on one thread needs no scheduler either."""
+    import signal
+    import threading
+
+    from settlement.services.watchtower import run_step
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            run_step(tower)
+            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

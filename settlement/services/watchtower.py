@@ -187,7 +187,7 @@ class Action:
 
 class Watchtower:
     """One `step` per tick: read new events, audit the pending proposal once, act on a
-    failure. Not thread-safe: one job runs it (`jobs.WatchScheduler`, max_instances=1)."""
+    failure. Not thread-safe: one loop runs it (`cli.watch`)."""
 
     def __init__(
         self,
@@ -267,7 +267,8 @@ class Watchtower:
                 actions.append(Action(p, verdict, "left", f"{p}: audit ok, left to be accepted"))
                 self.state.handled.add(key)
         for a in actions:
-            self.say(a.message)
+            if a.did == "left":  # failures went to the log (error/warning) as they happened
+                self.say(a.message)
         self.metrics.last_step.set(time.time())
         return actions
 
@@ -345,6 +346,12 @@ class Watchtower:
                 msg += "; paused the distributor"
             log.error("%s", msg)
             return Action(p, verdict, "alert", msg)
+        except ChainError:
+            # Not sent or not mined (no gas, RPC down): the failure stays unhandled, so the
+            # next tick tries again while the root is still pending.
+            self.metrics.alert.set(1)
+            raise
+        self.metrics.alert.set(0)
         self.metrics.revoked.inc()
         if self.state.pending == p:
             self.state.pending = None

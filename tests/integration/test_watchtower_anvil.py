@@ -5,16 +5,21 @@ watchtower, auditing its dataset over HTTP, revokes it before validAt (and with
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import uvicorn
+from eth_account import Account
 from support.anvil import Anvil, free_port
 from test_submitter_anvil import ANVIL, HOUR, Net, make_net
 
@@ -227,3 +232,79 @@ def test_pause_on_failure_revokes_and_pauses(net: Net) -> None:
     assert action.did == "revoked+paused"
     assert d.pending_root() is None and d.paused()
     assert tower.metrics.value("w2e_watchtower_pauses_total") == 1
+
+
+def _metrics(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("w2e_watchtower_"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def _until(check: Any, what: str, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_cli_watch_revokes_a_bad_root_and_serves_metrics(net: Net, tmp_path: Path) -> None:
+    """`settlement audit --watch` as an operator runs it: its own process, a guardian key of
+    its own in the environment (never printed), metrics on a port."""
+    n, d = net, net.distributor
+    secret = Account.create()
+    n.chain.transact(n.guardian, d.grant_role(c.GUARDIAN_ROLE, secret.address))
+    n.chain.set_balance(secret.address, 10**20)  # its gas
+    key_hex = "0x" + bytes(secret.key).hex()
+    n.close(1)
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "W2E_WATCH_GUARDIAN": key_hex,
+        "W2E_GUARDIAN_KEY_ENV": "W2E_WATCH_GUARDIAN",
+        "W2E_CHAIN_POLL_INTERVAL": "0.05",
+    }
+    log = tmp_path / "watch.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "settlement.cli", "audit", "--watch",
+             "--rpc", n.chain.url or "", "--distributor", d.address,
+             "--from-block", str(n.deployment.block), "--interval", "0.2",
+             "--metrics-port", str(port), "--pause-on-failure"],
+            env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        _until(lambda: _metrics_or_none(port), "the metrics port")
+        bad = _post_bad_root(n, 1)
+        pending = d.pending_root()
+        assert pending is not None and pending.root == bad.root
+        _until(lambda: d.pending_root() is None, "the revoke")
+        m = _until(
+            lambda: (x := _metrics_or_none(port)) and x.get("w2e_watchtower_pauses_total") and x,
+            "the metrics after the revoke",
+        )
+        assert m["w2e_watchtower_roots_seen_total"] == 1
+        assert m["w2e_watchtower_roots_failed_total"] == 1
+        assert m["w2e_watchtower_roots_revoked_total"] == 1
+        assert m["w2e_watchtower_last_audited_epoch"] == 1
+        assert d.paused()
+        (revoked,) = [e for e in c.read_events(d, n.deployment.block) if e.name == "RootRevoked"]
+        assert _block_time(n, revoked.block_number) < pending.valid_at
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    text = log.read_text()
+    assert "revoked root" in text and key_hex[2:] not in text and key_hex[2:].lower() not in text
+
+
+def _metrics_or_none(port: int) -> dict[str, float] | None:
+    try:
+        return _metrics(port)
+    except httpx.HTTPError:
+        return None
