@@ -260,9 +260,10 @@ def verify_all(directory: Path) -> tuple[float, int]:
     return seconds, n
 
 
-def audit(data_dir: str) -> dict:
+def audit(data_dir: str, profile: bool = False) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--audit-child", data_dir], capture_output=True, text=True
+        [sys.executable, __file__, "--audit-child", data_dir, *(["--profile"] if profile else [])],
+        capture_output=True, text=True,
     )  # fmt: skip
     if out.stderr:
         log(out.stderr.rstrip())
@@ -274,7 +275,23 @@ def audit(data_dir: str) -> dict:
     return r
 
 
-def audit_child(data_dir: str) -> None:
+def stages(profiler) -> None:
+    """The auditor's stages by cumulative time in this process (work in the verify pool
+    shows as the wait of the stage that maps it), and the heaviest functions."""
+    import pstats
+
+    st = pstats.Stats(profiler)
+    rows = []
+    for (path, _, name), (_, _, _, cum, _) in st.stats.items():  # type: ignore[attr-defined]
+        if path.endswith(("services/audit.py", "domain/published.py", "domain/credit.py",
+                          "domain/rewards.py", "domain/merkle.py", "parallel.py")):  # fmt: skip
+            rows.append((cum, f"{Path(path).stem}.{name}"))
+    log("audit stages (cumulative s, this process):")
+    for cum, name in sorted(rows, reverse=True)[:25]:
+        log(f"  {name:<40} {cum:8.3f}")
+
+
+def audit_child(data_dir: str, profile: bool = False) -> None:
     """Runs in the child: the auditor on the published folder, timed, with its peak memory."""
     from settlement.services.audit import ChainView, audit, open_source
 
@@ -299,12 +316,23 @@ def audit_child(data_dir: str) -> None:
         def root(self) -> str:
             return "0x" + "00" * 32
 
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
     memory = settle.MemorySampler()
     memory.start()
     t = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
     report = audit(open_source(data_dir), Unproposed())
+    if profiler is not None:
+        profiler.disable()
     audit_s = time.perf_counter() - t
     memory.stop()
+    if profiler is not None:
+        stages(profiler)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     (summary,) = report.epochs
     print(json.dumps({
@@ -321,6 +349,14 @@ def main() -> None:
     ap.add_argument("--store", choices=("postgres", "sqlite"), default="postgres")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the database and dataset")
+    ap.add_argument(
+        "--profile", action="store_true", help="log the audit's stages (cProfile; slows it)"
+    )
+    ap.add_argument(
+        "--audit-only",
+        metavar="DATA_DIR",
+        help="audit a kept dataset (--keep) again, nothing else: for profiling",
+    )
     ap.add_argument("--close-child", nargs=2, metavar=("URL", "DATA_DIR"), help=argparse.SUPPRESS)
     ap.add_argument("--audit-child", metavar="DATA_DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -328,7 +364,10 @@ def main() -> None:
         close_child(*args.close_child)
         return
     if args.audit_child:
-        audit_child(args.audit_child)
+        audit_child(args.audit_child, args.profile)
+        return
+    if args.audit_only:
+        audit(args.audit_only, args.profile)
         return
     sessions = args.sessions or (100_000 if args.quick else 1_000_000)
     from settlement.adapters.db.store import open_store
@@ -354,7 +393,7 @@ def main() -> None:
         published = int(c["counts"]["delivery_receipts"]) + int(c["counts"]["view_receipts"])
         assert published == receipts, f"published {published} receipts of {receipts} loaded"
         verify_s, verified = verify_all(directory)
-        a = audit(data_dir)
+        a = audit(data_dir, args.profile)
         if not a["ok"]:
             raise SystemExit(f"the audit of an honest epoch failed: {a['mismatches']}")
         if a["signatures_checked"] != verified:
