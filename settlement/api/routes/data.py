@@ -16,16 +16,26 @@ from settlement.services import published
 router = APIRouter(prefix="/v1/data", tags=["dataset"])
 
 
-@router.api_route(
+_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {"application/json": {}, "application/x-ndjson": {}}},
+    304: {"description": "If-None-Match matched: the copy the client has is this file"},
+    404: {"model": ErrorOut, "description": "no published file at this path"},
+}
+
+
+@router.head(
     "/{relative:path}",
-    methods=["GET", "HEAD"],
+    summary="Headers of a published dataset file (size, ETag), without its bytes",
+    response_class=FileResponse,
+    responses=_RESPONSES,
+    operation_id="head_data_file",
+)
+@router.get(
+    "/{relative:path}",
     summary="A published dataset file (epoch-NNNNNNNN/manifest.json or a file it names)",
     response_class=FileResponse,
-    responses={
-        200: {"content": {"application/json": {}, "application/x-ndjson": {}}},
-        304: {"description": "If-None-Match matched: the copy the client has is this file"},
-        404: {"model": ErrorOut, "description": "no published file at this path"},
-    },
+    responses=_RESPONSES,
+    operation_id="get_data_file",
 )
 def get_file(
     settings: SettingsDep,
