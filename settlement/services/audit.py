@@ -349,7 +349,8 @@ class _State:
     last_epoch: int = 0
     last_epoch_doc: dict[str, Any] | None = None
     floors: dict[str, dict[bytes, int]] = dataclasses.field(default_factory=dict)
-    leaves_by_root: dict[str, dict[bytes, int]] = dataclasses.field(default_factory=dict)
+    # The recomputed leaves of each manifest audited, by its dataHash.
+    leaves_by_hash: dict[str, dict[bytes, int]] = dataclasses.field(default_factory=dict)
 
 
 class _Audit:
@@ -797,7 +798,7 @@ class _Audit:
         self._advance_marks(state, cc)
         state.last_epoch = e
         state.last_epoch_doc = doc
-        state.leaves_by_root[str(doc["root"])] = leaves
+        state.leaves_by_hash[m.data_hash] = leaves
 
     def _parameters(self, m: _Manifest) -> tuple[Params, RewardParams, EpochClock, bool]:
         p = m.doc["parameters"]
@@ -1297,7 +1298,7 @@ class _Audit:
         leaves = correction_leaves(state.balances, {_b(a): n for a, n in claimed.items()})
         self._tree(e, m, files, leaves, s)
         state.floors[m.data_hash] = leaves
-        state.leaves_by_root[str(doc["root"])] = leaves
+        state.leaves_by_hash[m.data_hash] = leaves
 
     # -- the chain -----------------------------------------------------------------------------
 
@@ -1363,8 +1364,12 @@ class _Audit:
                         a["epoch"], "chain", "RootAccepted of a root not pending", None, a["root"]
                     )
                     continue
-                pm = manifests.get(pending.args["dataHash"])
-                leaves = state.leaves_by_root.get(a["root"])
+                # What the account may claim: its leaf as recomputed from the data the
+                # proposal names (a root that is not that data's earns it nothing more).
+                pm = manifests.get(pending.args["dataHash"]) or self._at_uri.get(
+                    (pending.block_number, pending.log_index)
+                )
+                leaves = state.leaves_by_hash.get(pm.data_hash) if pm is not None else None
                 if pm is not None and summaries.get(pm.data_hash) is not None:
                     summaries[pm.data_hash].on_chain = "accepted"
                 if pending.name == "CorrectionProposed":
