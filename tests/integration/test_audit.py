@@ -478,3 +478,19 @@ def test_cli_audits_a_live_chain(on_anvil: tuple[Net, str], tmp_path: Path) -> N
     ), report["mismatches"]
     run = _cli("--rpc", url, "--distributor", address, "--data", str(data))
     assert run.returncode == 1 and "MISMATCH" in run.stdout and intruder in run.stdout
+
+
+def test_one_epoch_in_full(history: Net) -> None:
+    """--epoch E: the epochs before E replayed for their state (signatures not re-checked),
+    E in full, nothing after it; roots and claims of epochs not audited are not judged."""
+    # Epoch 1 alone: the claims made against epoch 2's root are not held against anything.
+    report = _audit(history, epochs=[1])
+    assert report.ok, [str(m) for m in report.mismatches]
+    assert [(s.epoch, s.signatures_checked > 0) for s in report.epochs] == [(1, True)]
+    report = _audit(history, epochs=[3])
+    assert report.ok, [str(m) for m in report.mismatches]
+    assert [(s.epoch, s.kind) for s in report.epochs] == [
+        (1, "epoch"), (2, "epoch"), (3, "epoch"), (3, "correction"),
+    ]  # fmt: skip
+    checked = {s.epoch: s.signatures_checked for s in report.epochs if s.kind == "epoch"}
+    assert checked[1] == checked[2] == 0 and checked[3] > 0
