@@ -104,6 +104,7 @@ def audit(
         typer.echo("error: --pause-on-failure, --once and --metrics-port go with --watch", err=True)
         raise typer.Exit(2)
     err = Console(stderr=True)
+    source: service.DataSource | None = None
     try:
         source = service.open_source(data) if data is not None else None
         chain = service.ChainView.connect(rpc, distributor, from_block)
@@ -127,6 +128,9 @@ def audit(
     except SettlementError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(error.exit_code) from None
+    finally:
+        if isinstance(source, service.HttpSource):
+            source.close()  # its downloaded copies
     if as_json:
         typer.echo(report.to_json().decode())
     else:

@@ -9,6 +9,7 @@ signature recovery is the costly step, exactly as at ingest. A problem is
 
 from __future__ import annotations
 
+import binascii
 import re
 from collections.abc import Callable
 from typing import Any, Final
@@ -16,7 +17,7 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
-from settlement.domain import dataset
+from settlement.domain import dataset, dataset_columns
 from settlement.domain.epochs import EpochClock
 from settlement.domain.receipts import (
     DeliveryReceipt,
@@ -81,6 +82,26 @@ _FORMAT: Final[dict[str, Callable[..., str]]] = {
 }  # fmt: skip
 
 
+_POW10_DESC19: Final = np.array([10**k for k in range(18, -1, -1)], np.uint64)
+
+_FAST_FORMAT: Final[dict[str, Callable[[dict[str, np.ndarray]], Any]]] = {
+    dataset.DELIVERY_RECEIPTS: lambda c: dataset_columns.delivery_lines(
+        c["viewer"], c["session_id"], c["node"], c["content_id"], c["started_at"],
+        c["bytes_served"], c["segments"], c["issued_at"], c["signature"], c["bucket"],
+    ),
+    dataset.VIEW_RECEIPTS: lambda c: dataset_columns.view_lines(
+        c["viewer"], c["session_id"], c["content_id"], c["started_at"], c["watch_seconds"],
+        c["issued_at"], c["signature"], c["bucket"],
+    ),
+    dataset.DELIVERY_WATERMARKS: lambda c: dataset_columns.delivery_mark_lines(
+        c["viewer"], c["session_id"], c["node"], c["bytes_served"], c["segments"]
+    ),
+    dataset.VIEW_WATERMARKS: lambda c: dataset_columns.view_mark_lines(
+        c["viewer"], c["session_id"], c["watch_seconds"], c["credited"]
+    ),
+}  # fmt: skip
+
+
 def _values(obj: Any, fields: tuple[str, ...]) -> tuple[dict[str, Any] | None, str]:
     """The line's values (bytes and ints), or None and why not."""
     if type(obj) is not dict or tuple(sorted(obj)) != fields:
@@ -116,6 +137,198 @@ def _receipt_id(values: dict[str, Any]) -> str:
 
 
 def parse_chunk(
+    name: str,
+    data: bytes,
+    first_line: int,
+    domain: Domain | None,
+    params: Params | None,
+    clock: EpochClock | None,
+    epoch: int,
+) -> tuple[dict[str, np.ndarray], list[Problem]]:
+    """The lines of `data` (whole lines of file `name`, the first being line `first_line`)
+    as columns, and their problems: not canonical, a receipt whose signature or section 3
+    checks fail under `domain` and `params` (row 3 is judged with `now = issuedAt`: when a
+    receipt arrived is not published), a bucket other than its `issuedAt`'s or after
+    `epoch`. `domain` None: no receipt is judged (the marks files have none).
+
+    Column-wise first (numpy finds the fields, and the close's own formatter,
+    `dataset_columns`, must give back these very bytes); a chunk that is not canonical is
+    read again line by line, to name its lines."""
+    cols = _fast_columns(name, data)
+    if cols is None:
+        return _parse_lines(name, data, first_line, domain, params, clock, epoch)
+    problems: list[Problem] = []
+    if name in (dataset.DELIVERY_RECEIPTS, dataset.VIEW_RECEIPTS):
+        if domain is not None and params is not None:
+            problems += _judge(name, cols, first_line, domain, params)
+        if clock is not None:
+            problems += _buckets(cols, first_line, clock, epoch)
+    return cols, problems
+
+
+def _fast_columns(name: str, data: bytes) -> dict[str, np.ndarray] | None:
+    """The columns of canonical lines, or None when some line is not exactly what the
+    close's formatter gives for its values."""
+    fields = FIELDS[name]
+    if not data:
+        return _columns(fields, {f: [] for f in fields})
+    if data[-1:] != b"\n":
+        return None
+    # 32 bytes before the data: a decimal's 20-byte window never starts before the buffer.
+    padded = bytes(32) + data
+    buf = np.frombuffer(padded, np.uint8)
+    ends_of_lines = np.flatnonzero(buf == 10)
+    n = len(ends_of_lines)
+    quotes = np.flatnonzero(buf == 34)
+    per = 4 * len(fields)  # each key and each value in quotes
+    if len(quotes) != per * n:
+        return None
+    q = quotes.reshape(n, per)
+    # Every line's quotes lie within it.
+    if (q[:, -1] > ends_of_lines).any() or (n > 1 and (q[1:, 0] < ends_of_lines[:-1]).any()):
+        return None
+    starts = q[:, 2::4] + 1
+    stops = q[:, 3::4]
+    out: dict[str, np.ndarray] = {}
+    for i, f in enumerate(fields):
+        lo, hi = starts[:, i], stops[:, i]
+        width = _BYTES.get(f)
+        if width is not None:
+            if ((hi - lo) != 2 + 2 * width).any():
+                return None
+            chars = _windows(padded, 2 * width)[lo + 2]
+            try:  # upper-case digits pass here; the canonical check below refuses them
+                raw = binascii.unhexlify(chars.tobytes())
+            except binascii.Error:
+                return None
+            out[COLUMN[f]] = np.frombuffer(raw, np.uint8).reshape(n, width)
+        else:
+            size = hi - lo
+            if ((size < 1) | (size > 20)).any():
+                return None
+            w = int(size.max())  # windows as wide as the chunk's longest value
+            chars = _windows(padded, w)[hi - w].view(np.uint8).reshape(n, w)
+            digits = chars - np.uint8(48)  # the bytes before a shorter value: masked next
+            digits[np.arange(w) < (w - size)[:, None]] = 0
+            if (digits > 9).any():
+                return None
+            limit = 2**32 - 1 if f in _UINT32 else _MAX64
+            if w < 20:  # below 10**19: no uint64 overflow
+                value = digits.astype(np.uint64) @ _POW10_DESC19[-w:]
+                if limit < _MAX64 and (value > np.uint64(limit)).any():
+                    return None
+            else:
+                d = digits.astype(np.uint64)
+                high = d[:, :10] @ _POW10_DESC19[-10:]
+                low = d[:, 10:] @ _POW10_DESC19[-10:]
+                lh, ll = divmod(limit, 10**10)
+                if (
+                    (high > np.uint64(lh)) | ((high == np.uint64(lh)) & (low > np.uint64(ll)))
+                ).any():
+                    return None
+                value = high * np.uint64(10**10) + low
+            out[COLUMN[f]] = value
+    # Canonical: the close's formatter gives back exactly these bytes.
+    if b"".join(_FAST_FORMAT[name](out)) != data:
+        return None
+    return out
+
+
+def _windows(data: bytes, width: int) -> np.ndarray:
+    """Every `width`-byte window of `data`, one element each (a view: no copy); indexing it
+    with the start offsets copies each field in one move."""
+    return np.ndarray(
+        shape=(len(data) - width + 1,), dtype=f"V{width}", buffer=data, offset=0, strides=(1,)
+    )
+
+
+def _judge(
+    name: str, cols: dict[str, np.ndarray], first_line: int, domain: Domain, params: Params
+) -> list[Problem]:
+    """verify() of every receipt (row 3 at now = issuedAt), as ingest judged it."""
+    problems: list[Problem] = []
+    viewer = _rows(cols["viewer"])
+    sid = _rows(cols["session_id"])
+    cid = _rows(cols["content_id"])
+    sig = _rows(cols["signature"])
+    started = cols["started_at"].tolist()
+    issued = cols["issued_at"].tolist()
+    r: DeliveryReceipt | ViewReceipt
+    if name == dataset.DELIVERY_RECEIPTS:
+        node = _rows(cols["node"])
+        served = cols["bytes_served"].tolist()
+        segments = cols["segments"].tolist()
+        for i in range(len(viewer)):
+            r = DeliveryReceipt(
+                sid[i], viewer[i], node[i], cid[i], started[i], served[i], segments[i],
+                issued[i], sig[i],
+            )  # fmt: skip
+            verdict = verify(r, domain, params, issued[i])
+            if type(verdict) is Rejected:
+                problems.append(_rejected(first_line + i, verdict, viewer[i], sid[i], node[i]))
+    else:
+        watch = cols["watch_seconds"].tolist()
+        for i in range(len(viewer)):
+            r = ViewReceipt(sid[i], viewer[i], cid[i], started[i], watch[i], issued[i], sig[i])
+            verdict = verify(r, domain, params, issued[i])
+            if type(verdict) is Rejected:
+                problems.append(_rejected(first_line + i, verdict, viewer[i], sid[i], None))
+    return problems
+
+
+def _rejected(
+    line: int, verdict: Rejected, viewer: bytes, sid: bytes, node: bytes | None
+) -> Problem:
+    rid = "0x" + sid.hex() + ("" if node is None else f"/node 0x{node.hex()}")
+    return (
+        line,
+        f"receipt fails {verdict.reason.value}: {verdict.detail}",
+        "accepted",
+        verdict.reason.value,
+        "0x" + viewer.hex(),
+        rid,
+    )
+
+
+def _buckets(
+    cols: dict[str, np.ndarray], first_line: int, clock: EpochClock, epoch: int
+) -> list[Problem]:
+    issued, bucket = cols["issued_at"], cols["bucket"]
+    want = np.zeros(len(issued), np.uint64)
+    ok = issued >= np.uint64(clock.genesis)
+    past = issued[ok] - np.uint64(clock.genesis)
+    e = np.where(
+        past >= np.uint64(clock.grace),
+        (past - np.minimum(past, np.uint64(clock.grace))) // np.uint64(clock.length) + np.uint64(1),
+        np.uint64(1),
+    )
+    want[ok] = e
+    problems: list[Problem] = []
+    for i in np.flatnonzero((want != bucket) | (bucket > np.uint64(epoch))).tolist():
+        account = "0x" + cols["viewer"][i].tobytes().hex()
+        rid = "0x" + cols["session_id"][i].tobytes().hex()
+        if "node" in cols:
+            rid += "/node 0x" + cols["node"][i].tobytes().hex()
+        if want[i] != bucket[i]:
+            problems.append(
+                (first_line + i, "bucket is not the bucket of issuedAt", str(want[i]),
+                 str(bucket[i]), account, rid)
+            )  # fmt: skip
+        else:
+            problems.append(
+                (first_line + i, "bucket is after the epoch closed", f"<= {epoch}",
+                 str(bucket[i]), account, rid)
+            )  # fmt: skip
+    return problems
+
+
+def _rows(matrix: np.ndarray) -> list[bytes]:
+    n, width = matrix.shape
+    raw = np.ascontiguousarray(matrix).tobytes()
+    return [raw[i : i + width] for i in range(0, n * width, width)]
+
+
+def _parse_lines(
     name: str,
     data: bytes,
     first_line: int,

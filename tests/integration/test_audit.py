@@ -7,18 +7,23 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from storekit import backend_url
-from test_submitter_anvil import HOUR, Net, make_net
+from test_submitter_anvil import GENESIS, HOUR, Net, make_net
 
 from settlement.adapters import chain as c
 from settlement.domain import dataset
 from settlement.domain.merkle import MerkleTree
+from settlement.domain.receipts import Domain, ViewReceipt, address_of, keccak, sign
+from settlement.domain.wire import to_wire
+from settlement.services import registry as registry_service
 from settlement.services.audit import AuditReport, ChainView, Mismatch, audit, open_source
 from settlement.services.correct import run_correction
+from settlement.services.ingest import Ingestor
 
 
 def _accept(n: Net) -> None:
@@ -29,10 +34,25 @@ def _accept(n: Net) -> None:
     assert row.status == "accepted", row
 
 
+def _equivocate(n: Net) -> None:
+    """A viewer signs two view receipts of one session naming two contents: the second is a
+    CONFLICT and the session is quarantined, with both receipts as evidence."""
+    contents = [cid for cid, _ in registry_service.content(n.store)]
+    domain = Domain.from_hex(n.settings.chain_id, n.settings.distributor)
+    secret = keccak(b"audit equivocator")
+    viewer, sid, started = address_of(secret), keccak(b"audit session"), GENESIS + 100
+    a = sign(ViewReceipt(sid, viewer, contents[0], started, 8, started + 20), domain, secret)
+    b = sign(ViewReceipt(sid, viewer, contents[1], started, 12, started + 30), domain, secret)
+    result = Ingestor(n.store, n.settings).ingest([to_wire(a), to_wire(b)], started + 60)
+    assert [v.reason or v.verdict for v in result.items] == ["accepted", "CONFLICT"]
+
+
 def _history(n: Net) -> None:
-    """Epochs 1 and 2 accepted, claims against 2; epoch 3 closed; a correction at epoch 3
-    (paused, proposed, accepted); then epochs 4 and 5 under its floor, accepted."""
+    """A quarantined session; epochs 1 and 2 accepted, claims against 2; epoch 3 closed; a
+    correction at epoch 3 (paused, proposed, accepted); then epochs 4 and 5 under its floor,
+    accepted."""
     d = n.distributor
+    _equivocate(n)
     n.close(1)
     _accept(n)
     n.close(2)
@@ -96,6 +116,10 @@ def test_untampered_history_with_a_correction_audits_clean(history: Net) -> None
         (5, "epoch", "accepted"),
     ], kinds
     assert all(s.signatures_checked == s.receipts for s in report.epochs if s.kind == "epoch")
+    # The quarantined session is published (with its evidence) by every close.
+    for epoch in (1, 5):
+        doc = json.loads((_dir(history, epoch) / dataset.MANIFEST).read_bytes())
+        assert doc["counts"][dataset.QUARANTINE] == "1"
     assert sum(s.receipts for s in report.epochs) > 50
     json.loads(report.to_json())  # JSON for machines
 
@@ -289,6 +313,35 @@ def test_different_root_posted_by_the_poster_key(tmp_path: Path) -> None:
         n.store.close()
 
 
+def test_claimed_above_a_leaf_of_a_foreign_root(tmp_path: Path) -> None:
+    """The poster key posts a real tree that overpays one account, it is accepted and the
+    account claims it: the Claimed event is above the account's leaf in every root that
+    the published data gives."""
+    n = make_net(tmp_path, "", funded_epochs=4)
+    try:
+        d = n.distributor
+        n.close(1)
+        _accept(n)
+        n.close(2)
+        doc = json.loads((_dir(n, 2) / dataset.MANIFEST).read_bytes())
+        honest = dict(_tree_of(n, 2).values)
+        top = max(honest, key=lambda a: honest[a])
+        bad = MerkleTree.of(sorted({**honest, top: honest[top] + 5 * 10**18}.items()))
+        uri = str((_dir(n, 2) / dataset.MANIFEST).resolve())
+        real = "0x" + dataset.data_hash((_dir(n, 2) / dataset.MANIFEST).read_bytes()).hex()
+        n.chain.transact(n.poster, d.propose_root(2, bad.root, bad.cumulative_total, real, uri))
+        n.chain.increase_time(HOUR)
+        n.chain.transact(n.relayer, d.accept_root())
+        c.send_claim(n.relayer, d, c.claim_info(d, bad, top))
+        report = _audit(n)
+        (m,) = _found(report, file="chain", account=top, what="Claimed above the account's leaf")
+        assert m.expected == f"<= {honest[top]}" and m.found == str(honest[top] + 5 * 10**18)
+        _found(report, epoch=2, file="chain", what="RootProposed root differs")
+        assert doc["root"] != bad.root
+    finally:
+        n.store.close()
+
+
 ZERO = "0x" + "00" * 32
 
 
@@ -299,3 +352,145 @@ def _dir_in(data: Path, epoch: int) -> Path:
 def _name(data: Path, epoch: int, name: str) -> str:
     doc = json.loads((_dir_in(data, epoch) / dataset.MANIFEST).read_bytes())
     return f"{_entry(doc, name)['sha256']}.ndjson"
+
+
+def test_quarantine_evidence_with_a_bad_signature(history: Net, copy: Path) -> None:
+    def flip(lines: list[bytes]) -> list[bytes]:
+        (only,) = lines
+        o = json.loads(only)
+        sig = bytearray.fromhex(o["evidenceReceived"]["signature"][2:])
+        sig[3] ^= 0x40
+        o["evidenceReceived"]["signature"] = "0x" + sig.hex()
+        return [_line(o)]
+
+    _rewrite(copy, 2, dataset.QUARANTINE, flip)
+    report = _audit(history, copy)
+    (m,) = _found(report, epoch=2, file=dataset.QUARANTINE, line=1,
+                  what="evidenceReceived fails SIGNER_MISMATCH")  # fmt: skip
+    assert m.account is not None and m.receipt is not None
+
+
+def test_quarantine_evidence_that_does_not_conflict(history: Net, copy: Path) -> None:
+    def same(lines: list[bytes]) -> list[bytes]:
+        (only,) = lines
+        o = json.loads(only)
+        o["evidenceStored"] = o["evidenceReceived"]
+        return [_line(o)]
+
+    _rewrite(copy, 3, dataset.QUARANTINE, same)
+    report = _audit(history, copy)
+    _found(report, epoch=3, file=dataset.QUARANTINE, line=1, what="do not conflict")
+
+
+def test_over_http_as_from_a_folder(history: Net) -> None:
+    """The same files served over HTTP (here by the standard library's file server, as the
+    service's own read-only route would) audit exactly as the folder does."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=history.settings.data_dir)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        over_http = _audit_url(history, url)
+        from_folder = _audit(history, Path(history.settings.data_dir))
+    finally:
+        server.shutdown()
+        thread.join()
+    assert over_http.ok, [str(m) for m in over_http.mismatches]
+    assert [(s.data_hash, s.root, s.receipts) for s in over_http.epochs] == [
+        (s.data_hash, s.root, s.receipts) for s in from_folder.epochs
+    ]
+
+
+def _audit_url(n: Net, url: str) -> AuditReport:
+    return audit(open_source(url), ChainView(n.distributor, n.deployment.block))
+
+
+# --- the command, as a third party runs it (README "Auditing"): a live chain over JSON-RPC.
+
+
+@pytest.fixture(scope="module")
+def on_anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Net, str]]:
+    from storekit import _ENV
+    from support.anvil import Anvil, find_anvil
+
+    anvil = find_anvil()
+    if anvil is None:
+        if _ENV.ci:
+            pytest.fail("CI=true but anvil is missing: run scripts/setup")
+        pytest.skip("anvil not installed (run scripts/setup)")
+    tmp = tmp_path_factory.mktemp("audit-anvil")
+    with Anvil(anvil) as node:
+        n = make_net(tmp, node.url, funded_epochs=4)
+        try:
+            for epoch in (1, 2):
+                n.close(epoch)
+                _accept(n)
+            yield n, node.url
+        finally:
+            n.store.close()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "settlement.cli", "audit", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_cli_audits_a_live_chain(on_anvil: tuple[Net, str], tmp_path: Path) -> None:
+    n, url = on_anvil
+    address = n.distributor.address
+    # 1: the data found through each proposal's dataURI
+    run = _cli("--rpc", url, "--distributor", address)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "OK: every root matches" in run.stdout
+    # 2: the data named, one JSON report
+    run = _cli("--rpc", url, "--distributor", address, "--data", n.settings.data_dir, "--json")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["ok"] and [e["epoch"] for e in report["epochs"]] == [1, 2]
+    assert report["chainId"] == n.chain.chain_id
+    # A tampered copy fails, exit 1, the mismatch in the JSON.
+    data = tmp_path / "epochs"
+    shutil.copytree(n.settings.data_dir, data)
+    intruder = "0x" + "ee" * 20
+    line = _line({"account": intruder, "amount": "5", "class": "node"})
+    _rewrite(data, 2, dataset.ALLOCATIONS, lambda ls: sorted([*ls, line]))
+    run = _cli(
+        "--rpc", url, "--distributor", address, "--data", str(data), "--epoch", "2", "--json"
+    )
+    assert run.returncode == 1, run.stderr
+    report = json.loads(run.stdout)
+    assert not report["ok"]
+    assert any(
+        m["account"] == intruder and m["file"] == "allocations" and m["epoch"] == 2
+        for m in report["mismatches"]
+    ), report["mismatches"]
+    run = _cli("--rpc", url, "--distributor", address, "--data", str(data))
+    assert run.returncode == 1 and "MISMATCH" in run.stdout and intruder in run.stdout
+
+
+def test_one_epoch_in_full(history: Net) -> None:
+    """--epoch E: the epochs before E replayed for their state (signatures not re-checked),
+    E in full, nothing after it; roots and claims of epochs not audited are not judged."""
+    # Epoch 1 alone: the claims made against epoch 2's root are not held against anything.
+    report = _audit(history, epochs=[1])
+    assert report.ok, [str(m) for m in report.mismatches]
+    assert [(s.epoch, s.signatures_checked > 0) for s in report.epochs] == [(1, True)]
+    report = _audit(history, epochs=[3])
+    assert report.ok, [str(m) for m in report.mismatches]
+    assert [(s.epoch, s.kind) for s in report.epochs] == [
+        (1, "epoch"), (2, "epoch"), (3, "epoch"), (3, "correction"),
+    ]  # fmt: skip
+    checked = {s.epoch: s.signatures_checked for s in report.epochs if s.kind == "epoch"}
+    assert checked[1] == checked[2] == 0 and checked[3] > 0
