@@ -150,7 +150,8 @@ class WatchMetrics:
         )
         self.alert = Gauge(
             "w2e_watchtower_alert",
-            "1 while a failed root could not be stopped (accepted, or no guardian key)",
+            "1 while a failed root is not stopped: no guardian key, the revoke not sent yet, "
+            "or accepted (until a correction is accepted)",
             registry=r,
         )
         self.last_step = Gauge(
@@ -172,6 +173,8 @@ class WatchState:
     verdicts: dict[tuple[int, int], Verdict] = field(default_factory=dict)
     # Proposals whose failure was handled (revoked, or alerted): acted on once.
     handled: set[tuple[int, int]] = field(default_factory=set)
+    # Failed proposals nothing has stopped yet (no key, accepted, revoke not sent): the alert.
+    unstopped: set[tuple[int, int]] = field(default_factory=set)
     pending: Proposal | None = None
 
 
@@ -246,6 +249,7 @@ class Watchtower:
                     self.say(f"seen {p}: {p.data_uri}, valid at {p.valid_at}")
                 else:
                     self.say(f"{e.name} {e.args['root']} of epoch {e.args['epoch']}")
+                    self._settled(e)
             self.state.next_block = head + 1
         self._read_chain_time()
         pending = self.distributor.pending_root()
@@ -271,6 +275,23 @@ class Watchtower:
                 self.say(a.message)
         self.metrics.last_step.set(time.time())
         return actions
+
+    def _settled(self, e: ChainEvent) -> None:
+        """A failed proposal revoked (by anyone) is stopped; an accepted correction stops
+        every failed root before it (its leaves replace theirs)."""
+        latest = [p for p in self.state.proposals.values() if p.key < (e.block_number, e.log_index)]
+        if not latest:
+            return
+        last = max(latest, key=lambda p: p.key)
+        if e.name == "RootRevoked":
+            self.state.unstopped.discard(last.key)
+        elif e.name == "RootAccepted" and last.correction and last.root == e.args["root"]:
+            self.state.unstopped = {k for k in self.state.unstopped if k > last.key}
+        self.metrics.alert.set(1 if self.state.unstopped else 0)
+
+    def _alert(self, p: Proposal) -> None:
+        self.state.unstopped.add(p.key)
+        self.metrics.alert.set(1)
 
     def _proposal_of(self, pending: PendingRoot | None) -> Proposal | None:
         """The event that proposed the pending root (the latest such, as a root may be
@@ -321,14 +342,14 @@ class Watchtower:
         why = verdict.summary.strip().splitlines()
         reason = why[0] if why else "audit failed"
         if self.guardian is None:
-            self.metrics.alert.set(1)
+            self._alert(p)
             msg = f"ALERT: {p} failed its audit ({reason}); no guardian key: not revoked"
             log.error("%s", msg)
             return Action(p, verdict, "alert", msg)
         if not p.is_pending(self.distributor.pending_root()):
             # Accepted (or revoked by someone else) while it was audited: claims against a
             # bad accepted root only a pause stops.
-            self.metrics.alert.set(1)
+            self._alert(p)
             msg = f"ALERT: {p} failed its audit ({reason}) and is no longer pending"
             did = "alert"
             if self.pause_on_failure:
@@ -339,7 +360,7 @@ class Watchtower:
         try:
             mined = self.chain.transact(self.guardian, self.distributor.revoke_root())
         except ContractRevert as error:  # NoPendingRoot: accepted in between
-            self.metrics.alert.set(1)
+            self._alert(p)
             msg = f"ALERT: {p} failed its audit ({reason}); revokeRoot refused: {error}"
             if self.pause_on_failure:
                 self._pause()
@@ -349,9 +370,10 @@ class Watchtower:
         except ChainError:
             # Not sent or not mined (no gas, RPC down): the failure stays unhandled, so the
             # next tick tries again while the root is still pending.
-            self.metrics.alert.set(1)
+            self._alert(p)
             raise
-        self.metrics.alert.set(0)
+        self.state.unstopped.discard(p.key)
+        self.metrics.alert.set(1 if self.state.unstopped else 0)
         self.metrics.revoked.inc()
         if self.state.pending == p:
             self.state.pending = None

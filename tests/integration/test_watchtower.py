@@ -90,6 +90,9 @@ def test_without_a_guardian_key_it_alerts(net: Net) -> None:
     assert tower.metrics.value("w2e_watchtower_roots_failed_total") == 1
     p = d.pending_root()
     assert p is not None and p.root == bad  # nobody stopped it
+    assert tower.step() == [] and tower.metrics.value("w2e_watchtower_alert") == 1
+    n.chain.transact(n.guardian, d.revoke_root())  # a guardian elsewhere acts on the alert
+    assert tower.step() == [] and tower.metrics.value("w2e_watchtower_alert") == 0
 
 
 def test_failed_root_accepted_while_audited_is_paused(net: Net) -> None:
