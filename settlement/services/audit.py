@@ -1352,6 +1352,7 @@ class _Audit:
         """Roots and totals against the events, the floor in force at each proposal, and
         no Claimed above the account's leaf."""
         accepted_floor = ZERO  # dataHash of the last accepted correction
+        paused_at: int | None = None  # block of the pause in force
         pending: Any = None
         current: tuple[str, dict[bytes, int] | None] | None = None
         previous: tuple[str, dict[bytes, int] | None] | None = None
@@ -1391,6 +1392,11 @@ class _Audit:
                     self.bad(m.epoch, "chain", "proposed under another floor than the one in force",
                              accepted_floor, m.doc.get("floor"))  # fmt: skip
                 if ev.name == "CorrectionProposed":
+                    at = _int(m.doc.get("claimedAtBlock"))
+                    if paused_at is None or not paused_at <= at < ev.block_number:
+                        self.bad(m.epoch, dataset.MANIFEST,
+                                 "claimedAtBlock is not a block of the pause the correction was proposed in",
+                                 f"in [{paused_at}, {ev.block_number})", at)  # fmt: skip
                     if m.doc.get("floor") != accepted_floor:
                         self.bad(m.epoch, dataset.MANIFEST, "a correction's floor names the floor it replaces",
                                  accepted_floor, m.doc.get("floor"))  # fmt: skip
@@ -1420,6 +1426,10 @@ class _Audit:
                 current = (a["root"], leaves)
                 self._current_hash = pending.args["dataHash"]
                 pending = None
+            elif ev.name == "Paused":
+                paused_at = ev.block_number
+            elif ev.name == "Unpaused":
+                paused_at = None
             elif ev.name == "RootRevoked":
                 if pending is not None:
                     s = summaries.get(pending.args["dataHash"])

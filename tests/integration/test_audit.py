@@ -494,3 +494,13 @@ def test_one_epoch_in_full(history: Net) -> None:
     ]  # fmt: skip
     checked = {s.epoch: s.signatures_checked for s in report.epochs if s.kind == "epoch"}
     assert checked[1] == checked[2] == 0 and checked[3] > 0
+
+
+def test_correction_with_claims_read_outside_the_pause(history: Net, copy: Path) -> None:
+    (path,) = (copy / "corrections").glob(f"*/{dataset.MANIFEST}")
+    doc = json.loads(path.read_bytes())
+    doc["claimedAtBlock"] = "1"  # before the pause: claims could still land after it
+    path.write_bytes(dataset.canonical_bytes(doc))
+    report = _audit(history, copy)
+    (m,) = _found(report, epoch=3, file=dataset.MANIFEST, what="claimedAtBlock is not a block")
+    assert m.found == "1" and m.expected is not None and m.expected.startswith("in [")
