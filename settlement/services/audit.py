@@ -8,15 +8,22 @@ Entry point (stable; the watchtower and the benchmark call it):
 - `source`: a `DataSource`, the published files: `open_source(DIR_OR_URL)` for a folder or an
   http(s) base (the `<data dir>` of docs/protocol.md 9.2), or None to follow each proposal's
   `dataURI` on chain.
-- `chain`: a `ChainView` of one RewardDistributor: `ChainView.connect(rpc_url, address)`, or
-  `ChainView(distributor)` over an open `adapters.chain.Distributor`. It reads the events and
-  the views only.
+- `chain`: a `ChainView` of one RewardDistributor: `ChainView.connect(rpc_url, address,
+  from_block)`, or `ChainView(distributor, from_block)` over an open
+  `adapters.chain.Distributor`. It reads the events (again at every audit: a watchtower may
+  keep one) and the views only.
 - `epochs`: the epochs to audit in full (signatures included); None: all. Earlier epochs are
-  still replayed from their files (hashes, recomputation), without their signatures: the state
-  (watermarks, balances, carried pools, floor) must come from somewhere.
-- `progress(description, done, total)`: called as the audit advances (None: silent).
-- `AuditReport`: `.ok`, `.mismatches` (`Mismatch(epoch, file, line, account, receipt, what,
-  expected, found)`), `.epochs` (`EpochSummary` per manifest audited), `.to_json()`.
+  replayed from their files (hashes, recomputation) without their signatures, since the
+  state (watermarks, balances, carried pools, floor) must come from somewhere; later ones
+  are not read, and their roots and claims not judged.
+- `progress(description, done, total)`: called per manifest audited (None: silent).
+- `workers`: processes verifying signatures (default: every core, the verify pool of
+  `settlement.parallel`; small datasets stay in this process).
+- `AuditReport`: `.ok` (no mismatch), `.mismatches` (`Mismatch(epoch, file, line, account,
+  receipt, what, expected, found)`; `epoch` None: the chain as a whole; `file` "chain" for
+  what the events say), `.suppressed` (mismatches of a kind beyond the first 20, counted),
+  `.epochs` (`EpochSummary` per manifest audited, in publication order, with `on_chain`:
+  "accepted", "pending", "revoked" or "not proposed"), `.to_dict()` / `.to_json()`.
 """
 
 from __future__ import annotations
@@ -458,7 +465,7 @@ class _Audit:
     def _run(self) -> AuditReport:
         t0 = time.perf_counter()
         self.progress("reading the chain", 0, 1)
-        events = self.chain.events()
+        events = self.chain.events(refresh=True)  # a watchtower reuses its ChainView
         proposals = [e for e in events if e.name in ("RootProposed", "CorrectionProposed")]
         latest_uri = proposals[-1].args["dataURI"] if proposals else None
         source = self._source_of(latest_uri)
