@@ -504,3 +504,38 @@ def test_correction_with_claims_read_outside_the_pause(history: Net, copy: Path)
     report = _audit(history, copy)
     (m,) = _found(report, epoch=3, file=dataset.MANIFEST, what="claimedAtBlock is not a block")
     assert m.found == "1" and m.expected is not None and m.expected.startswith("in [")
+
+
+class _OtherChain(ChainView):
+    """The same distributor address on a chain with another id and no events: what an
+    auditor of that chain sees when handed this dataset."""
+
+    def __init__(self, chain_id: int, address: str) -> None:
+        super().__init__(None)
+        self._id, self._address = chain_id, address.lower()
+
+    @property
+    def chain_id(self) -> int:
+        return self._id
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def events(self, refresh: bool = False) -> list[object]:
+        return []
+
+    def root(self) -> str:
+        return ZERO
+
+
+def test_dataset_of_another_chain(history: Net, copy: Path) -> None:
+    n = history
+    report = audit(open_source(str(copy)), _OtherChain(n.chain.chain_id + 1, n.distributor.address))
+    (m,) = _found(report, epoch=1, file=dataset.MANIFEST, what="dataset of another chain")
+    assert m.expected == str(n.chain.chain_id + 1) and m.found == str(n.chain.chain_id)
+    assert _found(report, epoch=1, file=dataset.VIEW_RECEIPTS, what="SIGNER_MISMATCH")
+    # The same folder under its own chain's id: every signature holds (what remains is the
+    # events this fake chain lacks, such as the claims the correction read).
+    same = audit(open_source(str(copy)), _OtherChain(n.chain.chain_id, n.distributor.address))
+    assert {m.file for m in same.mismatches} == {"onchain_claimed"}, same.mismatches
