@@ -386,6 +386,10 @@ class _Audit:
         )
         self._kinds: dict[tuple[Any, ...], int] = {}
         self._evidence: dict[tuple[bytes, Params], Any] = {}
+        # Mismatches of an epoch found while loading or checking the chain (not while its
+        # manifest was audited): counted into its summary at the end.
+        self._inside = False
+        self._outside: dict[int, int] = {}
         # Each proposal's manifest as found at its dataURI (its hash may differ: reported).
         self._at_uri: dict[tuple[int, int], _Manifest] = {}
         self._sources: dict[str, DataSource] = {}
@@ -404,6 +408,8 @@ class _Audit:
         account: str | None = None,
         receipt: str | None = None,
     ) -> None:
+        if not self._inside and epoch is not None:
+            self._outside[epoch] = self._outside.get(epoch, 0) + 1
         kind = (epoch, file, what.split(":")[0])
         n = self._kinds[kind] = self._kinds.get(kind, 0) + 1
         if n > _SHOWN_PER_KIND:
@@ -518,6 +524,7 @@ class _Audit:
                 break
             t = time.perf_counter()
             before = len(self.report.mismatches) + self.report.suppressed
+            self._inside = True
             full = self.only is None or m.epoch in self.only
             summary = EpochSummary(
                 m.epoch,
@@ -532,10 +539,16 @@ class _Audit:
                 self._correction(source, m, state, summary, events)
             summary.seconds = time.perf_counter() - t
             summary.mismatches = len(self.report.mismatches) + self.report.suppressed - before
+            self._inside = False
             summaries[m.data_hash] = summary
             self.report.epochs.append(summary)
             self.progress(f"{m.kind} {m.epoch}", i + 1, len(chain))
         self._check_chain(events, manifests, summaries, state)
+        for epoch, count in self._outside.items():
+            mine = [x for x in self.report.epochs if x.epoch == epoch]
+            mine.sort(key=lambda x: x.kind != "epoch")
+            if mine:
+                mine[0].mismatches += count
         self.report.seconds = time.perf_counter() - t0
         return self.report
 

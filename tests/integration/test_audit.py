@@ -251,6 +251,9 @@ def test_changed_manifest(history: Net, copy: Path) -> None:
                   what="keccak256(manifest.json) differs from the dataHash of RootProposed")  # fmt: skip
     assert m.found == "0x" + dataset.data_hash(path.read_bytes()).hex()
     _found(report, epoch=4, file=dataset.MANIFEST, what="pools.node differ from the recomputation")
+    # Each epoch's summary counts its mismatches, those of the chain's view of it included.
+    counts = {s.epoch: s.mismatches for s in report.epochs if s.kind == "epoch"}
+    assert counts[4] == sum(1 for x in report.mismatches if x.epoch == 4) >= 2
 
 
 def test_wrong_floor(history: Net, copy: Path) -> None:
