@@ -8,15 +8,22 @@ Entry point (stable; the watchtower and the benchmark call it):
 - `source`: a `DataSource`, the published files: `open_source(DIR_OR_URL)` for a folder or an
   http(s) base (the `<data dir>` of docs/protocol.md 9.2), or None to follow each proposal's
   `dataURI` on chain.
-- `chain`: a `ChainView` of one RewardDistributor: `ChainView.connect(rpc_url, address)`, or
-  `ChainView(distributor)` over an open `adapters.chain.Distributor`. It reads the events and
-  the views only.
+- `chain`: a `ChainView` of one RewardDistributor: `ChainView.connect(rpc_url, address,
+  from_block)`, or `ChainView(distributor, from_block)` over an open
+  `adapters.chain.Distributor`. It reads the events (again at every audit: a watchtower may
+  keep one) and the views only.
 - `epochs`: the epochs to audit in full (signatures included); None: all. Earlier epochs are
-  still replayed from their files (hashes, recomputation), without their signatures: the state
-  (watermarks, balances, carried pools, floor) must come from somewhere.
-- `progress(description, done, total)`: called as the audit advances (None: silent).
-- `AuditReport`: `.ok`, `.mismatches` (`Mismatch(epoch, file, line, account, receipt, what,
-  expected, found)`), `.epochs` (`EpochSummary` per manifest audited), `.to_json()`.
+  replayed from their files (hashes, recomputation) without their signatures, since the
+  state (watermarks, balances, carried pools, floor) must come from somewhere; later ones
+  are not read, and their roots and claims not judged.
+- `progress(description, done, total)`: called per manifest audited (None: silent).
+- `workers`: processes verifying signatures (default: every core, the verify pool of
+  `settlement.parallel`; small datasets stay in this process).
+- `AuditReport`: `.ok` (no mismatch), `.mismatches` (`Mismatch(epoch, file, line, account,
+  receipt, what, expected, found)`; `epoch` None: the chain as a whole; `file` "chain" for
+  what the events say), `.suppressed` (mismatches of a kind beyond the first 20, counted),
+  `.epochs` (`EpochSummary` per manifest audited, in publication order, with `on_chain`:
+  "accepted", "pending", "revoked" or "not proposed"), `.to_dict()` / `.to_json()`.
 """
 
 from __future__ import annotations
@@ -60,7 +67,10 @@ ZERO: Final = dataset.ZERO_HASH
 _MAX64: Final = 2**64 - 1
 _SHOWN_PER_KIND: Final = 20  # mismatches of one (epoch, file, what) listed; the rest counted
 _PART_BYTES: Final = 16 << 20  # a verify task's share of a big file
-_INLINE_BYTES: Final = 2 << 20  # below this the files are parsed and verified here
+_INLINE_BYTES: Final = 2 << 20
+_DROPPED: Final = (
+    "(problems of the same kinds, counted)"  # below this the files are parsed and verified here
+)
 _BIG: Final = (
     dataset.DELIVERY_RECEIPTS,
     dataset.VIEW_RECEIPTS,
@@ -376,6 +386,10 @@ class _Audit:
         )
         self._kinds: dict[tuple[Any, ...], int] = {}
         self._evidence: dict[tuple[bytes, Params], Any] = {}
+        # Mismatches of an epoch found while loading or checking the chain (not while its
+        # manifest was audited): counted into its summary at the end.
+        self._inside = False
+        self._outside: dict[int, int] = {}
         # Each proposal's manifest as found at its dataURI (its hash may differ: reported).
         self._at_uri: dict[tuple[int, int], _Manifest] = {}
         self._sources: dict[str, DataSource] = {}
@@ -394,6 +408,8 @@ class _Audit:
         account: str | None = None,
         receipt: str | None = None,
     ) -> None:
+        if not self._inside and epoch is not None:
+            self._outside[epoch] = self._outside.get(epoch, 0) + 1
         kind = (epoch, file, what.split(":")[0])
         n = self._kinds[kind] = self._kinds.get(kind, 0) + 1
         if n > _SHOWN_PER_KIND:
@@ -455,7 +471,7 @@ class _Audit:
     def _run(self) -> AuditReport:
         t0 = time.perf_counter()
         self.progress("reading the chain", 0, 1)
-        events = self.chain.events()
+        events = self.chain.events(refresh=True)  # a watchtower reuses its ChainView
         proposals = [e for e in events if e.name in ("RootProposed", "CorrectionProposed")]
         latest_uri = proposals[-1].args["dataURI"] if proposals else None
         source = self._source_of(latest_uri)
@@ -508,6 +524,7 @@ class _Audit:
                 break
             t = time.perf_counter()
             before = len(self.report.mismatches) + self.report.suppressed
+            self._inside = True
             full = self.only is None or m.epoch in self.only
             summary = EpochSummary(
                 m.epoch,
@@ -522,10 +539,16 @@ class _Audit:
                 self._correction(source, m, state, summary, events)
             summary.seconds = time.perf_counter() - t
             summary.mismatches = len(self.report.mismatches) + self.report.suppressed - before
+            self._inside = False
             summaries[m.data_hash] = summary
             self.report.epochs.append(summary)
             self.progress(f"{m.kind} {m.epoch}", i + 1, len(chain))
         self._check_chain(events, manifests, summaries, state)
+        for epoch, count in self._outside.items():
+            mine = [x for x in self.report.epochs if x.epoch == epoch]
+            mine.sort(key=lambda x: x.kind != "epoch")
+            if mine:
+                mine[0].mismatches += count
         self.report.seconds = time.perf_counter() - t0
         return self.report
 
@@ -666,6 +689,9 @@ class _Audit:
         for name, (cols, problems) in zip(owners, results, strict=True):
             parts[name].append(cols)
             for line, what, expected, found, account, receipt in problems:
+                if what == _DROPPED:
+                    self.report.suppressed += int(found or 0)
+                    continue
                 self.bad(
                     m.epoch,
                     name,
@@ -1346,6 +1372,7 @@ class _Audit:
         """Roots and totals against the events, the floor in force at each proposal, and
         no Claimed above the account's leaf."""
         accepted_floor = ZERO  # dataHash of the last accepted correction
+        paused_at: int | None = None  # block of the pause in force
         pending: Any = None
         current: tuple[str, dict[bytes, int] | None] | None = None
         previous: tuple[str, dict[bytes, int] | None] | None = None
@@ -1385,6 +1412,11 @@ class _Audit:
                     self.bad(m.epoch, "chain", "proposed under another floor than the one in force",
                              accepted_floor, m.doc.get("floor"))  # fmt: skip
                 if ev.name == "CorrectionProposed":
+                    at = _int(m.doc.get("claimedAtBlock"))
+                    if paused_at is None or not paused_at <= at < ev.block_number:
+                        self.bad(m.epoch, dataset.MANIFEST,
+                                 "claimedAtBlock is not a block of the pause the correction was proposed in",
+                                 f"in [{paused_at}, {ev.block_number})", at)  # fmt: skip
                     if m.doc.get("floor") != accepted_floor:
                         self.bad(m.epoch, dataset.MANIFEST, "a correction's floor names the floor it replaces",
                                  accepted_floor, m.doc.get("floor"))  # fmt: skip
@@ -1414,6 +1446,10 @@ class _Audit:
                 current = (a["root"], leaves)
                 self._current_hash = pending.args["dataHash"]
                 pending = None
+            elif ev.name == "Paused":
+                paused_at = ev.block_number
+            elif ev.name == "Unpaused":
+                paused_at = None
             elif ev.name == "RootRevoked":
                 if pending is not None:
                     s = summaries.get(pending.args["dataHash"])
@@ -1508,11 +1544,28 @@ def _parse_part(
     clock: EpochClock | None,
     epoch: int,
 ) -> tuple[dict[str, np.ndarray], list[published.Problem]]:
-    """One task of the verify pool: a byte range of whole lines of a published file."""
+    """One task of the verify pool: a byte range of whole lines of a published file. Of
+    its problems only the first few of each kind cross back (a dataset of another domain
+    fails every line): the rest are counted, as a last problem of line 0."""
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
-    return published.parse_chunk(name, data, first_line, domain, params, clock, epoch)
+    cols, problems = published.parse_chunk(name, data, first_line, domain, params, clock, epoch)
+    kept: list[published.Problem] = []
+    per_kind: dict[str, int] = {}
+    dropped = 0
+    for p in problems:
+        kind = p[1].split(":")[0]
+        per_kind[kind] = per_kind.get(kind, 0) + 1
+        if per_kind[kind] <= _SHOWN_PER_KIND:
+            kept.append(p)
+        else:
+            dropped += 1
+    if dropped:
+        kept.append((0, _DROPPED, None, str(dropped), None, None))
+    # Verified here: the signatures (a third of a receipt's bytes) need not cross back.
+    cols.pop("signature", None)
+    return cols, kept
 
 
 def _parts(path: Path) -> Iterator[tuple[int, int, int]]:
@@ -1542,7 +1595,7 @@ def _digest(path: Path) -> tuple[str, int, int]:
 
 
 def _concat(parts: list[dict[str, np.ndarray]], name: str) -> dict[str, np.ndarray]:
-    fields = [published.COLUMN[f] for f in published.FIELDS[name]]
+    fields = [published.COLUMN[f] for f in published.FIELDS[name] if f != "signature"]
     if not parts:
         widths = {"viewer": 20, "node": 20, "session_id": 32, "content_id": 32, "signature": 65}
         return {

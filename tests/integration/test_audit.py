@@ -251,6 +251,9 @@ def test_changed_manifest(history: Net, copy: Path) -> None:
                   what="keccak256(manifest.json) differs from the dataHash of RootProposed")  # fmt: skip
     assert m.found == "0x" + dataset.data_hash(path.read_bytes()).hex()
     _found(report, epoch=4, file=dataset.MANIFEST, what="pools.node differ from the recomputation")
+    # Each epoch's summary counts its mismatches, those of the chain's view of it included.
+    counts = {s.epoch: s.mismatches for s in report.epochs if s.kind == "epoch"}
+    assert counts[4] == sum(1 for x in report.mismatches if x.epoch == 4) >= 2
 
 
 def test_wrong_floor(history: Net, copy: Path) -> None:
@@ -494,3 +497,48 @@ def test_one_epoch_in_full(history: Net) -> None:
     ]  # fmt: skip
     checked = {s.epoch: s.signatures_checked for s in report.epochs if s.kind == "epoch"}
     assert checked[1] == checked[2] == 0 and checked[3] > 0
+
+
+def test_correction_with_claims_read_outside_the_pause(history: Net, copy: Path) -> None:
+    (path,) = (copy / "corrections").glob(f"*/{dataset.MANIFEST}")
+    doc = json.loads(path.read_bytes())
+    doc["claimedAtBlock"] = "1"  # before the pause: claims could still land after it
+    path.write_bytes(dataset.canonical_bytes(doc))
+    report = _audit(history, copy)
+    (m,) = _found(report, epoch=3, file=dataset.MANIFEST, what="claimedAtBlock is not a block")
+    assert m.found == "1" and m.expected is not None and m.expected.startswith("in [")
+
+
+class _OtherChain(ChainView):
+    """The same distributor address on a chain with another id and no events: what an
+    auditor of that chain sees when handed this dataset."""
+
+    def __init__(self, chain_id: int, address: str) -> None:
+        super().__init__(None)
+        self._id, self._address = chain_id, address.lower()
+
+    @property
+    def chain_id(self) -> int:
+        return self._id
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def events(self, refresh: bool = False) -> list[object]:
+        return []
+
+    def root(self) -> str:
+        return ZERO
+
+
+def test_dataset_of_another_chain(history: Net, copy: Path) -> None:
+    n = history
+    report = audit(open_source(str(copy)), _OtherChain(n.chain.chain_id + 1, n.distributor.address))
+    (m,) = _found(report, epoch=1, file=dataset.MANIFEST, what="dataset of another chain")
+    assert m.expected == str(n.chain.chain_id + 1) and m.found == str(n.chain.chain_id)
+    assert _found(report, epoch=1, file=dataset.VIEW_RECEIPTS, what="SIGNER_MISMATCH")
+    # The same folder under its own chain's id: every signature holds (what remains is the
+    # events this fake chain lacks, such as the claims the correction read).
+    same = audit(open_source(str(copy)), _OtherChain(n.chain.chain_id, n.distributor.address))
+    assert {m.file for m in same.mismatches} == {"onchain_claimed"}, same.mismatches
