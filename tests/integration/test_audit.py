@@ -20,6 +20,7 @@ from settlement.domain import dataset
 from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Domain, ViewReceipt, address_of, keccak, sign
 from settlement.domain.wire import to_wire
+from settlement.errors import InputError
 from settlement.services import registry as registry_service
 from settlement.services.audit import AuditReport, ChainView, Mismatch, audit, open_source
 from settlement.services.correct import run_correction
@@ -542,3 +543,43 @@ def test_dataset_of_another_chain(history: Net, copy: Path) -> None:
     # events this fake chain lacks, such as the claims the correction read).
     same = audit(open_source(str(copy)), _OtherChain(n.chain.chain_id, n.distributor.address))
     assert {m.file for m in same.mismatches} == {"onchain_claimed"}, same.mismatches
+
+
+def test_data_found_through_http_data_uris(tmp_path: Path) -> None:
+    """A service publishing under W2E_DATA_BASE_URI: the proposals' dataURIs are URLs, and
+    an auditor given nothing but the chain downloads from them."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    n = make_net(tmp_path, "", funded_epochs=4)
+    data = Path(n.settings.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(data))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        n.settings = n.settings.model_copy(update={"data_base_uri": base})
+        for epoch in (1, 2):
+            n.close(epoch)
+            _accept(n)
+        uris = [
+            e.args["dataURI"]
+            for e in c.read_events(n.distributor, n.deployment.block)
+            if e.name == "RootProposed"
+        ]
+        assert uris == [f"{base}epoch-{e:08d}/manifest.json" for e in (1, 2)]
+        report = audit(None, ChainView(n.distributor, n.deployment.block))
+        assert report.ok, [str(m) for m in report.mismatches]
+        assert report.source == "dataURI on chain" and len(report.epochs) == 2
+        # Nothing listens any more: a clear error (the CLI's exit 2), not a traceback.
+        server.shutdown()
+        server.server_close()
+        with pytest.raises(InputError, match=r"cannot read http://127\.0\.0\.1:\d+/epoch-"):
+            audit(None, ChainView(n.distributor, n.deployment.block))
+    finally:
+        server.shutdown()
+        thread.join()
+        n.store.close()
