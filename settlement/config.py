@@ -330,7 +330,10 @@ class Settings(BaseSettings):
     )
     data_base_uri: str | None = Field(
         default=None,
-        description="public base URI of W2E_DATA_DIR; a proposal's dataURI is BASE/epoch-NNNNNNNN/manifest.json (unset: the local path)",
+        pattern=r"^https?://[^\s]+$",
+        description="public HTTP(S) base URI of W2E_DATA_DIR; `settlement serve` answers it at "
+        "http://HOST:PORT/v1/data. A proposal's dataURI is BASE/epoch-NNNNNNNN/manifest.json "
+        "(a correction's BASE/corrections/.../manifest.json); unset: the local path",
     )
     submitter_accept: bool = Field(
         default=True,

@@ -180,6 +180,14 @@ class StaleClaims(ContractRevert):
         super().__init__(message, "StaleClaims")
 
 
+class DataUnavailable(SettlementError):
+    """A published dataset file could not be read now (server down, network): try again later.
+    Not a verdict on the data: a file that was read and is wrong is a mismatch instead."""
+
+    exit_code = 3
+    http_status = 502
+
+
 class NothingToClaim(ChainError):
     """The account's cumulative amount is already claimed; wait for the next root."""
 

@@ -35,6 +35,7 @@ __all__ = [
     "fork_child",
     "join_child",
     "kill_child",
+    "map_tasks",
     "shutdown_pool",
     "verify_batch",
     "verify_wire_batch",
@@ -158,6 +159,23 @@ def verify_wire_batch(
     Workers parse too: raw lines are cheaper to ship than parsed receipts.
     """
     return _run_batch(_verify_wire_chunk, items, domain, params, now, workers, inline_below)
+
+
+# --- the auditor: one task per chunk of a published file ---------------------------------------
+
+
+def map_tasks(
+    fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], *, workers: int | None = None
+) -> list[Any]:
+    """fn(*task) of each task, in input order, on the verify pool's processes (the auditor
+    recovers every published signature, the same work as ingest's). `fn` must be a module
+    function (it is pickled by name); one task, or one worker, runs here."""
+    workers = _cores() if workers is None else max(1, workers)
+    if workers == 1 or len(tasks) <= 1:
+        return [fn(*t) for t in tasks]
+    pool = _get_pool(workers)
+    futures = [pool.submit(fn, *t) for t in tasks]
+    return [f.result() for f in futures]
 
 
 # --- fork helpers (the close's export children) -----------------------------------------------

@@ -309,3 +309,42 @@ def _child_export(directory: Path, write: WriteFiles, names: tuple[str, ...]) ->
     mine = DatasetWriter(directory)
     seconds = _timed_write(write, mine, names)
     return {"seconds": seconds, "files": [astuple(f) for f in mine.files.values()]}
+
+
+# --- reading a published file by its URI ---------------------------------------------------------
+
+
+def read_uri(uri: str, *, max_bytes: int = 1 << 30, timeout: float = 30.0) -> bytes:
+    """The bytes at `uri`: an http(s) URL (as `settlement serve` publishes under
+    W2E_DATA_BASE_URI), a file:// URL or a local path. DataUnavailable when it cannot be
+    read now (absent, refused, timed out, an HTTP error): a caller may try again later."""
+    from urllib.parse import unquote, urlsplit
+
+    from settlement.errors import DataUnavailable, redact
+
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        import httpx
+
+        try:
+            with httpx.stream("GET", uri, timeout=timeout, follow_redirects=True) as r:
+                if r.status_code != 200:
+                    raise DataUnavailable(f"GET {redact(uri)}: HTTP {r.status_code}")
+                chunks, size = [], 0
+                for chunk in r.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise DataUnavailable(f"GET {redact(uri)}: more than {max_bytes} bytes")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.HTTPError as error:
+            raise DataUnavailable(f"GET {redact(uri)}: {type(error).__name__}") from None
+    path = unquote(parts.path) if parts.scheme == "file" else uri
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as error:
+        raise DataUnavailable(f"cannot read {path}: {error.strerror or error}") from None
+    if len(data) > max_bytes:
+        raise DataUnavailable(f"{path}: more than {max_bytes} bytes")
+    return data

@@ -94,6 +94,9 @@ def create_app(
     from settlement.api.routes import claims  # GET /v1/accounts/{address}/claim
 
     app.include_router(claims.router)
+    from settlement.api.routes import data  # GET/HEAD /v1/data/...: the published files
+
+    app.include_router(data.router)
     # Outermost of ours: a body is read whole, within its limits and deadline, before any
     # route, dependency (admin token, rate limit, in-flight slot) or JSON parser sees it.
     app.add_middleware(BodyLimits, settings=settings)

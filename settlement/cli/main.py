@@ -6,6 +6,7 @@ import typer
 
 from settlement import __version__
 from settlement.cli import chain, config, epochs, receipts, registry, serve, sim
+from settlement.cli.audit import audit
 from settlement.cli.correct import cli_correct
 from settlement.cli.keys import admin_log_command
 from settlement.cli.keys import app as keys_app
@@ -45,6 +46,7 @@ app.command("submit")(cli_submit)
 app.command("correct")(cli_correct)
 app.command("demo")(sim.demo)
 app.add_typer(config.app, name="config")
+app.command("audit")(audit)
 
 
 if __name__ == "__main__":

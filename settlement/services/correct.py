@@ -25,6 +25,7 @@ from settlement.config import Settings
 from settlement.domain import dataset, merkle
 from settlement.domain.floor import correction_leaves
 from settlement.errors import ChainError, InputError, NotFound
+from settlement.services import published
 from settlement.services.submit import Candidate, Submitter
 
 CLAIMED_FILE = "onchain_claimed"  # account, claimed on-chain when the correction was computed
@@ -280,10 +281,7 @@ def run_correction(
             f"total {plan.tree.cumulative_total}, {len(plan.raised)} leaf(s) raised to their "
             f"claim at block {plan.claimed_at_block}; published in {directory}"
         )
-        uri = str((directory / dataset.MANIFEST).resolve())
-        if submitter.settings.data_base_uri:
-            base = submitter.settings.data_base_uri.rstrip("/")
-            uri = f"{base}/corrections/{directory.name}/{dataset.MANIFEST}"
+        uri = published.data_uri(submitter.settings, directory)
         candidate = Candidate(
             epoch=plan.epoch,
             first_epoch=plan.epoch,

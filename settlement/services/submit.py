@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from prometheus_client import Gauge
 
@@ -88,10 +87,10 @@ class Candidate:
 
 
 def data_uri(settings: Settings, epoch: int) -> str:
-    directory = publish.epoch_dir(settings.data_dir, epoch)
-    if settings.data_base_uri:
-        return f"{settings.data_base_uri.rstrip('/')}/{directory.name}/{dataset.MANIFEST}"
-    return str(Path(directory, dataset.MANIFEST).resolve())
+    """What a proposal of `epoch` names as its dataURI (`published.data_uri`)."""
+    from settlement.services.published import epoch_data_uri
+
+    return epoch_data_uri(settings, epoch)
 
 
 def epoch_dump_path(settings: Settings, manifest: bytes) -> str | None:

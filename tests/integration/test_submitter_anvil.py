@@ -97,9 +97,11 @@ def make_net(
     funded_epochs: int = 4,
     dev: bool = False,
     window: int = 3000,
+    database_url: str | None = None,
 ) -> Net:
     """A deployed distributor and a store holding simulated receipts issued over `window`
-    seconds from genesis; `url` "" is the embedded chain."""
+    seconds from genesis; `url` "" is the embedded chain; `database_url` (default: SQLite in
+    `tmp`) the service's store."""
     chain = c.connect(rpc_url=url, poll_interval=0.02, bump_blocks=2)
     secrets = {n: Account.create() for n in ("admin", "poster", "guardian", "relayer")}
     keys = {n: Key(a, n) for n, a in secrets.items()}
@@ -118,7 +120,7 @@ def make_net(
     )
     c.save_deployment(deployment, tmp / "deployment.json")
     env = {
-        "W2E_DATABASE_URL": f"sqlite:///{tmp}/submit.db",
+        "W2E_DATABASE_URL": database_url or f"sqlite:///{tmp}/submit.db",
         "W2E_DATA_DIR": str(tmp / "epochs"),
         "W2E_GENESIS": str(GENESIS),
         "W2E_EPOCH_SECONDS": str(EPOCH),

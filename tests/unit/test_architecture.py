@@ -204,3 +204,66 @@ def test_checker_finds_a_new_violation(tmp_path: Path, name: str, text: str, tar
     assert found, f"{name}: {text!r} passed"
     assert {v.target for v in found} == {target}
     assert all(v.module == module_name(root / name, root) for v in found)
+
+
+# --- the auditor reaches no store (issue 14) --------------------------------------------------
+
+AUDITOR = ("settlement.services.audit", "settlement.cli.audit")
+STORE = ("settlement.adapters.db",)
+
+
+def reachable(root: Path, start: tuple[str, ...]) -> dict[str, str]:
+    """Every project module `start` can load, directly or through others (imports inside
+    functions too, and the packages a submodule import runs): module -> the one that
+    imported it first."""
+    paths = {module_name(p, root): p for p in root.rglob("*.py")}
+    seen: dict[str, str] = {m: "" for m in start}
+    todo = list(start)
+    while todo:
+        module = todo.pop()
+        path = paths[module]
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for _, targets in imports(tree, module, path.name == "__init__.py"):
+            for target in targets:
+                parts = target.split(".")
+                # a.b.c runs a, a.b and a.b.c
+                for i in range(1, len(parts) + 1):
+                    name = ".".join(parts[:i])
+                    if name in paths and name not in seen:
+                        seen[name] = module
+                        todo.append(name)
+    return seen
+
+
+def store_paths(root: Path, start: tuple[str, ...]) -> list[str]:
+    seen = reachable(root, start)
+    out = []
+    for module in sorted(seen):
+        if _within(module, STORE):
+            chain = [module]
+            while seen[chain[-1]]:
+                chain.append(seen[chain[-1]])
+            out.append(" <- ".join(chain))
+    return out
+
+
+def test_the_auditor_reaches_no_store_adapter() -> None:
+    seen = reachable(ROOT, AUDITOR)
+    assert "settlement.domain.credit" in seen and "settlement.adapters.chain.events" in seen
+    assert not store_paths(ROOT, AUDITOR), "\n".join(store_paths(ROOT, AUDITOR))
+
+
+def test_store_check_finds_an_indirect_import(tmp_path: Path) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            "services/audit.py": "def f():\n    from settlement.services import helper\n",
+            "services/helper.py": "from settlement.adapters.db.store import Store\n",
+            "adapters/db/store.py": "",
+            "cli/audit.py": "",
+        },
+    )
+    assert (
+        "settlement.adapters.db.store <- settlement.services.helper <- settlement.services.audit"
+        in store_paths(root, AUDITOR)
+    )

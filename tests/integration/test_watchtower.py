@@ -1,0 +1,129 @@
+"""The watchtower's decisions on the embedded chain (py-evm), fast: a dataset it cannot read
+is retried, then failed near the window's end; without a guardian key it only alerts; a
+failed root accepted while it was audited is paused; revoked proposals do not count
+against the one pending."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_submitter_anvil import HOUR, Net, make_net
+
+from settlement.adapters import chain as c
+from settlement.domain.merkle import MerkleTree
+from settlement.services.published import epoch_data_uri
+from settlement.services.submit import epoch_dump_path
+from settlement.services.watchtower import (
+    Proposal,
+    Verdict,
+    WatchMetrics,
+    Watchtower,
+    _as_proposed,
+    chained,
+    manifest_audit,
+)
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Net]:
+    n = make_net(tmp_path, "", funded_epochs=5)
+    try:
+        yield n
+    finally:
+        n.store.close()
+
+
+def _propose(n: Net, epoch: int, uri: str, extra: int = 0) -> str:
+    """The poster proposes epoch's true tree (plus `extra` base units to an attacker)."""
+    stored = n.submitter().epochs.get(epoch)
+    assert stored is not None
+    values = {}
+    if extra:
+        values[c.Key.generate("attacker").address.lower()] = extra
+    dump = epoch_dump_path(n.settings, stored.manifest)
+    assert dump is not None
+    values.update(dict(MerkleTree.load(Path(dump).read_bytes()).values))
+    tree = MerkleTree.of(sorted(values.items()))
+    n.chain.transact(
+        n.poster,
+        n.distributor.propose_root(
+            epoch, tree.root, tree.cumulative_total, "0x" + stored.data_hash.hex(), uri
+        ),
+    )
+    return tree.root
+
+
+def _tower(n: Net, audit=None, **kwargs) -> Watchtower:  # type: ignore[no-untyped-def]
+    return Watchtower(
+        n.distributor,
+        audit or chained(manifest_audit()),
+        from_block=n.deployment.block,
+        metrics=WatchMetrics(),
+        **kwargs,
+    )
+
+
+def test_unreadable_dataset_is_retried_then_failed_before_valid_at(net: Net) -> None:
+    n, d = net, net.distributor
+    n.close(1)
+    _propose(n, 1, "http://127.0.0.1:9/epoch-00000001/manifest.json")  # nothing listens
+    tower = _tower(n, guardian=n.guardian, unavailable_margin=120)
+    assert tower.step() == [] and tower.step() == []  # retried, no verdict
+    assert tower.metrics.value("w2e_watchtower_roots_audited_total") == 0
+    assert d.pending_root() is not None
+    n.chain.increase_time(HOUR - 100)  # 100 s left: inside the margin
+    (action,) = tower.step()
+    assert action.did == "revoked" and "dataset unavailable" in action.verdict.summary
+    assert d.pending_root() is None
+
+
+def test_without_a_guardian_key_it_alerts(net: Net) -> None:
+    n, d = net, net.distributor
+    n.close(1)
+    bad = _propose(n, 1, epoch_data_uri(n.settings, 1), extra=10**18)
+    tower = _tower(n)
+    (action,) = tower.step()
+    assert action.did == "alert" and "no guardian key" in action.message
+    assert tower.metrics.value("w2e_watchtower_alert") == 1
+    assert tower.metrics.value("w2e_watchtower_roots_failed_total") == 1
+    p = d.pending_root()
+    assert p is not None and p.root == bad  # nobody stopped it
+    assert tower.step() == [] and tower.metrics.value("w2e_watchtower_alert") == 1
+    n.chain.transact(n.guardian, d.revoke_root())  # a guardian elsewhere acts on the alert
+    assert tower.step() == [] and tower.metrics.value("w2e_watchtower_alert") == 0
+
+
+def test_failed_root_accepted_while_audited_is_paused(net: Net) -> None:
+    n, d = net, net.distributor
+    n.close(1)
+    bad = _propose(n, 1, epoch_data_uri(n.settings, 1), extra=10**18)
+
+    def slow_audit(p: Proposal) -> Verdict:
+        # The audit outlasts the window: someone accepts the root meanwhile.
+        n.chain.increase_time(HOUR)
+        n.chain.transact(n.relayer, d.accept_root())
+        return Verdict(False, "root: manifest differs")
+
+    tower = _tower(n, slow_audit, guardian=n.guardian, pause_on_failure=True)
+    (action,) = tower.step()
+    assert action.did == "alert" and "no longer pending" in action.message
+    assert d.root() == bad and d.paused()
+    assert tower.metrics.value("w2e_watchtower_pauses_total") == 1
+    assert tower.metrics.value("w2e_watchtower_roots_revoked_total") == 0
+
+
+def test_chain_as_proposed_drops_revoked_proposals(net: Net) -> None:
+    n, d = net, net.distributor
+    n.close(1)
+    uri = epoch_data_uri(n.settings, 1)
+    _propose(n, 1, uri, extra=5)
+    n.chain.transact(n.guardian, d.revoke_root())
+    _propose(n, 1, uri)
+    events = c.read_events(d, n.deployment.block)
+    proposals = [Proposal.of(e) for e in events if e.name == "RootProposed"]
+    assert len(proposals) == 2
+    kept = _as_proposed(events, proposals[1])
+    assert [e.name for e in kept if e.name in ("RootProposed", "RootRevoked")] == ["RootProposed"]
+    assert Proposal.of(next(e for e in kept if e.name == "RootProposed")) == proposals[1]
