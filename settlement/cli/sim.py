@@ -132,12 +132,23 @@ def demo(
             "--dir", help="keep the database and datasets here (default: a temporary directory)"
         ),
     ] = None,
+    rpc: Annotated[
+        str | None,
+        typer.Option(
+            "--rpc",
+            help="run on this dev chain (anvil) instead of the embedded one, with keys made and "
+            "funded for the run, so the chain outlives the demo and can be audited; needs --dir",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole flow on this machine: simulated network -> HTTP API -> SQLite -> epochs
-    -> roots on the embedded chain -> claims (one relayed claimMany) -> summary.
+    -> roots on the embedded chain (or --rpc) -> claims (one relayed claimMany) -> summary.
 
     Exit 0 when every on-chain balance equals its allocation, 1 otherwise.
     """
+    if rpc is not None and directory is None:
+        typer.echo("error: --rpc needs --dir: the datasets must outlive the demo", err=True)
+        raise typer.Exit(2)
     creators = max(1, viewers // 50)
     cfg = DemoConfig(
         nodes=nodes,
@@ -148,6 +159,7 @@ def demo(
         seed=seed,
         workers=workers,
         directory=directory,
+        rpc=rpc,
     )
     try:
         result = run_demo(cfg, say=lambda m: typer.echo(m, err=True))

@@ -4,6 +4,8 @@ claimMany), and a summary whose last check is on-chain balances == allocations.
 
 Everything runs in this process and on 127.0.0.1: the embedded py-evm chain lives here,
 so the API runs under uvicorn in a thread to share it. Nothing is left running afterwards.
+With `rpc` (a dev chain such as anvil) the contracts, roots and claims stay on that chain
+and the datasets in `directory`, so a third party can audit the run afterwards.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class DemoConfig:
     single_claims: int = 4  # accounts claimed one by one, twice (after the first root and the last)
     relayed_claims: int = 40  # accounts in the relayed claimMany
     directory: str | None = None
+    rpc: str | None = None  # a dev chain that outlives the demo (anvil); None: the embedded one
 
 
 @dataclasses.dataclass
@@ -66,6 +69,7 @@ class DemoResult:
     seconds: dict[str, float]
     ok: bool
     problems: list[str]
+    audit_command: str | None = None  # how a third party audits this run (with `rpc`)
 
 
 class _Server:
@@ -98,6 +102,24 @@ def _balances(store: Store, epoch: int) -> dict[str, tuple[int, int, int]]:
     epochs = EpochStore(store)
     rows = epochs.run(lambda cur: CloseReader(epochs, cur).balances(epoch + 1))
     return {"0x" + a.hex(): v for a, v in rows.items()}
+
+
+def _throwaway_keys(chain: c.Chain) -> tuple[c.Key, c.Key, c.Key]:
+    """Admin, poster and relayer keys made for this run and funded with the dev chain's own
+    `anvil_setBalance`: the demo needs no key from anyone, and none outlives the process."""
+    from eth_account import Account
+
+    admin, poster, relayer = (
+        c.Key(Account.create(), f"demo-{role}") for role in ("admin", "poster", "relayer")
+    )
+    for key in (admin, poster, relayer):
+        chain.set_balance(key.address, 10**20)
+        # A chain that is not a dev chain answers anvil_setBalance with an error, not money.
+        if chain.w3.eth.get_balance(key.address) < 10**20:
+            raise InputError(
+                "demo --rpc needs a dev chain that funds accounts with anvil_setBalance (anvil)"
+            )
+    return admin, poster, relayer
 
 
 @contextlib.contextmanager
@@ -138,8 +160,12 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoResult:
             data_base_uri=None,
         )
         settings = Settings(**base)  # type: ignore[arg-type]
-        chain = c.connect(settings, confirmations=1, poll_interval=0.01)
-        admin, poster, relayer = chain.dev_key(0), chain.dev_key(1), chain.dev_key(2)
+        if cfg.rpc is None:
+            chain = c.connect(settings, confirmations=1, poll_interval=0.01)
+            admin, poster, relayer = chain.dev_key(0), chain.dev_key(1), chain.dev_key(2)
+        else:
+            chain = c.connect(settings, rpc_url=cfg.rpc, confirmations=1, poll_interval=0.05)
+            admin, poster, relayer = _throwaway_keys(chain)
         funding = EPOCHS * settings.emission
         deployment = c.deploy(
             chain,
@@ -157,10 +183,13 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoResult:
             distributor=deployment.distributor,  # type: ignore[arg-type]
         )
         distributor = c.Distributor(chain, deployment.distributor)
+        where = "the embedded chain" if cfg.rpc is None else f"the chain at {cfg.rpc}, chain"
         say(
-            f"deployed W2EToken and RewardDistributor {deployment.distributor} on the embedded "
-            f"chain {chain.chain_id} (challenge period {CHALLENGE} s), funded {funding} base units"
+            f"deployed W2EToken and RewardDistributor {deployment.distributor} on {where} "
+            f"{chain.chain_id} (challenge period {CHALLENGE} s), funded {funding} base units"
         )
+        if cfg.rpc is not None:
+            (work / "deployment.json").write_text(deployment.to_json())
         seconds["deploy"] = time.perf_counter() - t0
 
         t = time.perf_counter()
@@ -345,6 +374,12 @@ def _settle(
         for r in submitter.rows.all()
     ]
     seconds["total"] = time.perf_counter() - t0
+    audit_command = None
+    if cfg.rpc is not None:
+        audit_command = (
+            f"settlement audit --rpc {cfg.rpc} --distributor {deployment.distributor} "
+            f"--from-block {deployment.block}"
+        )
     return DemoResult(
         verdicts=verdicts,
         proposals=proposals,
@@ -362,6 +397,7 @@ def _settle(
         seconds=seconds,
         ok=not problems,
         problems=problems,
+        audit_command=audit_command,
     )
 
 
@@ -427,6 +463,8 @@ def render(result: DemoResult) -> None:
     )
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
     console.print(f"time: {timing}")
+    if result.audit_command is not None:
+        console.print(f"audit it from the chain and the published files: {result.audit_command}")
     if result.ok:
         console.print("[bold green]OK[/]: every on-chain balance equals its allocation")
     else:
