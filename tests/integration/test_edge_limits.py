@@ -211,7 +211,8 @@ def test_every_route_refuses_big_deep_and_wide_bodies_in_bounded_memory(
                 # Declared too large: refused before a byte of it is read.
                 r = client.request(method, path, content=b" " * (limit + 1), headers=headers)
                 assert r.status_code == 413, (where, r.text[:200])
-                assert r.json()["error"] == "PayloadTooLarge"
+                if method != "HEAD":  # an answer to HEAD has no body
+                    assert r.json()["error"] == "PayloadTooLarge"
                 # Chunked, no length: refused once the limit is passed, connection closed.
                 r = client.request(method, path, content=_chunks(limit + 1), headers=headers)
                 assert r.status_code == 413, (where, r.text[:200])
@@ -219,7 +220,8 @@ def test_every_route_refuses_big_deep_and_wide_bodies_in_bounded_memory(
                 for body in (deep, wide):
                     r = client.request(method, path, content=body, headers=headers)
                     assert r.status_code == 422, (where, r.text[:200])
-                    assert r.json()["error"] == "JsonTooComplex", (where, r.text[:200])
+                    if method != "HEAD":
+                        assert r.json()["error"] == "JsonTooComplex", (where, r.text[:200])
             # The costliest body a client may send: 16 MiB of the receipts route, nested
             # arrays inside one item (the 850 MB, 9 s of CPU).
             cpu = server.cpu_seconds()
