@@ -24,12 +24,15 @@ Entry point (stable; the watchtower and the benchmark call it):
   what the events say), `.suppressed` (mismatches of a kind beyond the first 20, counted),
   `.epochs` (`EpochSummary` per manifest audited, in publication order, with `on_chain`:
   "accepted", "pending", "revoked" or "not proposed"), `.to_dict()` / `.to_json()`.
+- Raises `DataUnavailable` when a file cannot be read now (network, 5xx, 429): no verdict,
+  try again; a file the server says is absent (404) or whose bytes differ is a mismatch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import itertools
 import re
 import shutil
@@ -59,7 +62,7 @@ from settlement.domain.rewards import (
     settle_weights,
 )
 from settlement.domain.wire import parse_wire
-from settlement.errors import InputError, MalformedReceipt
+from settlement.errors import DataUnavailable, InputError, MalformedReceipt
 
 Progress = Callable[[str, int, int], None]
 
@@ -230,19 +233,32 @@ class HttpSource:
             return self._got[relpath]
         url = f"{self.base}/{urllib.parse.quote(relpath)}"
         path = self._dir / relpath.replace("/", "__")
+        # Only a 404 answers for the data (the file is not published); a refused or dropped
+        # connection, a timeout, a 5xx or 429 says nothing about it, and must not become a
+        # finding: DataUnavailable, so a watchtower tries again instead of revoking.
         try:
             with (
                 urllib.request.urlopen(url, timeout=self.timeout) as response,
                 open(path, "wb") as out,
             ):
                 shutil.copyfileobj(response, out, 1 << 20)
+                # A read in chunks ends quietly at a closed connection: a body cut short of
+                # its Content-Length would otherwise be audited as the published file.
+                length = response.headers.get("Content-Length", "")
+                if length.isdigit() and out.tell() != int(length):
+                    raise DataUnavailable(
+                        f"cannot read {url}: {out.tell()} of {length} bytes, then the "
+                        "connection closed"
+                    )
             got: Path | None = path
         except urllib.error.HTTPError as error:
             if error.code != 404:
-                raise InputError(f"cannot read {url}: HTTP {error.code}") from None
+                raise DataUnavailable(f"cannot read {url}: HTTP {error.code}") from None
             got = None
-        except (urllib.error.URLError, OSError) as error:
-            raise InputError(f"cannot read {url}: {getattr(error, 'reason', error)}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            # HTTPException: a malformed or cut answer (IncompleteRead of a chunked body).
+            reason = str(getattr(error, "reason", None) or error) or type(error).__name__
+            raise DataUnavailable(f"cannot read {url}: {reason}") from None
         self._got[relpath] = got
         return got
 
