@@ -25,6 +25,8 @@ MAX64: Final = 2**64 - 1
 
 @dataclasses.dataclass(slots=True)
 class Manifest:
+    """A manifest as read at `relpath`: its bytes, its JSON object and its dataHash."""
+
     relpath: str
     raw: bytes
     doc: dict[str, Any]

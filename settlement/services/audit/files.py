@@ -20,10 +20,8 @@ from settlement.services.audit.report import SHOWN_PER_KIND
 from settlement.services.audit.sources import DataSource
 
 _PART_BYTES: Final = 16 << 20  # a verify task's share of a big file
-_INLINE_BYTES: Final = 2 << 20
-_DROPPED: Final = (
-    "(problems of the same kinds, counted)"  # below this the files are parsed and verified here
-)
+_INLINE_BYTES: Final = 2 << 20  # below this the files are parsed and verified here
+_DROPPED: Final = "(problems of the same kinds, counted)"
 BIG: Final = (
     dataset.DELIVERY_RECEIPTS,
     dataset.VIEW_RECEIPTS,
@@ -65,7 +63,7 @@ def check_files(
         name = f["name"]
         ext = "json" if name == dataset.TREE else "ndjson"
         rel = f"{m.directory}/{f.get('sha256')}.{ext}"
-        path = fetch(source, rel)
+        path = source.fetch(rel)
         if path is None:
             ctx.bad(e, name, "file is not published", rel, "no file")
             continue
@@ -80,10 +78,6 @@ def check_files(
             ctx.bad(e, name, "line count differs from the manifest's rows", f.get("rows"), lines)
         out[name] = path
     return out
-
-
-def fetch(source: DataSource, rel: str) -> Path | None:
-    return source.fetch(rel)
 
 
 def parse_big(
