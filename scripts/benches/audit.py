@@ -283,7 +283,7 @@ def stages(profiler) -> None:
     st = pstats.Stats(profiler)
     rows = []
     for (path, _, name), (_, _, _, cum, _) in st.stats.items():  # type: ignore[attr-defined]
-        if path.endswith(("services/audit.py", "domain/published.py", "domain/credit.py",
+        if "services/audit/" in path or path.endswith(("domain/published.py", "domain/credit.py",
                           "domain/rewards.py", "domain/merkle.py", "parallel.py")):  # fmt: skip
             rows.append((cum, f"{Path(path).stem}.{name}"))
     log("audit stages (cumulative s, this process):")

@@ -20,7 +20,7 @@ from settlement.domain import dataset
 from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Domain, ViewReceipt, address_of, keccak, sign
 from settlement.domain.wire import to_wire
-from settlement.errors import InputError
+from settlement.errors import DataUnavailable
 from settlement.services import registry as registry_service
 from settlement.services.audit import AuditReport, ChainView, Mismatch, audit, open_source
 from settlement.services.correct import run_correction
@@ -574,10 +574,11 @@ def test_data_found_through_http_data_uris(tmp_path: Path) -> None:
         report = audit(None, ChainView(n.distributor, n.deployment.block))
         assert report.ok, [str(m) for m in report.mismatches]
         assert report.source == "dataURI on chain" and len(report.epochs) == 2
-        # Nothing listens any more: a clear error (the CLI's exit 2), not a traceback.
+        # Nothing listens any more: a clear error, not a traceback, and not a finding on the
+        # data (DataUnavailable, the CLI's exit 3): a watchtower tries again.
         server.shutdown()
         server.server_close()
-        with pytest.raises(InputError, match=r"cannot read http://127\.0\.0\.1:\d+/epoch-"):
+        with pytest.raises(DataUnavailable, match=r"cannot read http://127\.0\.0\.1:\d+/epoch-"):
             audit(None, ChainView(n.distributor, n.deployment.block))
     finally:
         server.shutdown()

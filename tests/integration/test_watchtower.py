@@ -5,17 +5,24 @@ against the one pending."""
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_submitter_anvil import HOUR, Net, make_net
 
 from settlement.adapters import chain as c
 from settlement.domain.merkle import MerkleTree
+from settlement.errors import DataUnavailable
+from settlement.services.audit import open_source
 from settlement.services.published import epoch_data_uri
 from settlement.services.submit import epoch_dump_path
 from settlement.services.watchtower import (
+    FullAudit,
     Proposal,
     Verdict,
     WatchMetrics,
@@ -127,3 +134,73 @@ def test_chain_as_proposed_drops_revoked_proposals(net: Net) -> None:
     kept = _as_proposed(events, proposals[1])
     assert [e.name for e in kept if e.name in ("RootProposed", "RootRevoked")] == ["RootProposed"]
     assert Proposal.of(next(e for e in kept if e.name == "RootProposed")) == proposals[1]
+
+
+class _Flaky(SimpleHTTPRequestHandler):
+    """Serves the manifests, and the data files as `mode[0]` says: "ok", "503" (a busy
+    server), "drop" (the connection closed before any answer) or "cut" (a body cut short
+    of its Content-Length): the network failing after the manifest was read."""
+
+    def __init__(self, *args: Any, mode: list[str], **kwargs: Any) -> None:
+        self.mode = mode
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:
+        mode = self.mode[0]
+        if self.path.endswith("/manifest.json") or mode == "ok":
+            super().do_GET()
+        elif mode == "503":
+            self.send_error(503, "busy")
+        elif mode == "drop":
+            self.close_connection = True
+        else:
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            self.wfile.write(b'{"partial": ')
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_network_failing_during_the_full_audit_is_retried_not_revoked(net: Net) -> None:
+    """A good root whose data files cannot be downloaded for a while (503, a dropped
+    connection, a truncated body) is audited again at each tick, and left once they can."""
+    n, d = net, net.distributor
+    n.close(1)
+    mode = ["503"]
+    handler = functools.partial(_Flaky, mode=mode, directory=str(n.settings.data_dir))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        good = _propose(n, 1, f"{base}/epoch-00000001/manifest.json")
+        # Not a verdict on the data: DataUnavailable, while a 404 stays "not published".
+        source = open_source(base)
+        with pytest.raises(DataUnavailable, match="HTTP 503"):
+            source.fetch("epoch-00000001/anything.ndjson")
+        mode[0] = "ok"
+        assert source.fetch("epoch-00000001/anything.ndjson") is None
+        full = FullAudit(d, from_block=n.deployment.block)
+        tower = _tower(
+            n, chained(manifest_audit(), full), guardian=n.guardian, unavailable_margin=120
+        )
+        for failure in ("503", "drop", "cut"):
+            mode[0] = failure
+            assert tower.step() == [], failure  # retried: no verdict, nothing revoked
+            p = d.pending_root()
+            assert p is not None and p.root == good, failure
+        assert tower.metrics.value("w2e_watchtower_roots_failed_total") == 0
+        assert tower.metrics.value("w2e_watchtower_roots_audited_total") == 0
+        mode[0] = "ok"
+        (action,) = tower.step()
+        assert action.did == "left" and action.verdict.ok, action.verdict.summary
+        assert tower.metrics.value("w2e_watchtower_roots_revoked_total") == 0
+        p = d.pending_root()
+        assert p is not None and p.root == good
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
