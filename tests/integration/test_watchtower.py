@@ -17,7 +17,7 @@ from test_submitter_anvil import HOUR, Net, make_net
 
 from settlement.adapters import chain as c
 from settlement.domain.merkle import MerkleTree
-from settlement.errors import DataUnavailable
+from settlement.errors import ChainError, DataUnavailable
 from settlement.services.audit import open_source
 from settlement.services.published import epoch_data_uri
 from settlement.services.submit import epoch_dump_path
@@ -84,6 +84,29 @@ def test_unreadable_dataset_is_retried_then_failed_before_valid_at(net: Net) -> 
     (action,) = tower.step()
     assert action.did == "revoked" and "dataset unavailable" in action.verdict.summary
     assert d.pending_root() is None
+
+
+def test_chain_unreadable_during_the_audit_is_retried_not_revoked(net: Net) -> None:
+    """The RPC failing while the full audit reads events is no verdict on the root: tried
+    again while there is time, and the good root is left alone once the chain answers."""
+    n, d = net, net.distributor
+    n.close(1)
+    _propose(n, 1, "http://127.0.0.1:9/epoch-00000001/manifest.json")
+    calls = []
+
+    def flaky(p):  # type: ignore[no-untyped-def]
+        calls.append(p)
+        if len(calls) <= 2:
+            raise ChainError("cannot reach the RPC at http://127.0.0.1:9: connection refused")
+        return Verdict(True, "ok")
+
+    tower = _tower(n, audit=flaky, guardian=n.guardian, unavailable_margin=120)
+    assert tower.step() == [] and tower.step() == []  # retried, no verdict, nothing revoked
+    assert tower.metrics.value("w2e_watchtower_roots_failed_total") == 0
+    assert d.pending_root() is not None
+    (action,) = tower.step()
+    assert action.did == "left" and action.verdict.ok
+    assert d.pending_root() is not None and len(calls) == 3
 
 
 def test_without_a_guardian_key_it_alerts(net: Net) -> None:

@@ -184,12 +184,16 @@ class Watchtower:
         t = time.perf_counter()
         try:
             verdict = self.audit(p)
-        except DataUnavailable as error:
+        except (DataUnavailable, ChainError) as error:
+            # Not an answer about the data: the files or the chain's events could not be
+            # read (network, RPC down). A good root must not be revoked for a blip, so it is
+            # tried again while there is time; only inside the margin does it count.
+            what = "dataset" if isinstance(error, DataUnavailable) else "chain"
             left = p.valid_at - self.chain_now()
             if left > self.unavailable_margin:
-                self.say(f"{p}: dataset unavailable ({error}); trying again, {left:.0f} s left")
+                self.say(f"{p}: {what} unavailable ({error}); trying again, {left:.0f} s left")
                 return None
-            verdict = Verdict(False, f"dataset unavailable {left:.0f} s before validAt: {error}")
+            verdict = Verdict(False, f"{what} unavailable {left:.0f} s before validAt: {error}")
         except SettlementError as error:
             verdict = Verdict(False, f"the audit could not complete: {error}")
         except Exception as error:  # a dataset that crashes the auditor is not shown correct
