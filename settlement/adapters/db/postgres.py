@@ -51,7 +51,8 @@ class PostgresStore(Store):
 
     def _one_statement(self, sql: str, params: tuple[Any, ...]) -> Any:
         # Autocommit: the statement is its own transaction, one round trip (the admission
-        # check of every request). rate_window is UNLOGGED, so its commit waits for no WAL.
+        # check of every request, the registry version of every batch). rate_window is
+        # UNLOGGED, so its commit waits for no WAL.
         if self._closed:
             raise StoreError("the store is closed")
         conn = self.engine.raw_connection()
@@ -78,20 +79,7 @@ class PostgresStore(Store):
 
     def registry_version(self) -> int:
         # One statement, no transaction: the cheapest read there is, once per batch.
-        if self._closed:
-            raise StoreError("the store is closed")
-        conn = self.engine.raw_connection()
-        try:
-            pg = conn.driver_connection
-            pg.autocommit = True
-            try:
-                row = pg.execute("SELECT version FROM registry_state WHERE id = 1").fetchone()
-            finally:
-                pg.autocommit = False
-        except psycopg.OperationalError as error:
-            raise StoreError(f"database error: {error}") from None
-        finally:
-            conn.close()
+        row = self._one_statement("SELECT version FROM registry_state WHERE id = 1", ())
         return 0 if row is None else row[0]
 
     def _lock_and_read(
