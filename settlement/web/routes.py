@@ -55,6 +55,17 @@ def _error(request: Request, error: SettlementError) -> HTMLResponse:
     )
 
 
+def _lookup(request: Request, address: str | None, what: str, action: str) -> Response:
+    """The lookup form; with an address, a redirect to its page (only ever to one of ours)."""
+    if not address:
+        return _page(request, "lookup.html", what=what, action=action)
+    try:
+        parsed = explorer.parse_address(address)
+    except SettlementError as error:
+        return _error(request, error)
+    return RedirectResponse(f"{action}/{explorer.checksum(parsed)}", status_code=303)
+
+
 @router.get("/", response_class=HTMLResponse)
 def epochs_page(
     request: Request,
@@ -80,9 +91,7 @@ def epoch_page(request: Request, epoch: int, store: StoreDep, settings: Settings
 
 @router.get("/accounts", response_class=HTMLResponse)
 def account_lookup(request: Request, address: str | None = None) -> Response:
-    if address:
-        return RedirectResponse(f"/accounts/{address.strip()}", status_code=303)
-    return _page(request, "lookup.html", what="account", action="/accounts")
+    return _lookup(request, address, "account", "/accounts")
 
 
 @router.get("/accounts/{address}", response_class=HTMLResponse)
@@ -118,9 +127,7 @@ def account_page(
 
 @router.get("/nodes", response_class=HTMLResponse)
 def node_lookup(request: Request, address: str | None = None) -> Response:
-    if address:
-        return RedirectResponse(f"/nodes/{address.strip()}", status_code=303)
-    return _page(request, "lookup.html", what="node", action="/nodes")
+    return _lookup(request, address, "node", "/nodes")
 
 
 @router.get("/nodes/{address}", response_class=HTMLResponse)

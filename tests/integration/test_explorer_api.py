@@ -237,11 +237,10 @@ def test_pages_render_the_api_figures(explorer_world):
     assert client.get("/accounts/0x12").status_code == 422
     assert client.get("/epochs/99").status_code == 404
     assert client.get("/leaderboards", params={"epoch": 99}).status_code == 404
-    assert (
-        client.get(
-            "/accounts", params={"address": "0x" + "aa" * 20}, follow_redirects=False
-        ).headers["location"]
-        == "/accounts/0x" + "aa" * 20
-    )
+    found = client.get("/accounts", params={"address": "0x" + "aa" * 20}, follow_redirects=False)
+    assert found.status_code == 303
+    assert found.headers["location"] == "/accounts/" + to_checksum_address("0x" + "aa" * 20)
+    assert client.get("/nodes", params={"address": "//elsewhere.example"}).status_code == 422
+    assert client.get("/nodes").status_code == 200  # the form
     css = client.get("/static/explorer.css")
     assert css.status_code == 200 and "text/css" in css.headers["content-type"]
