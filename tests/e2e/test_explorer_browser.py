@@ -58,6 +58,7 @@ try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.selenium_manager import SeleniumManager
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # pragma: no cover - the dev extra brings it
     _missing("selenium (the dev extra)")
@@ -168,11 +169,20 @@ def browser() -> Iterator[Any]:
         options.add_argument(arg)
     options.add_argument("--window-size=1280,1400")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    with pytest.MonkeyPatch.context() as patch:
+        # The driver's path is given: Selenium Manager (which may download one) must not run.
+        patch.setattr(SeleniumManager, "binary_paths", _no_selenium_manager)
+        driver = webdriver.Chrome(
+            service=Service(executable_path=str(CHROMEDRIVER)), options=options
+        )
     try:
         yield driver
     finally:
         driver.quit()
+
+
+def _no_selenium_manager(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("Selenium Manager ran: pass the driver's path through Service")
 
 
 def _open(driver: Any, url: str, name: str) -> None:
@@ -380,7 +390,25 @@ def test_claim_through_an_injected_wallet(site: Site, browser: Any) -> None:
     before_claimed = site.distributor.claimed(address)
     assert claimable > 0 and before_claimed == int(claim["claimed"])
     script = PROVIDER % {"wallet": json.dumps(WALLET), "rpc": json.dumps(site.rpc)}
-    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": script})
+    added = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": script})
+    try:
+        _claim(site, browser, address, claim, claimable, before_balance, before_claimed, token)
+    finally:  # later pages are wallet-less again
+        browser.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": added["identifier"]}
+        )
+
+
+def _claim(
+    site: Site,
+    browser: Any,
+    address: str,
+    claim: dict[str, Any],
+    claimable: int,
+    before_balance: int,
+    before_claimed: int,
+    token: Any,
+) -> None:
     _open(browser, f"{site.url}/accounts/{address}", "claim")
     assert browser.execute_script("return window.ethereum.isTestProvider") is True
     browser.find_element(By.ID, "claim-button").click()
