@@ -105,10 +105,13 @@ def account_page(
     except SettlementError as error:
         return _error(request, error)
     chain = chain_error = None
+    claims = request.app.state.claims
     try:
-        chain = request.app.state.claims.account(store, account)
-    except SettlementError as error:  # the RPC is down: the page still renders
-        chain_error = str(error)
+        claims.context()  # first: Claims.account reads a chain that does not answer as none
+        chain = claims.account(store, account)
+    except SettlementError as error:  # no chain, or the RPC is down: the page still renders
+        if settings.rpc_url:
+            chain_error = str(error)
     estimate = explorer.open_epoch_estimate(store, settings, account)
     base = str(request.base_url).rstrip("/")
     return _page(

@@ -244,3 +244,18 @@ def test_pages_render_the_api_figures(explorer_world):
     assert client.get("/nodes").status_code == 200  # the form
     css = client.get("/static/explorer.css")
     assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+
+
+def test_account_page_says_when_the_chain_does_not_answer(tmp_path):
+    with opened("sqlite", tmp_path) as store:
+        s = settings(
+            emission=1000,
+            data_dir=str(tmp_path / "data"),
+            rpc_url="http://127.0.0.1:1",
+            deployment_file=str(tmp_path / "deployment.json"),
+        )
+        with TestClient(create_app(s, store)) as client:
+            page = client.get("/accounts/0x" + "11" * 20)
+            assert page.status_code == 200
+            assert "The chain does not answer" in page.text
+            assert "no chain configured" not in page.text
