@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from settlement.api.deps import SettingsDep, StoreDep, TreesDep
 from settlement.api.routes.epochs import EPOCH_MAX
+from settlement.api.routes.leaderboards import leaderboard_cache
 from settlement.api.routes.nodes import delivery_cache
 from settlement.domain.rewards import CLASSES
 from settlement.errors import NotFound, SettlementError
@@ -149,7 +150,8 @@ def leaderboards_page(
 ) -> Response:
     limit = min(max(limit, 1), explorer.MAX_LIMIT)
     try:
-        boards = [explorer.leaderboard(store, cls, epoch, limit) for cls in CLASSES]
+        cache = leaderboard_cache(request)
+        boards = [explorer.leaderboard(store, cls, epoch, limit, cache) for cls in CLASSES]
     except SettlementError as error:
         return _error(request, error)
     closed = explorer.closed_epoch_numbers(store)

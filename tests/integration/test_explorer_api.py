@@ -4,6 +4,7 @@ registration) and GET /v1/leaderboards, held to the allocations the close wrote.
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
@@ -11,6 +12,7 @@ from eth_utils import to_checksum_address
 from fastapi.testclient import TestClient
 from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, key, opened, settings, wire
 
+from settlement.adapters.db.explorer import ExplorerReads
 from settlement.api.app import create_app
 from settlement.domain.receipts import address_of, sign
 from settlement.domain.rewards import allocate
@@ -259,3 +261,62 @@ def test_account_page_says_when_the_chain_does_not_answer(tmp_path):
             assert page.status_code == 200
             assert "The chain does not answer" in page.text
             assert "no chain configured" not in page.text
+
+
+def test_cached_leaderboards_follow_a_new_close(tmp_path):
+    """The app keeps leaderboards between closes; the next close shows in the next answer."""
+    with opened("sqlite", tmp_path) as store:
+        s = settings(emission=1000, data_dir=str(tmp_path / "data"), max_session_age=3 * EPOCH)
+        w = World()
+        w.register(store)
+        sid = key("cached-session")
+        ingestor = service.Ingestor(store, s)
+        ingestor.ingest(wire(w.delivery(sid, 300, 3, B1), w.view(sid, 12, B1)), B1 + 5)
+        close_epoch(store, s, now=CUT1)
+        with TestClient(create_app(s, store)) as client:
+            first = client.get("/v1/leaderboards", params={"class": "node"}).json()
+            assert first["entries"][0]["amount"] == "600" and first["total"] == "600"
+            ingestor.ingest(wire(w.delivery(sid, 500, 5, B2)), B2 + 5)
+            close_epoch(store, s, now=CUT2)
+            second = client.get("/v1/leaderboards", params={"class": "node"}).json()
+            assert second["entries"][0]["amount"] == "1200" and second["total"] == "1200"
+            # The board of the closed epoch 1 is what it was.
+            one = client.get("/v1/leaderboards", params={"class": "node", "epoch": 1}).json()
+            assert one["entries"] == first["entries"]
+
+
+def test_top_amounts_sort_as_integers_on_both_stores(store):
+    """uint256 amounts stored as text, sorted by the database (length, then text; bytea/blob
+    addresses for ties), equal Python's integer sort, in allocations and latest balances."""
+    rng = random.Random(5)
+    accounts = [rng.randbytes(20) for _ in range(300)]
+    amounts = [rng.choice([rng.randrange(10**k) for k in (3, 18, 25, 70)]) for _ in accounts]
+    amounts[7] = amounts[8]  # a tie, broken by address
+    old = [rng.randrange(10**30) for _ in accounts]
+
+    def fill(cur):
+        cur.executemany(
+            store._q(
+                'INSERT INTO allocation (epoch, account, "class", amount) VALUES (%s, %s, %s, %s)'
+            ),
+            [(4, a, "creator", str(v)) for a, v in zip(accounts, amounts, strict=True)],
+        )
+        rows = [(a, 3, "0", "0", str(v)) for a, v in zip(accounts, old, strict=True)]
+        rows += [(a, 4, "0", "0", str(v)) for a, v in zip(accounts, amounts, strict=True)]
+        cur.executemany(
+            store._q(
+                "INSERT INTO balance (account, epoch, node, viewer, creator) VALUES (%s, %s, %s, %s, %s)"
+            ),
+            rows,
+        )
+
+    store._run(fill)
+    want = sorted(
+        ((a, v) for a, v in zip(accounts, amounts, strict=True) if v), key=lambda x: (-x[1], x[0])
+    )
+    reads = ExplorerReads(store)
+    for epoch in (4, None):
+        top, count = reads.top("creator", epoch, 1000)
+        assert top == want and count == len(want)
+        assert reads.top("creator", epoch, 5)[0] == want[:5]
+        assert reads.top("node", epoch, 5) == ([], 0)

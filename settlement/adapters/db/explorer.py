@@ -84,31 +84,40 @@ class ExplorerReads:
 
         return list(self._run(fn))
 
-    def epoch_class_amounts(self, epoch: int, cls: str) -> list[tuple[bytes, int]]:
-        """(account, amount) of one class's allocations in one epoch."""
-
-        def fn(cur: Any) -> list[tuple[bytes, int]]:
-            cur.execute(
-                self._q('SELECT account, amount FROM allocation WHERE epoch = %s AND "class" = %s'),
-                (epoch, cls),
+    def top(self, cls: str, epoch: int | None, limit: int) -> tuple[list[tuple[bytes, int]], int]:
+        """The `limit` largest positive amounts of class `cls` (node, viewer or creator), ties
+        by account ascending, and how many accounts have one: in one epoch's allocations, or
+        (epoch None) in every account's latest balance. Sorted by the database: uint256 as
+        decimal text without leading zeros orders as (length, text)."""
+        if cls not in ("node", "viewer", "creator"):
+            raise ValueError(f"no class {cls!r}")
+        text = "x.amount" if epoch is not None else f"x.{cls}"
+        if self.store.dialect == "postgresql":
+            text += ' COLLATE "C"'
+        if epoch is not None:
+            where = "FROM allocation x WHERE x.epoch = %s AND x.\"class\" = %s AND x.amount <> '0'"
+            params: tuple[Any, ...] = (epoch, cls)
+        else:
+            where = (
+                "FROM balance x WHERE x.epoch = (SELECT MAX(y.epoch) FROM balance y "
+                f"WHERE y.account = x.account) AND x.{cls} <> '0'"
             )
-            return [(bytes(a), int(v)) for a, v in cur.fetchall()]
+            params = ()
 
-        return list(self._run(fn))
+        def fn(cur: Any) -> tuple[list[tuple[bytes, int]], int]:
+            cur.execute(
+                self._q(
+                    f"SELECT x.account, {text} {where} "
+                    f"ORDER BY length({text}) DESC, {text} DESC, x.account LIMIT %s"
+                ),
+                (*params, limit),
+            )
+            rows = [(bytes(a), int(v)) for a, v in cur.fetchall()]
+            cur.execute(self._q(f"SELECT COUNT(*) {where}"), params)
+            return rows, int(cur.fetchone()[0])
 
-    def latest_balances(self) -> dict[bytes, tuple[int, int, int]]:
-        """account -> cumulative (node, viewer, creator) after the last close that paid it."""
-
-        def fn(cur: Any) -> dict[bytes, tuple[int, int, int]]:
-            cur.execute("SELECT account, epoch, node, viewer, creator FROM balance")
-            best: dict[bytes, tuple[int, tuple[int, int, int]]] = {}
-            for account, epoch, n, v, c in cur.fetchall():
-                a = bytes(account)
-                if a not in best or best[a][0] < epoch:
-                    best[a] = (int(epoch), (int(n), int(v), int(c)))
-            return {a: amounts for a, (_, amounts) in best.items()}
-
-        return dict(self._run(fn))
+        result: tuple[list[tuple[bytes, int]], int] = self._run(fn)
+        return result
 
     # -- rejections and registration --------------------------------------------------------
 
