@@ -16,7 +16,7 @@ from eth_utils import to_checksum_address
 
 from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import EpochStore
-from settlement.adapters.db.explorer import ExplorerReads, NextCloseRows
+from settlement.adapters.db.explorer import ExplorerReads, Moved, NextCloseRows
 from settlement.adapters.db.store import Store
 from settlement.config import Settings
 from settlement.domain.rewards import CLASSES, ClassAmounts, RewardParams, allocate, emitted_pools
@@ -68,24 +68,22 @@ class EpochDeliveries:
     keys_by_node: dict[bytes, int]
 
 
-def epoch_deliveries(
-    reads: ExplorerReads, epoch: int, max_bytes_per_viewer: int
-) -> EpochDeliveries:
-    """The node weights of a closed epoch, re-derived from its stored watermark moves: each
-    key's bytes above its watermark, summed per (viewer, node); a viewer above the cap has it
-    split over its nodes with `allocate`, as the close did. The node pool was allocated by
-    these weights, so they are what each node's reward is proportional to."""
-    per_viewer: dict[bytes, dict[bytes, int]] = defaultdict(lambda: defaultdict(int))
+def epoch_deliveries(moved: dict[tuple[bytes, bytes], Moved], cap: int) -> EpochDeliveries:
+    """The node weights of a closed epoch from what its close moved, by (viewer, node): the
+    bytes above the watermarks, a viewer above the cap `cap` split over its nodes with
+    `allocate`, as the close did (PROTOCOL 5). The node pool was allocated by these weights,
+    so each node's reward is proportional to them."""
+    per_viewer: dict[bytes, dict[bytes, int]] = defaultdict(dict)
     keys: dict[bytes, int] = defaultdict(int)
-    for move in reads.delivery_moves(epoch):
-        keys[move.node] += 1
-        if move.delta_bytes > 0:
-            per_viewer[move.viewer][move.node] += move.delta_bytes
+    for (viewer, node), m in moved.items():
+        keys[node] += m.keys
+        if m.bytes > 0:
+            per_viewer[viewer][node] = m.bytes
     credited: dict[bytes, int] = defaultdict(int)
     for per_node in per_viewer.values():
-        split: dict[bytes, int] = dict(per_node)
-        if sum(split.values()) > max_bytes_per_viewer:
-            split = allocate(max_bytes_per_viewer, split)
+        split = per_node
+        if sum(split.values()) > cap:
+            split = allocate(cap, per_node)
         for node, b in split.items():
             credited[node] += b
     return EpochDeliveries(dict(credited), dict(keys))
@@ -101,18 +99,26 @@ class DeliveryCache:
         self._lock = threading.Lock()
         self._epochs: dict[int, EpochDeliveries] = {}
 
-    def get(self, reads: ExplorerReads, epoch: int, cap: int) -> EpochDeliveries:
+    def get_many(self, reads: ExplorerReads, caps: dict[int, int]) -> dict[int, EpochDeliveries]:
+        """The deliveries of each epoch in `caps` (epoch -> its maxBytesPerViewer); those not
+        kept yet are computed together, in one pass over the watermark rows."""
+        found: dict[int, EpochDeliveries] = {}
         with self._lock:
-            found = self._epochs.pop(epoch, None)
-            if found is not None:
-                self._epochs[epoch] = found
-                return found
-        computed = epoch_deliveries(reads, epoch, cap)
-        with self._lock:
-            self._epochs[epoch] = computed
-            while len(self._epochs) > self.max_epochs:
-                del self._epochs[next(iter(self._epochs))]
-        return computed
+            for epoch in caps:
+                kept = self._epochs.pop(epoch, None)
+                if kept is not None:
+                    self._epochs[epoch] = kept
+                    found[epoch] = kept
+        missing = [e for e in caps if e not in found]
+        if missing:
+            for epoch, moved in reads.delivery_moves(missing).items():
+                found[epoch] = epoch_deliveries(moved, caps[epoch])
+            with self._lock:
+                for epoch in missing:
+                    self._epochs[epoch] = found[epoch]
+                while len(self._epochs) > self.max_epochs:
+                    del self._epochs[next(iter(self._epochs))]
+        return found
 
 
 def _cap_of(manifest: dict[str, Any]) -> int:
@@ -200,10 +206,11 @@ def node_view(
         earned[cls] += amount
         if cls == "node":
             rewards[epoch] += amount
+    closed = EpochStore(store).list(limit, before)
+    credits = cache.get_many(reads, {s.epoch: _cap_of(_manifest(s.manifest)) for s in closed})
     epochs = []
-    for stored in EpochStore(store).list(limit, before):
-        manifest = _manifest(stored.manifest)
-        credit = cache.get(reads, stored.epoch, _cap_of(manifest))
+    for stored in closed:
+        credit = credits[stored.epoch]
         epochs.append(
             NodeEpoch(
                 stored.epoch,
