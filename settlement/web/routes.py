@@ -7,6 +7,7 @@ Store calls block: the page routes are plain `def` (FastAPI's threadpool)."""
 from __future__ import annotations
 
 import datetime
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +23,7 @@ from settlement.api.routes.nodes import delivery_cache
 from settlement.domain.rewards import CLASSES
 from settlement.errors import NotFound, SettlementError
 from settlement.services import epochs as epochs_service
-from settlement.services import explorer
+from settlement.services import explorer, explorer_estimate
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -54,6 +55,19 @@ def _error(request: Request, error: SettlementError) -> HTMLResponse:
         kind=type(error).__name__,
         message=str(error),
     )
+
+
+_STATE_LOCK = threading.Lock()
+
+
+def _estimates(request: Request) -> explorer_estimate.EstimateCache:
+    """The app's estimate of the next close, made on first use."""
+    state = request.app.state
+    with _STATE_LOCK:
+        cache = getattr(state, "explorer_estimates", None)
+        if cache is None:
+            cache = state.explorer_estimates = explorer_estimate.EstimateCache()
+    return cache
 
 
 def _lookup(request: Request, address: str | None, what: str, action: str) -> Response:
@@ -113,7 +127,9 @@ def account_page(
     except SettlementError as error:  # no chain, or the RPC is down: the page still renders
         if settings.rpc_url:
             chain_error = str(error)
-    estimate = explorer.open_epoch_estimate(store, settings, account)
+    estimate = explorer_estimate.open_epoch_estimate(
+        store, settings, account, cache=_estimates(request)
+    )
     base = str(request.base_url).rstrip("/")
     return _page(
         request,

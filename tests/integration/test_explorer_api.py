@@ -18,7 +18,8 @@ from settlement.domain.receipts import address_of, sign
 from settlement.domain.rewards import allocate
 from settlement.services import ingest as service
 from settlement.services.close import close_epoch
-from settlement.services.explorer import format_w2e, open_epoch_estimate
+from settlement.services.explorer import format_w2e
+from settlement.services.explorer_estimate import EstimateCache, open_epoch_estimate
 
 B1 = GENESIS + 100
 CUT1 = GENESIS + EPOCH + GRACE
@@ -320,3 +321,27 @@ def test_top_amounts_sort_as_integers_on_both_stores(store):
         assert top == want and count == len(want)
         assert reads.top("creator", epoch, 5)[0] == want[:5]
         assert reads.top("node", epoch, 5) == ([], 0)
+
+
+def test_estimate_cache_keeps_a_reading_until_its_ttl_or_a_close(tmp_path):
+    with opened("sqlite", tmp_path) as store:
+        s = settings(emission=1000, data_dir=str(tmp_path / "data"), max_session_age=3 * EPOCH)
+        w = World()
+        w.register(store)
+        sid = key("estimate-session")
+        ingestor = service.Ingestor(store, s)
+        ingestor.ingest(wire(w.delivery(sid, 300, 3, B1)), B1 + 5)
+        kept, fresh = EstimateCache(ttl=3600), EstimateCache(ttl=0)
+        first = open_epoch_estimate(store, s, w.node2, now=B1 + 10, cache=kept)
+        assert first.epoch == 1 and first.by_class == {}  # node 1 has every byte so far
+        assert open_epoch_estimate(store, s, w.node, now=B1 + 10, cache=kept).by_class == {
+            "node": 600
+        }
+        ingestor.ingest(wire(w.delivery(sid, 100, 1, B1, node=w.node2)), B1 + 20)
+        stale = open_epoch_estimate(store, s, w.node2, now=B1 + 30, cache=kept)
+        assert stale.by_class == {} and stale.computed_at == B1 + 10
+        now = open_epoch_estimate(store, s, w.node2, now=B1 + 30, cache=fresh)
+        assert now.by_class == {"node": 150} and now.computed_at == B1 + 30
+        close_epoch(store, s, now=CUT1)  # a close drops what was kept
+        after = open_epoch_estimate(store, s, w.node2, now=CUT1 + 1, cache=kept)
+        assert after.epoch == 2 and after.by_class == {}
