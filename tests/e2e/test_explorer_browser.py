@@ -194,6 +194,11 @@ def _open(driver: Any, url: str, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(SHOTS / f"{name}.png"))
     _no_console_errors(driver, url)
+    # Nothing spills sideways at 1280 px (wide tables overlapping, an unbroken hash).
+    width = driver.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth]"
+    )
+    assert width[0] <= width[1], (url, width)
 
 
 def _no_console_errors(driver: Any, where: str) -> None:
