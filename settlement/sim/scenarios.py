@@ -17,13 +17,8 @@ accepted before issue 17 (per-viewer caps set, approval registry, no viewer allo
 from __future__ import annotations
 
 import random
-import secrets as pysecrets
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import coincurve
@@ -163,7 +158,7 @@ class World:
         }
 
 
-def honest_world(seed: int, scale: Scale, genesis: int) -> World:
+def honest_world(seed: int, scale: Scale, genesis: int, domain: Domain | None = None) -> World:
     """Honest viewers, each watching one or two sessions of 10-30 minutes from one node at
     an HD ladder rung, inside epoch 1."""
     rng = random.Random(seed)
@@ -171,7 +166,7 @@ def honest_world(seed: int, scale: Scale, genesis: int) -> World:
     world = World(
         seed=seed,
         genesis=genesis,
-        domain=Domain.from_hex(CHAIN_ID, DISTRIBUTOR),
+        domain=domain or Domain.from_hex(CHAIN_ID, DISTRIBUTOR),
         nodes=[Party.of(seed, "node", i) for i in range(scale.nodes)],
         viewers=[Party.of(seed, "viewer", i) for i in range(scale.viewers)],
         creators=creators,
@@ -342,7 +337,11 @@ def _phantom(world: World, scale: Scale, rng: random.Random, profile: dict[str, 
         )
         world.add_work("node", honest.address, served)
         world.add_work("viewer", p.address, seconds)
-    return Attack(frozenset({node.address}), len(colluders), "the colluding viewers' byte caps")
+    return Attack(
+        frozenset({node.address, *(p.address for p in colluders)}),
+        len(colluders),
+        "the colluding viewers' byte caps",
+    )
 
 
 @scenario(
@@ -484,181 +483,3 @@ def _garbage(world: World, scale: Scale, rng: random.Random, profile: dict[str, 
     for _ in range(scale.garbage_batches):
         world.garbage.append([junk[rng.randrange(len(junk))] for _ in range(10_000)])
     return Attack(frozenset(), 0, "every item MALFORMED in place; honest items unaffected")
-
-
-# --- running ---------------------------------------------------------------------------
-
-
-@dataclass
-class PoolResult:
-    attacker: int  # base units the attacker's accounts got
-    emitted: int  # the pool's emission this epoch
-    # What honest accounts got in the run without the attacker, and the sum over them of
-    # what they got less in the attack run (an account's gain does not offset another's loss).
-    honest_lost: int
-    honest_baseline: int
-    attacker_work: int
-    total_work: int
-
-    @property
-    def attacker_share(self) -> Fraction:
-        return Fraction(self.attacker, self.emitted) if self.emitted else Fraction(0)
-
-    @property
-    def work_share(self) -> Fraction:
-        return Fraction(self.attacker_work, self.total_work) if self.total_work else Fraction(0)
-
-    @property
-    def honest_loss(self) -> Fraction:
-        if not self.honest_baseline:
-            return Fraction(0)
-        return Fraction(self.honest_lost, self.honest_baseline)
-
-
-@dataclass
-class Outcome:
-    name: str
-    profile: str
-    pools: dict[str, PoolResult]
-    verdicts: dict[str, int]
-    identities: int | None
-    bound: dict[str, Fraction | None]  # None: unbounded (grows with the attacker's keys)
-    note: str
-
-    def within_bound(self) -> bool:
-        return all(
-            b is not None and self.pools[p].attacker_share <= b for p, b in self.bound.items()
-        )
-
-
-def _settings(work: Path, genesis: int, profile: str) -> Any:
-    from settlement.config import Settings
-
-    return Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        database_url=f"sqlite:///{work}/economics.db",
-        data_dir=str(work / "epochs"),
-        genesis=genesis,
-        epoch_seconds=EPOCH,
-        grace_seconds=GRACE,
-        chain_id=CHAIN_ID,
-        distributor=DISTRIBUTOR,
-        rate_limit=0,
-        admin_token=pysecrets.token_hex(16),
-        **PROFILES[profile],
-    )
-
-
-def run_world(
-    world: World, profile: str
-) -> tuple[dict[str, dict[bytes, int]], dict[str, int], Any]:
-    """Registries, garbage and receipts through the HTTP API, then the real close of epoch 1.
-    Returns (allocations by pool and account, verdict counts, settings)."""
-    from fastapi.testclient import TestClient
-
-    from settlement.adapters.db.store import open_store
-    from settlement.api.app import create_app
-    from settlement.services.close import close_epoch
-
-    with tempfile.TemporaryDirectory(prefix="w2e-economics-") as tmp:
-        work = Path(tmp)
-        settings = _settings(work, world.genesis, profile)
-        token = settings.admin_token.get_secret_value()
-        store = open_store(settings.database_url)
-        verdicts: dict[str, int] = {}
-        try:
-            with TestClient(create_app(settings, store)) as client:
-                auth = {"Authorization": f"Bearer {token}"}
-                r = client.post("/v1/admin/registries", json=world.registries(), headers=auth)
-                r.raise_for_status()
-                batches = [*world.garbage, *_chunks(world.receipts, 2000)]
-                for batch in batches:
-                    answer = client.post("/v1/receipts", json={"receipts": batch})
-                    answer.raise_for_status()
-                    for item in answer.json()["results"]:
-                        label = item["reason"] or item["verdict"]
-                        verdicts[label] = verdicts.get(label, 0) + 1
-                close_epoch(store, settings, 1, now=world.genesis + EPOCH + GRACE)
-                rows = client.get("/v1/epochs/1/allocations", params={"limit": 10_000})
-                rows.raise_for_status()
-        finally:
-            store.close()
-    alloc: dict[str, dict[bytes, int]] = {p: {} for p in POOLS}
-    for row in rows.json():
-        alloc[row["class"]][bytes.fromhex(row["account"][2:])] = int(row["amount"])
-    return alloc, dict(sorted(verdicts.items())), settings
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _emitted(settings: Any) -> dict[str, int]:
-    node = settings.emission * settings.bps_node // 10_000
-    viewer = settings.emission * settings.bps_viewer // 10_000
-    return {"node": node, "viewer": viewer, "creator": settings.emission - node - viewer}
-
-
-def _bound(
-    settings: Any, identities: int | None, honest_work: dict[str, int]
-) -> dict[str, Fraction | None]:
-    """The most `identities` allowlisted viewers at the per-viewer caps can draw from each
-    pool against the honest work: k*cap / (k*cap + honest). None: unlimited identities."""
-    if identities is None:
-        return {p: None for p in POOLS}
-    caps = {
-        "node": settings.max_bytes_per_viewer,
-        "viewer": settings.max_watch_seconds_per_epoch,
-        "creator": settings.max_watch_seconds_per_epoch,
-    }
-    out: dict[str, Fraction | None] = {}
-    for p in POOLS:
-        if caps[p] >= UINT64_MAX:  # no cap: one identity draws any share
-            out[p] = None if identities else Fraction(0)
-            continue
-        most = identities * caps[p]
-        out[p] = Fraction(most, most + honest_work[p]) if most else Fraction(0)
-    return out
-
-
-_baselines: dict[tuple[int, str, str], dict[str, dict[bytes, int]]] = {}
-
-
-def run_scenario(name: str, profile: str, scale: str = "small", seed: int = 7) -> Outcome:
-    """One scenario under one profile: the attack run and (cached) the honest-only run."""
-    sc = SCALES[scale]
-    # Epoch 1 is running while the receipts arrive (the last are issued ~3,070 s after
-    # genesis, so at most a few seconds ahead of now); the close runs at its cutoff.
-    genesis = int(time.time()) - 3100
-    key = (seed, scale, profile)
-    if key not in _baselines:
-        _baselines[key] = run_world(honest_world(seed, sc, genesis), profile)[0]
-    baseline = _baselines[key]
-    world = honest_world(seed, sc, genesis)
-    honest_work = {p: sum(world.work[p].values()) for p in POOLS}
-    text, build = SCENARIOS[name]
-    attack = build(world, sc, random.Random(f"{seed}:{name}"), PROFILES[profile])
-    alloc, verdicts, settings = run_world(world, profile)
-    emitted = _emitted(settings)
-    pools = {}
-    for p in POOLS:
-        mine = sum(a for acct, a in alloc[p].items() if acct in attack.accounts)
-        base = {a: v for a, v in baseline[p].items() if a not in attack.accounts}
-        pools[p] = PoolResult(
-            attacker=mine,
-            emitted=emitted[p],
-            honest_lost=sum(max(0, v - alloc[p].get(a, 0)) for a, v in base.items()),
-            honest_baseline=sum(base.values()),
-            attacker_work=sum(w for acct, w in world.work[p].items() if acct in attack.accounts),
-            total_work=sum(world.work[p].values()),
-        )
-    return Outcome(
-        name,
-        profile,
-        pools,
-        verdicts,
-        attack.identities,
-        _bound(settings, attack.identities, honest_work),
-        attack.bound_note,
-    )
