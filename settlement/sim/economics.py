@@ -93,7 +93,7 @@ def _settings(work: Path, genesis: int, profile: str, **extra: Any) -> Any:
         **PROFILES[profile],
         **extra,
     }
-    return Settings(_env_file=None, **values)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 def run_world(
@@ -344,9 +344,10 @@ def percent(x: Fraction | None) -> str:
     return f"{hundredths // 100}.{hundredths % 100:02d}%"
 
 
-def ratio(x: Fraction) -> float:
-    """A share for the JSON line: a ratio rounded to 6 decimals (a measurement, not money)."""
-    return round(x.numerator / x.denominator, 6)
+def ratio(x: Fraction | None) -> float | None:
+    """A share for the JSON line: a ratio rounded to 6 decimals (a measurement, not money);
+    None (unbounded) stays None."""
+    return None if x is None else round(x.numerator / x.denominator, 6)
 
 
 def to_json(outcomes: list[Outcome]) -> dict[str, Any]:
@@ -359,7 +360,7 @@ def to_json(outcomes: list[Outcome]) -> dict[str, Any]:
                     "attacker_share": ratio(r.attacker_share),
                     "work_share": ratio(r.work_share),
                     "honest_loss": ratio(r.honest_loss),
-                    "bound": None if o.bound[p] is None else ratio(o.bound[p]),
+                    "bound": ratio(o.bound[p]),
                 }
                 for p, r in o.pools.items()
             },

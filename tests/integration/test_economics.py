@@ -6,6 +6,7 @@ was higher, so the defence does something."""
 
 from __future__ import annotations
 
+import functools
 import warnings
 from fractions import Fraction
 
@@ -30,7 +31,9 @@ DEFENDED = ("sybil_viewers", "node_fake_viewers", "self_dealing_creator", BAD_RO
 ATTACK = SCALES["small"].attack
 
 
+@functools.cache
 def _production(name: str) -> Outcome:
+    """Each scenario's production run, once per test session (the tests only read it)."""
     return run_scenario(name, "production", "small", seed=7)
 
 
