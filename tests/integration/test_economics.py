@@ -7,12 +7,16 @@ was higher, so the defence does something."""
 from __future__ import annotations
 
 import functools
+import random
+import time
 import warnings
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
 from settlement.config import Settings
+from settlement.services.registry import load_registries
 from settlement.services.safety import findings
 from settlement.sim.economics import (
     BAD_ROOT,
@@ -21,7 +25,16 @@ from settlement.sim.economics import (
     scenario_names,
     to_json,
 )
-from settlement.sim.scenarios import PROFILES, RECOMMENDED_MAX_BYTES_PER_VIEWER, SCALES
+from settlement.sim.scenarios import (
+    CHAIN_ID,
+    DISTRIBUTOR,
+    PROFILES,
+    RECOMMENDED_MAX_BYTES_PER_VIEWER,
+    SCALES,
+    Party,
+    Scale,
+    honest_world,
+)
 
 warnings.filterwarnings("ignore", message=".*httpx.*")
 
@@ -121,3 +134,55 @@ def test_same_seed_same_numbers() -> None:
     a = to_json([run_scenario("phantom_node", "production", "small", seed=11)])
     b = to_json([run_scenario("phantom_node", "production", "small", seed=11)])
     assert a == b
+
+
+@pytest.mark.parametrize(("allowlist", "expected"), [(False, "accepted"), (True, "UNKNOWN_VIEWER")])
+def test_the_reported_attack_open_node_three_viewer_keys_twelve_receipts(
+    tmp_path: Path, allowlist: bool, expected: str
+) -> None:
+    """Issue 17's report: a user registers a node in open mode, makes three viewer keys and
+    signs six delivery and six view receipts. Without the allowlist all twelve are accepted;
+    with it (what production mode now requires, open mode included) none is."""
+    from fastapi.testclient import TestClient
+
+    from settlement.adapters.db.store import open_store
+    from settlement.api.app import create_app
+    from settlement.domain.registration import (
+        NodeRegistrationRequest,
+        sign_registration,
+    )
+    from settlement.domain.registration import (
+        to_wire as registration_wire,
+    )
+
+    now = int(time.time())
+    genesis = now - 3100
+    world = honest_world(3, Scale(1, 0, 1, 1, 0, 0), genesis)
+    settings = Settings(
+        _env_file=None,
+        database_url=f"sqlite:///{tmp_path}/open.db",
+        data_dir=str(tmp_path / "epochs"),
+        genesis=genesis,
+        chain_id=CHAIN_ID,
+        distributor=DISTRIBUTOR,
+        registry_mode="open",
+        viewer_allowlist=allowlist,
+        admin_token="t" * 32,
+        rate_limit=0,
+    )
+    node = Party.of(3, "open-node", 0)
+    request = NodeRegistrationRequest(node.address, "edge", now)
+    registration = registration_wire(sign_registration(request, world.domain, node.key.secret))
+    viewers = [Party.of(3, "invented", i) for i in range(3)]
+    rng = random.Random(3)
+    for i in range(6):
+        world.session(viewers[i % 3], world.contents[0], [(node, 10**8)], genesis + 60, 600, rng)
+    assert len(world.receipts) == 12
+    with open_store(settings.database_url) as store:
+        load_registries(store, {"content": world.registries()["content"]})
+        with TestClient(create_app(settings, store)) as client:
+            r = client.post("/v1/nodes/registrations", json=registration)
+            assert r.status_code == 201 and r.json()["status"] == "approved"
+            answer = client.post("/v1/receipts", json={"receipts": world.receipts})
+    labels = [x["reason"] or x["verdict"] for x in answer.json()["results"]]
+    assert labels == [expected] * 12
