@@ -15,7 +15,7 @@ import secrets as pysecrets
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -179,11 +179,14 @@ def _bound(
 _baselines: dict[tuple[int, str, str], dict[str, dict[bytes, int]]] = {}
 
 
-def run_scenario(name: str, profile: str, scale: str = "small", seed: int = 7) -> Outcome:
-    """One scenario under one profile: the attack run and (cached) the honest-only run."""
+def run_scenario(
+    name: str, profile: str, scale: str = "small", seed: int = 7, attack: int | None = None
+) -> Outcome:
+    """One scenario under one profile: the attack run and (cached) the honest-only run.
+    `attack` overrides the scale's number of attacker keys or sessions."""
     if name == BAD_ROOT:
         return run_bad_root(profile, scale, seed)
-    sc = SCALES[scale]
+    sc = SCALES[scale] if attack is None else replace(SCALES[scale], attack=attack)
     # Epoch 1 is running while the receipts arrive (the last are issued ~3,070 s after
     # genesis, so at most a few seconds ahead of now); the close runs at its cutoff.
     genesis = int(time.time()) - 3100

@@ -32,6 +32,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenario", action="append", choices=scenario_names(), help="default: all"
     )
+    parser.add_argument(
+        "--attack", type=int, default=None, help="attacker keys or sessions (default: the scale's)"
+    )
     return parser.parse_args(argv)
 
 
@@ -65,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*httpx.*")  # starlette's TestClient on httpx
     profiles = args.profile or list(PROFILES)
     names = args.scenario or scenario_names()
-    outcomes = [run_scenario(n, p, args.scale, args.seed) for n in names for p in profiles]
+    outcomes = [
+        run_scenario(n, p, args.scale, args.seed, args.attack) for n in names for p in profiles
+    ]
     render(outcomes)
     failed = [o.name for o in outcomes if o.profile == "production" and not o.within_bound()]
     if failed:
