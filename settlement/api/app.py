@@ -97,6 +97,9 @@ def create_app(
     from settlement.api.routes import data  # GET/HEAD /v1/data/...: the published files
 
     app.include_router(data.router)
+    from settlement.api.routes import info  # GET /v1/info: signing domain, parameters, clock
+
+    app.include_router(info.router)
     # Outermost of ours: a body is read whole, within its limits and deadline, before any
     # route, dependency (admin token, rate limit, in-flight slot) or JSON parser sees it.
     app.add_middleware(BodyLimits, settings=settings)
