@@ -268,8 +268,12 @@ class ReceiptSigner:
             sid,
         )
 
-    def _now(self) -> int:
+    def now(self) -> int:
+        """The signer's clock in whole seconds (the service's, for a signer made from its
+        ServiceInfo): what `issuedAt` and `startedAt` default to."""
         return int(self._clock())
+
+    _now = now
 
     def _sign_checked(self, receipt: Receipt) -> Receipt:
         """Sign; with parameters, refuse what the service rejects whatever its state."""
