@@ -100,3 +100,20 @@ def test_a_tampered_published_line_is_rejected(tmp_path: Path) -> None:
     first = orjson.loads(result.stdout.splitlines()[0])
     assert (first["index"], first["reason"]) == (0, "SIGNER_MISMATCH")
     assert summary(result.stderr)["accepted"] == 2
+
+
+def test_a_tree_dump_is_found_from_its_epoch_directory(tmp_path: Path) -> None:
+    """`settlement claim --dump data/epochs/epoch-NNNNNNNN`: the README's dump path exists."""
+    import pytest
+
+    from settlement.adapters.chain.claims import load_tree
+    from settlement.errors import InputError
+
+    epoch = published_epoch(tmp_path)
+    manifest = orjson.loads((epoch / "manifest.json").read_bytes())
+    tree_file = next(f for f in manifest["files"] if f["name"] == "tree")
+    from_dir = load_tree(epoch)
+    assert from_dir.root == manifest["root"]
+    assert load_tree(epoch / f"{tree_file['sha256']}.json").root == from_dir.root
+    with pytest.raises(InputError, match="cannot read"):
+        load_tree(tmp_path)  # a directory that is no epoch
