@@ -176,4 +176,3 @@ def simulate(
             err=True,
         )
         raise typer.Exit(EXIT_VERDICTS_DIFFER)
-
