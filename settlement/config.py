@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Shortest W2E_ADMIN_TOKEN taken outside dev mode: 32 characters of a random token (e.g.
@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     """Every knob of the service. Values that affect rewards are published with each epoch."""
 
     model_config = SettingsConfigDict(env_prefix="W2E_", env_file=".env", extra="ignore")
+    # Set by load_settings when neither W2E_GENESIS nor a deployment record gives the
+    # genesis: the store pins it at its first start (`pin_genesis`), never the class default.
+    _genesis_from_store: bool = PrivateAttr(default=False)
 
     chain_id: int = Field(
         default=31337, ge=1, description="chain id of the receipts' EIP-712 domain"
@@ -26,9 +29,18 @@ class Settings(BaseSettings):
         pattern=r"^0x[0-9a-fA-F]{40}$",
         description="RewardDistributor address (EIP-712 verifyingContract)",
     )
-    genesis: int = Field(default=1_767_225_600, ge=0, description="unix time epoch 1 starts")
-    epoch_seconds: int = Field(default=3600, ge=1)
-    grace_seconds: int = Field(default=300, ge=0)
+    genesis: int = Field(
+        default=1_767_225_600,
+        ge=0,
+        description="unix time epoch 1 starts; default: the deployment record's, else the "
+        "store's first start rounded down to a whole epoch (recorded in the store)",
+    )
+    epoch_seconds: int = Field(
+        default=3600, ge=1, description="epoch length, seconds; default: the deployment record's"
+    )
+    grace_seconds: int = Field(
+        default=300, ge=0, description="seconds after an epoch's end its receipts may still arrive"
+    )
     # Receipt parameters: names as in PROTOCOL section 3 (`skew` is `clock_skew`), all integers.
     clock_skew: int = Field(
         default=120, ge=0, description="seconds a receipt's issuedAt may run ahead of now"
@@ -380,16 +392,88 @@ class Settings(BaseSettings):
         return SecretStr(value) if value else None
 
 
-def load_settings() -> Settings:
-    """The settings from the environment; an invalid value is a ConfigError naming it."""
+# What a deployment record fixes for every command (PROTOCOL 2-4): JSON name -> setting.
+DEPLOYMENT_FIELDS: dict[str, str] = {
+    "chainId": "chain_id",
+    "distributor": "distributor",
+    "genesis": "genesis",
+    "epochSeconds": "epoch_seconds",
+}
+
+
+def load_settings(*, deployment: bool = True) -> Settings:
+    """The settings from the environment, completed by the deployment record.
+
+    W2E_DEPLOYMENT_FILE (written by `settlement deploy`) gives chain id, distributor, genesis
+    and epoch length to every command; a W2E_* variable set to another value than the record's
+    is a ConfigError naming both. Without a record and without W2E_GENESIS the genesis is
+    pinned by the store at its first start (`pin_genesis`). `deployment=False` (for
+    `settlement deploy`, which writes the record) reads the environment alone. An invalid
+    value is a ConfigError naming it.
+    """
     from pydantic import ValidationError
 
     from settlement.errors import ConfigError
 
     try:
-        return Settings()
+        settings = Settings()
+        record = read_deployment_fields(settings.deployment_file) if deployment else {}
+        fill: dict[str, object] = {}
+        for name, value in record.items():
+            mine = getattr(settings, name)
+            if name not in settings.model_fields_set:
+                fill[name] = value
+            elif _differs(mine, value):
+                raise ConfigError(
+                    f"W2E_{name.upper()}={mine} but the deployment record "
+                    f"{settings.deployment_file} says {value}: unset W2E_{name.upper()}, or "
+                    "point W2E_DEPLOYMENT_FILE at the record of the deployment you mean"
+                )
+        if fill:
+            settings = Settings(**fill)  # type: ignore[arg-type]
     except ValidationError as error:
         raise ConfigError(f"invalid W2E_* settings: {error}") from None
+    settings._genesis_from_store = "genesis" not in settings.model_fields_set
+    return settings
+
+
+def _differs(mine: object, recorded: object) -> bool:
+    if isinstance(mine, str) and isinstance(recorded, str):
+        return mine.lower() != recorded.lower()
+    return str(mine) != str(recorded)
+
+
+def read_deployment_fields(path: str) -> dict[str, object]:
+    """The settings a deployment record fixes, by setting name ({} when there is no file;
+    records older than the genesis field give only chain id and distributor)."""
+    import json
+
+    from settlement.errors import ConfigError
+
+    try:
+        with open(path, encoding="utf-8") as stream:
+            doc = json.load(stream)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"cannot read the deployment record {path} (W2E_DEPLOYMENT_FILE): {error}"
+        ) from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"the deployment record {path} is not a JSON object")
+    return {name: doc[key] for key, name in DEPLOYMENT_FIELDS.items() if doc.get(key) is not None}
+
+
+def genesis_from_store(settings: Settings) -> bool:
+    """True when no W2E_GENESIS and no deployment record gave the genesis (see pin_genesis)."""
+    return settings._genesis_from_store
+
+
+def with_genesis(settings: Settings, genesis: int) -> Settings:
+    """The same settings with the genesis the store pinned."""
+    pinned = settings.model_copy(update={"genesis": genesis})
+    pinned._genesis_from_store = False
+    return pinned
 
 
 def export_for_workers(metrics_dir: str) -> None:

@@ -56,7 +56,13 @@ def epochs_close(
     at = int(time.time()) if now is None else now
     with store_and_settings() as (store, settings):
         if epoch is None:
-            closed = close_due(store, settings, at, wait_for_lock=True)  # type: ignore[arg-type]
+            closed = close_due(
+                store,  # type: ignore[arg-type]
+                settings,  # type: ignore[arg-type]
+                at,
+                wait_for_lock=True,
+                say=lambda m: typer.echo(m, err=True),
+            )
             if not closed:
                 typer.echo("no epoch is due", err=True)
             for c in closed:
@@ -87,6 +93,7 @@ def epochs_schedule() -> None:
     from settlement.jobs import CloseScheduler, run_until_interrupted
 
     log_to_stderr(logging.INFO, "%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick is noise
     from settlement.services.safety import refuse_unsafe
 
     with store_and_settings() as (store, settings):
