@@ -32,12 +32,10 @@ class Settings(BaseSettings):
     genesis: int = Field(
         default=1_767_225_600,
         ge=0,
-        description="unix time epoch 1 starts; default: the deployment record's, else the "
-        "store's first start rounded down to a whole epoch (recorded in the store)",
+        description="unix time epoch 1 starts; without W2E_GENESIS and a deployment record, "
+        "the store's first start rounded down to a whole epoch (pinned in the store)",
     )
-    epoch_seconds: int = Field(
-        default=3600, ge=1, description="epoch length, seconds; default: the deployment record's"
-    )
+    epoch_seconds: int = Field(default=3600, ge=1, description="epoch length, seconds")
     grace_seconds: int = Field(
         default=300, ge=0, description="seconds after an epoch's end its receipts may still arrive"
     )
@@ -322,18 +320,54 @@ class Settings(BaseSettings):
     )
     # Keys: each *_key_env names the variable holding a hex private key; a *_keystore file
     # (encrypted eth-account JSON) wins over it, its password from *_password_env or a prompt.
-    admin_key_env: str = "W2E_ADMIN_KEY"
-    poster_key_env: str = "W2E_POSTER_KEY"
-    guardian_key_env: str = "W2E_GUARDIAN_KEY"
-    claimer_key_env: str = "W2E_CLAIMER_KEY"
-    admin_keystore: str | None = None
-    poster_keystore: str | None = None
-    guardian_keystore: str | None = None
-    claimer_keystore: str | None = None
-    admin_password_env: str = "W2E_ADMIN_KEYSTORE_PASSWORD"
-    poster_password_env: str = "W2E_POSTER_KEYSTORE_PASSWORD"
-    guardian_password_env: str = "W2E_GUARDIAN_KEYSTORE_PASSWORD"
-    claimer_password_env: str = "W2E_CLAIMER_KEYSTORE_PASSWORD"
+    admin_key_env: str = Field(
+        default="W2E_ADMIN_KEY",
+        description="name of the variable holding the admin's (deploys, mints, funds) hex private key",
+    )
+    poster_key_env: str = Field(
+        default="W2E_POSTER_KEY",
+        description="name of the variable holding the poster's (proposes roots) hex private key",
+    )
+    guardian_key_env: str = Field(
+        default="W2E_GUARDIAN_KEY",
+        description="name of the variable holding the guardian's (revokes, pauses) hex private key",
+    )
+    claimer_key_env: str = Field(
+        default="W2E_CLAIMER_KEY",
+        description="name of the variable holding the claimer's (pays the gas of claims) hex private key",
+    )
+    admin_keystore: str | None = Field(
+        default=None,
+        description="encrypted keystore file of the admin key (wins over the variable)",
+    )
+    poster_keystore: str | None = Field(
+        default=None,
+        description="encrypted keystore file of the poster key (wins over the variable)",
+    )
+    guardian_keystore: str | None = Field(
+        default=None,
+        description="encrypted keystore file of the guardian key (wins over the variable)",
+    )
+    claimer_keystore: str | None = Field(
+        default=None,
+        description="encrypted keystore file of the claimer key (wins over the variable)",
+    )
+    admin_password_env: str = Field(
+        default="W2E_ADMIN_KEYSTORE_PASSWORD",
+        description="name of the variable holding the admin keystore's password (else a prompt)",
+    )
+    poster_password_env: str = Field(
+        default="W2E_POSTER_KEYSTORE_PASSWORD",
+        description="name of the variable holding the poster keystore's password (else a prompt)",
+    )
+    guardian_password_env: str = Field(
+        default="W2E_GUARDIAN_KEYSTORE_PASSWORD",
+        description="name of the variable holding the guardian keystore's password (else a prompt)",
+    )
+    claimer_password_env: str = Field(
+        default="W2E_CLAIMER_KEYSTORE_PASSWORD",
+        description="name of the variable holding the claimer keystore's password (else a prompt)",
+    )
     # submitter
     submitter_interval: float = Field(
         default=15.0,
@@ -474,6 +508,43 @@ def with_genesis(settings: Settings, genesis: int) -> Settings:
     pinned = settings.model_copy(update={"genesis": genesis})
     pinned._genesis_from_store = False
     return pinned
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a Settings field (W2E_NAME, or its alias)."""
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else f"W2E_{field.upper()}"
+
+
+def _shown_default(field: str) -> str:
+    if field == "genesis":  # the class default is never used by a command (load_settings)
+        return "the deployment's epoch, else the store's first"
+    info = Settings.model_fields[field]
+    value = info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, float) and value.is_integer():
+        return f"`{int(value)}`"
+    if isinstance(value, dict | list):
+        import json
+
+        return f"`{json.dumps(value)}`"
+    return f"`{value}`"
+
+
+def settings_markdown() -> str:
+    """Every setting as a Markdown table (variable, default, what it does): the README's
+    table is this text (`settlement config settings --markdown`; a unit test compares)."""
+    deployed = set(DEPLOYMENT_FIELDS.values())
+    lines = ["| variable | default | what it does |", "|---|---|---|"]
+    for field, info in Settings.model_fields.items():
+        text = (info.description or "").replace("|", "\\|").replace("\n", " ")
+        if field in deployed:
+            text += " (the deployment record's when W2E_DEPLOYMENT_FILE exists)"
+        lines.append(f"| `{env_name(field)}` | {_shown_default(field)} | {text} |")
+    return "\n".join(lines) + "\n"
 
 
 def export_for_workers(metrics_dir: str) -> None:
