@@ -310,7 +310,9 @@ class Settings(BaseSettings):
     )
     deployment_file: str = Field(
         default="data/deployment.json",
-        description="where `settlement deploy` records chain id, block, addresses and roles",
+        description="where `settlement deploy` records chain id, block, addresses, roles and "
+        "the epoch clock; every command reads chain id, distributor, genesis and epoch length "
+        "from it",
     )
     claim_batch_size: int = Field(
         default=100, ge=1, description="accounts per claimMany of `settlement claim --relay`"

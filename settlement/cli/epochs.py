@@ -46,7 +46,9 @@ def epochs_close(
     """Close due epochs (or --epoch E) and print one JSON line per epoch.
 
     An epoch closes once its cutoff has passed and the one before is closed; closing a
-    closed epoch prints its stored result. Exit 1 when --epoch E is not due yet.
+    closed epoch prints its stored result. A catch-up of more than ten epochs says so on
+    stderr, with progress and a summary line. Exit 1 when --epoch E is not due yet, 2 on bad
+    settings, 3 on database errors.
     """
     import time
 
