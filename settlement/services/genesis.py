@@ -13,9 +13,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from settlement.adapters.db.pinned import pin_value
+from settlement.adapters.db.epochs import EpochStore
+from settlement.adapters.db.pinned import pin_value, pinned
 from settlement.adapters.db.store import Store
 from settlement.config import Settings, genesis_from_store, with_genesis
+from settlement.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,18 @@ def pin_genesis(
 ) -> Settings:
     """`settings` with the store's pinned genesis when none was configured, else as they are.
 
-    `say` hears one line when this call pins it (the store's first start).
+    `say` hears one line when this call pins it (the store's first start). A store that
+    pinned a genesis and closed epochs from it refuses another one (ConfigError).
     """
     if not genesis_from_store(settings):
+        earlier = pinned(store, GENESIS)
+        if earlier is not None and earlier != settings.genesis and EpochStore(store).last_closed():
+            raise ConfigError(
+                f"this store closed epochs from the genesis {earlier} it pinned at its first "
+                f"start, but W2E_GENESIS or the deployment record {settings.deployment_file} "
+                f"now says {settings.genesis}: its epochs would change meaning. Use a fresh "
+                f"database for the new deployment, or set W2E_GENESIS={earlier}"
+            )
         return settings
     at = int(time.time()) if now is None else now
     genesis, pinned_now = pin_value(store, GENESIS, first_genesis(at, settings.epoch_seconds))

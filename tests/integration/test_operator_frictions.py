@@ -135,3 +135,38 @@ def test_deploy_outside_dev_on_the_embedded_chain_is_one_line_and_exit_2(
     assert len(lines) == 1 and lines[0].startswith("error: W2E_RPC_URL is unset")
     assert "11" * 32 not in result.output
     assert not (tmp_path / "data" / "deployment.json").exists()
+
+
+def test_the_schedulers_drop_apschedulers_skipped_run_warning(tmp_path: Path) -> None:
+    from settlement.jobs import CloseScheduler
+
+    with opened("sqlite", tmp_path) as store:
+        CloseScheduler(store, settings())
+    logger = logging.getLogger("apscheduler.scheduler")
+    skipped = logger.makeRecord(
+        logger.name,
+        logging.WARNING,
+        __file__,
+        1,
+        'Execution of job "x" skipped: maximum number of running instances reached (1)',
+        (),
+        None,
+    )
+    other = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "job raised", (), None)
+    assert not logger.filter(skipped) and logger.filter(other)
+
+
+def test_a_store_that_closed_epochs_from_its_pinned_genesis_refuses_another(
+    tmp_path: Path,
+) -> None:
+    from settlement.errors import ConfigError
+
+    s = _unpinned(epoch_seconds=60, grace_seconds=0, data_dir=str(tmp_path / "epochs"))
+    with opened("sqlite", tmp_path) as store:
+        fresh = pin_genesis(s, store, now=1_800_000_030)
+        assert fresh.genesis == 1_800_000_000
+        pin_genesis(settings(genesis=1_900_000_000), store)  # nothing closed yet: allowed
+        assert close_due(store, fresh, 1_800_000_000 + 61)
+        with pytest.raises(ConfigError, match="W2E_GENESIS=1800000000"):
+            pin_genesis(settings(genesis=1_900_000_000), store)
+        assert pin_genesis(settings(genesis=1_800_000_000), store).genesis == 1_800_000_000
