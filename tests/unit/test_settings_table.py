@@ -41,3 +41,15 @@ def test_a_changed_default_shows_in_the_table() -> None:
     assert "| unset |" in next(
         r for r in settings_markdown().splitlines() if r.startswith("| `W2E_ADMIN_TOKEN`")
     )
+
+
+def test_the_command_prints_the_table() -> None:
+    from typer.testing import CliRunner
+
+    from settlement.cli.main import app
+
+    markdown = CliRunner().invoke(app, ["config", "settings", "--markdown"])
+    assert markdown.exit_code == 0 and markdown.output == settings_markdown()
+    shown = CliRunner().invoke(app, ["config", "settings"])
+    assert shown.exit_code == 0
+    assert "W2E_DEPLOYMENT_FILE" in shown.output and "W2E_DATA_BASE_URI" in shown.output
