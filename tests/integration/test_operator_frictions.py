@@ -170,3 +170,22 @@ def test_a_store_that_closed_epochs_from_its_pinned_genesis_refuses_another(
         with pytest.raises(ConfigError, match="W2E_GENESIS=1800000000"):
             pin_genesis(settings(genesis=1_900_000_000), store)
         assert pin_genesis(settings(genesis=1_800_000_000), store).genesis == 1_800_000_000
+
+
+def test_epochs_close_on_the_command_line_says_it_catches_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    behind = CATCH_UP_NOTICE + 2
+    monkeypatch.setenv("W2E_DATABASE_URL", f"sqlite:///{tmp_path}/cli.db")
+    monkeypatch.setenv("W2E_EPOCH_SECONDS", "60")
+    monkeypatch.setenv("W2E_GRACE_SECONDS", "0")
+    monkeypatch.setenv("W2E_GENESIS", "1800000000")
+    monkeypatch.setenv("W2E_DEPLOYMENT_FILE", str(tmp_path / "none.json"))
+    now = 1_800_000_000 + 60 * behind + 30
+    result = CliRunner().invoke(app, ["epochs", "close", "--now", str(now)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"catching up {behind} due epochs (1-{behind};")
+    assert any(line.startswith(f"closed {behind} epochs (1-{behind},") for line in lines)
+    assert sum(1 for line in lines if line.startswith('{"epoch"')) == behind
