@@ -50,7 +50,9 @@ def store_and_settings() -> Iterator[tuple[object, object]]:
         with open_store(
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
         ) as store:
-            yield store, settings
+            from settlement.services.genesis import pin_genesis
+
+            yield store, pin_genesis(settings, store, say=lambda m: typer.echo(m, err=True))
     except SettlementError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(error.exit_code) from None

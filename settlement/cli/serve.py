@@ -31,13 +31,15 @@ def serve(
     from settlement.adapters.db.store import open_store
     from settlement.config import export_for_workers, load_settings
     from settlement.errors import SettlementError
+    from settlement.services.genesis import pin_genesis
     from settlement.services.safety import refuse_unsafe
 
     try:
         settings = load_settings()
         refuse_unsafe(settings, "settlement serve")
         # Create the tables once here, so that the workers do not race to.
-        open_store(settings.database_url, create=True).close()
+        with open_store(settings.database_url, create=True) as store:  # genesis: once, here
+            pin_genesis(settings, store, say=lambda m: typer.echo(m, err=True))
     except SettlementError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(error.exit_code) from None
