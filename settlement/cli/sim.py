@@ -10,11 +10,7 @@ import orjson
 import typer
 
 from settlement.cli.options import ChainIdOption, DistributorOption
-from settlement.domain.receipts import Domain, Params
 from settlement.errors import SettlementError
-from settlement.sim.demo import DemoConfig, render, run_demo
-from settlement.sim.generate import generate
-from settlement.sim.post import post, upload_registries
 from settlement.sim.world import (
     BAD_KINDS,
     DEFAULT_BAD_FRACTION,
@@ -65,6 +61,9 @@ def simulate(
 ) -> None:
     """Generate a seeded network's receipts, with bad actors of known expected verdicts."""
     from settlement.config import load_settings
+    from settlement.domain.receipts import Domain, Params
+    from settlement.sim.generate import generate
+    from settlement.sim.post import post, upload_registries
 
     try:
         settings = load_settings()
@@ -146,6 +145,8 @@ def demo(
 
     Exit 0 when every on-chain balance equals its allocation, 1 otherwise.
     """
+    from settlement.sim.demo import DemoConfig, render, run_demo
+
     if rpc is not None and directory is None:
         typer.echo("error: --rpc needs --dir: the datasets must outlive the demo", err=True)
         raise typer.Exit(2)
