@@ -240,6 +240,27 @@ class Settings(BaseSettings):
         validation_alias="PROMETHEUS_MULTIPROC_DIR",
         description="prometheus-client multi-process directory (serve sets one for several workers)",
     )
+    # logs, metrics and the CLI (settlement serve and every long-running command)
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="log lines of serve and every long-running command: text or json, one "
+        "line per event, the same fields (time, level, component, logger, message, exc)",
+    )
+    debug: bool = Field(
+        default=False,
+        description="the CLI prints the traceback of an error instead of one `error:` line "
+        "(also `settlement --debug ...`)",
+    )
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65533,
+        description="settlement serve: metrics of the scheduler on this port, of the submitter "
+        "on +1, of the watchtower on +2 (0: none; the API's are on its own /metrics)",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address the serve children's metrics ports bind"
+    )
     # chain
     rpc_url: str | None = Field(
         default=None,
@@ -398,3 +419,15 @@ def export_for_workers(metrics_dir: str) -> None:
     prometheus-client picks its multi-process mode from this variable at import time.
     """
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+
+def child_environment(overrides: dict[str, str | None]) -> dict[str, str]:
+    """The environment of a child process `settlement serve` starts: this process's, with
+    each of `overrides` set (None: removed)."""
+    env = dict(os.environ)
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env

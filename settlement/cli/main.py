@@ -38,7 +38,9 @@ COMMANDS: dict[str, str] = {
     "audit": "settlement.cli.audit:audit",
 }
 # Run by `settlement serve` in its child processes; not listed in --help.
-HIDDEN: dict[str, str] = {}
+HIDDEN: dict[str, str] = {
+    "serve-child": "settlement.cli.serve:serve_child",
+}
 
 EXIT_CODES = (
     "Exit codes: 0 done; 1 the command's check failed (an audit mismatch, findings of config "
