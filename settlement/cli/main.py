@@ -72,9 +72,9 @@ def _load(name: str, target: str, *, hidden: bool) -> Any:
     module, _, attribute = target.partition(":")
     obj = getattr(importlib.import_module(module), attribute)
     if isinstance(obj, typer.Typer):
-        command = typer.main.get_command(obj)
+        command = typer.main.get_group(obj)  # a group even with one command, as add_typer
     else:
-        single = typer.Typer(pretty_exceptions_show_locals=False)
+        single = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
         single.command(name, hidden=hidden)(obj)
         command = typer.main.get_command(single)
     command.name = name
