@@ -28,7 +28,9 @@ from settlement.adapters.db.store import open_store
 from settlement.adapters.keys import Key
 from settlement.client import SettlementClient
 from settlement.config import Settings
+from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Params
+from settlement.services.submit import epoch_dump_path
 from settlement.sim.generate import SimConfig, generate
 from settlement.sim.post import post, upload_registries
 
@@ -235,19 +237,35 @@ def test_serve_runs_supervises_and_stops_all_four(anvil: Anvil, tmp_path: Path) 
         )
         assert _metric(metrics + 2, "w2e_watchtower_roots_failed_total") == 0, log.tail()
 
-        # The funding margin: balance - (allocated by the latest close - claimed).
+        # The funding margin: balance - (allocated by the latest close - claimed), before
+        # and after a claim (the submitter indexes the Claimed event, the balance drops).
         with open_store(env["W2E_DATABASE_URL"], create=False) as store:
-            epochs = EpochStore(store)
-            allocated = epochs.get(epochs.last_closed()).cumulative_total  # type: ignore[union-attr]
-        assert allocated > 0
+            stored = EpochStore(store).get(1)
+        assert stored is not None and stored.cumulative_total > 0
+        allocated = stored.cumulative_total
         balance = distributor.token.balance_of(distributor.address)
-        claimed = 0  # nobody claimed
-        expected = balance - (allocated - claimed)
-        assert expected == 4 * EMISSION - allocated
+        assert balance == 4 * EMISSION
         _wait(
             "the funding margin gauge",
+            lambda: (
+                _metric(metrics + 1, "w2e_distributor_funding_margin_base_units")
+                == balance - allocated
+            ),
+        )
+        dump = epoch_dump_path(settings, stored.manifest)
+        assert dump is not None
+        account, amount = MerkleTree.load(Path(dump).read_bytes()).values[0]
+        body = httpx.get(f"{url}/v1/accounts/{account}/claim", timeout=30).json()
+        assert body["cumulativeAmount"] == str(amount), body
+        chain.transact(keys["admin"], c.Call(body["contract"], body["calldata"], "claim"))
+        after = distributor.token.balance_of(distributor.address)
+        assert after == balance - amount > 0
+        expected = after - (allocated - amount)
+        _wait(
+            "the funding margin gauge after a claim",
             lambda: _metric(metrics + 1, "w2e_distributor_funding_margin_base_units") == expected,
         )
+        assert expected == balance - allocated  # a claim moves tokens, not the margin
         carried = _metric(metrics + 1, "w2e_distributor_next_epoch_pools_base_units")
         assert carried is not None and carried >= EMISSION
 
