@@ -36,6 +36,9 @@ _QUIET = {
 }
 
 
+current_format: str | None = None  # what setup_logging installed last (None: not yet)
+
+
 class LineFormatter(logging.Formatter):
     """One record -> one line of text or JSON, with the fields of the module docstring."""
 
@@ -93,6 +96,8 @@ def setup_logging(
     event is printed twice."""
     from settlement.errors import RedactUrls
 
+    global current_format
+    current_format = fmt
     handler = _OurHandler(stream or sys.stderr)
     handler.setFormatter(LineFormatter(fmt, component))
     handler.addFilter(RedactUrls())

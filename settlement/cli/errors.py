@@ -15,7 +15,14 @@ def report(error: BaseException) -> int:
     line, code = describe(error)
     if debugging():
         traceback.print_exception(error)
-    print(f"error: {line}", file=sys.stderr)
+    from settlement import logs
+
+    if logs.current_format == "json":  # a command logging JSON lines: this one too
+        import logging
+
+        logging.getLogger("settlement.cli").error("error: %s", line)
+    else:
+        print(f"error: {line}", file=sys.stderr)
     return code
 
 

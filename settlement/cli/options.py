@@ -49,3 +49,19 @@ def setup_command_logging(level: int, *, component: str | None = None) -> None:
         path = ctx.command_path.split(" ", 1) if ctx else []
         component = path[1].replace(" ", "-") if len(path) == 2 else "settlement"
     setup_logging(log_format(), component=component, level=level)
+
+
+def serve_metrics(port: int, host: str, registry: object = None) -> None:
+    """prometheus-client's metrics server; a port already taken is a ConfigError (exit 2:
+    serve stops rather than restart a child that cannot bind, again and again)."""
+    from prometheus_client import REGISTRY, start_http_server
+
+    from settlement.errors import ConfigError
+
+    try:
+        start_http_server(port, addr=host, registry=registry or REGISTRY)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot serve metrics on {host}:{port}: {error.strerror or error}; choose another "
+            "W2E_METRICS_PORT (or --metrics-port), or 0 for none"
+        ) from None

@@ -83,9 +83,9 @@ def run_job(component: str, metrics_port: int | None) -> None:
                 submitter = stack.enter_context(open_submitter(settings))
                 job = ChainScheduler(submitter, settings.submitter_interval)
             if metrics_port:
-                from prometheus_client import start_http_server
+                from settlement.cli.options import serve_metrics
 
-                start_http_server(metrics_port, addr=settings.metrics_host)
+                serve_metrics(metrics_port, settings.metrics_host)
             job.start()
             log.info("%s running", component)
             try:

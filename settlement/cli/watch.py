@@ -63,9 +63,9 @@ def run_watch(
             run_step(tower)
             return
         if metrics_port is not None:
-            from prometheus_client import start_http_server
+            from settlement.cli.options import serve_metrics
 
-            start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
+            serve_metrics(metrics_port, metrics_host, metrics.registry)
             log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
         _loop(tower, interval)
     except SettlementError as error:

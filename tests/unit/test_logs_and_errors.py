@@ -21,9 +21,12 @@ FIELDS = ["time", "level", "component", "logger", "message"]
 
 @pytest.fixture
 def restore_root() -> object:
+    from settlement import logs
+
     root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    handlers, level, fmt = list(root.handlers), root.level, logs.current_format
     yield
+    logs.current_format = fmt
     for h in list(root.handlers):
         root.removeHandler(h)
     for h in handlers:
@@ -138,3 +141,34 @@ def test_a_child_with_bad_settings_stops_serve_with_exit_2() -> None:
     )
     assert sup._run_without_signals() == 2
     assert all(c.process is None for c in sup.children)
+
+
+def test_a_taken_metrics_port_is_a_config_error() -> None:
+    import socket
+
+    from settlement.cli.options import serve_metrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
+            serve_metrics(port, "127.0.0.1")
+
+
+def test_the_last_error_line_is_json_when_the_command_logs_json(
+    restore_root: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from settlement import logs
+    from settlement.cli.errors import report
+
+    stream = io.StringIO()
+    setup_logging("json", component="scheduler", stream=stream)
+    try:
+        assert report(ConfigError("W2E_PORT: not a number")) == 2
+    finally:
+        logs.current_format = None
+    (line,) = stream.getvalue().splitlines()
+    event = json.loads(line)
+    assert event["message"] == "error: W2E_PORT: not a number" and event["level"] == "ERROR"
+    assert capsys.readouterr().err == ""
