@@ -410,7 +410,20 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        raise ConfigError(f"invalid W2E_* settings: {error}") from None
+        # One line per the CLI's error convention, and without the values: a bad
+        # W2E_ADMIN_TOKENS or key variable must not be echoed back.
+        problems = "; ".join(
+            f"{_variable(e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid W2E_* settings: {problems}") from None
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a validation error's location names (W2E_PORT, CI)."""
+    name = str(loc[0]) if loc else "settings"
+    field = Settings.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    return alias if isinstance(alias, str) else f"W2E_{name.upper()}"
 
 
 def export_for_workers(metrics_dir: str) -> None:

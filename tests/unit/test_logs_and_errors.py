@@ -172,3 +172,18 @@ def test_the_last_error_line_is_json_when_the_command_logs_json(
     event = json.loads(line)
     assert event["message"] == "error: W2E_PORT: not a number" and event["level"] == "ERROR"
     assert capsys.readouterr().err == ""
+
+
+def test_invalid_settings_are_one_line_naming_each_variable_without_its_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from settlement.config import load_settings
+
+    monkeypatch.setenv("W2E_PORT", "abc")
+    monkeypatch.setenv("W2E_LOG_FORMAT", "yaml-secret-value")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "W2E_PORT: Input should be a valid integer" in message
+    assert "W2E_LOG_FORMAT: " in message and "yaml-secret-value" not in message
