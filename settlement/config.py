@@ -250,6 +250,27 @@ class Settings(BaseSettings):
         validation_alias="PROMETHEUS_MULTIPROC_DIR",
         description="prometheus-client multi-process directory (serve sets one for several workers)",
     )
+    # logs, metrics and the CLI (settlement serve and every long-running command)
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="log lines of serve and every long-running command: text or json, one "
+        "line per event, the same fields (time, level, component, logger, message, exc)",
+    )
+    debug: bool = Field(
+        default=False,
+        description="the CLI prints the traceback of an error instead of one `error:` line "
+        "(also `settlement --debug ...`)",
+    )
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65533,
+        description="settlement serve: metrics of the scheduler on this port, of the submitter "
+        "on +1, of the watchtower on +2 (0: none; the API's are on its own /metrics)",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address the serve children's metrics ports bind"
+    )
     # chain
     rpc_url: str | None = Field(
         default=None,
@@ -483,7 +504,12 @@ def load_settings(*, deployment: bool = True) -> Settings:
         if fill:
             settings = Settings(**fill)  # type: ignore[arg-type]
     except ValidationError as error:
-        raise ConfigError(f"invalid W2E_* settings: {error}") from None
+        # One line per the CLI's error convention, and without the values: a bad
+        # W2E_ADMIN_TOKENS or key variable must not be echoed back.
+        problems = "; ".join(
+            f"{_variable(e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid W2E_* settings: {problems}") from None
     settings._genesis_from_store = "genesis" not in settings.model_fields_set
     return settings
 
@@ -564,9 +590,29 @@ def settings_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a validation error's location names (W2E_PORT, CI)."""
+    name = str(loc[0]) if loc else "settings"
+    field = Settings.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    return alias if isinstance(alias, str) else f"W2E_{name.upper()}"
+
+
 def export_for_workers(metrics_dir: str) -> None:
     """Hand the metrics directory to uvicorn's worker processes, which inherit the environment.
 
     prometheus-client picks its multi-process mode from this variable at import time.
     """
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+
+def child_environment(overrides: dict[str, str | None]) -> dict[str, str]:
+    """The environment of a child process `settlement serve` starts: this process's, with
+    each of `overrides` set (None: removed)."""
+    env = dict(os.environ)
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env

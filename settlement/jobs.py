@@ -216,6 +216,7 @@ class ChainScheduler:
     def tick(self) -> None:
         # Imported here: only a chain scheduler loads the chain stack (web3), not the closes.
         from settlement.services.claims import index_claims
+        from settlement.services.funding import refresh_margin
         from settlement.services.submit import run_step
 
         self.ticks += 1
@@ -225,6 +226,10 @@ class ChainScheduler:
             index_claims(sub.store, sub.distributor, sub.deployment_block)
         except Exception:  # the job must survive: log and retry next tick
             log.exception("indexing Claimed events failed; retrying at the next tick")
+        try:  # after the claims index, which the margin reads
+            refresh_margin(sub.store, sub.settings, sub.distributor)
+        except Exception:  # the job must survive: log and retry next tick
+            log.exception("reading the distributor's funding margin failed; retrying next tick")
 
     def start(self) -> None:
         self._scheduler.start()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from settlement.adapters.db import submitter as sdb
 from settlement.cli.common import log_to_stderr
-from settlement.services.claims import index_claims
-from settlement.services.submit import open_submitter
+
+if TYPE_CHECKING:
+    from settlement.adapters.db import submitter as sdb
 
 
 def cli_submit(
@@ -49,7 +49,9 @@ def cli_submit(
     """
     from settlement.config import load_settings
     from settlement.errors import SettlementError
+    from settlement.services.claims import index_claims
     from settlement.services.safety import refuse_unsafe
+    from settlement.services.submit import open_submitter
 
     try:
         settings = load_settings()
