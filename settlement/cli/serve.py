@@ -97,7 +97,6 @@ def serve(
             raise ConfigError("nothing to run: every component is off or skipped (see above)")
         if {"api", "scheduler", "submitter"} & set(chosen):
             from settlement.adapters.db.store import open_store
-
             from settlement.services.genesis import pin_genesis
 
             # Create the tables and pin the genesis once here, so that the children and
