@@ -38,5 +38,5 @@ def test_a_public_url_that_is_no_url_is_refused(monkeypatch: pytest.MonkeyPatch)
     from settlement.config import load_settings
 
     monkeypatch.setenv("W2E_PUBLIC_URL", "w2e.example.org")
-    with pytest.raises(ConfigError, match="public_url"):
+    with pytest.raises(ConfigError, match="W2E_PUBLIC_URL"):
         load_settings()
