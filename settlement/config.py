@@ -398,3 +398,8 @@ def export_for_workers(metrics_dir: str) -> None:
     prometheus-client picks its multi-process mode from this variable at import time.
     """
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+
+FAULTS_SPEC = os.environ.get(
+    "W2E_FAULTS", ""
+)  # chaos and outage fault points: settlement/faults.py

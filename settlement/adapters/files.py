@@ -18,7 +18,7 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from settlement import parallel
+from settlement import faults, parallel
 from settlement.domain.dataset import PublishedFile
 from settlement.errors import SettlementError
 
@@ -147,6 +147,7 @@ class FileSink:
         self.size += len(data)
 
     def finish(self) -> PublishedFile:
+        faults.point("files.finish")
         self._flush()
         self._f.flush()
         os.fsync(self._f.fileno())
