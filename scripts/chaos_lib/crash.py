@@ -36,6 +36,14 @@ INSIDE = {
     "propose.prepared": "proposal (signed, not sent)",
     "propose.sent": "proposal (sent, no receipt)",
 }
+# Where a killed `settlement correct` was, by its last announced point.
+CORRECTION_STAGE = {
+    None: "before publishing",
+    "correct.published": "published, not proposed",
+    "propose.prepared": "signed, not sent",
+    "propose.sent": "sent, no receipt",
+    "propose.mined": "mined, not accepted",
+}
 AIM = {
     "ingest": ("api", ("ingest.commit",)),
     "close": ("scheduler", ("close.begin", "close.commit", "close.committed")),
@@ -100,8 +108,16 @@ class CrashReport:
 
 
 class Crash:
-    def __init__(self, stack: Stack, iterations: int, seed: int, audit_every: int) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        iterations: int,
+        seed: int,
+        audit_every: int,
+        budget_s: float | None = None,
+    ) -> None:
         self.stack = stack
+        self.budget_s = budget_s  # no new iteration after this many seconds: finish instead
         self.iterations = iterations
         self.rng = random.Random(seed)
         self.audit_every = audit_every
@@ -149,14 +165,16 @@ class Crash:
             if not hit:
                 self.report.aimed_missed += 1
             else:
-                # inside the point's sleep (stack.FAULT_RULES: 0.05 s at ingest, else 0.4 s)
-                time.sleep(self.rng.uniform(0, 0.02 if aimed == ("ingest.commit",) else 0.25))
+                # inside the point's sleep (stack.FAULT_RULES: 0.05 s at ingest, else 0.25 s)
+                time.sleep(self.rng.uniform(0, 0.02 if aimed == ("ingest.commit",) else 0.15))
         else:
             time.sleep(self.rng.uniform(0.1, 3.0))
         pids = set(proc.pids())
         at = time.time()
         proc.kill()
         last = self.log.last(pids, at)
+        if proc.name == "correct":
+            return f"correction ({CORRECTION_STAGE.get(last, last)})"
         phase = INSIDE.get(last or "", f"idle ({proc.name})")
         self.report.kills_by_process[proc.name] += 1
         return phase
@@ -206,7 +224,6 @@ class Crash:
         proc = Proc("correct", [*SETTLEMENT, "correct", "--wait"], s.env, s.dir / "correct.log")
         proc.start()
         landed = self.kill(proc, ("correct.published", "propose.sent", "propose.prepared"))
-        landed = "correction" + (f" ({landed})" if not landed.startswith("idle") else "")
         for _ in range(4):
             again = Proc("correct", proc.argv, s.env, s.dir / "correct.log").start()
             if again.wait(300) == 0:
@@ -248,6 +265,9 @@ class Crash:
             time.sleep(self.stack.epoch_seconds + self.stack.grace_seconds)  # a first close
             plan = list(PLAN)
             for i in range(self.iterations):
+                if self.budget_s is not None and time.monotonic() - t0 > self.budget_s:
+                    print(f"time budget spent: stopping after {i} iterations", flush=True)
+                    break
                 if i % len(plan) == 0:
                     head, tail = plan[:3], plan[3:]
                     self.rng.shuffle(head)

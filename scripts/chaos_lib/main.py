@@ -65,9 +65,10 @@ def crash_table(r: CrashReport) -> dict[str, object]:
     }
 
 
-def soak_table(r: SoakReport) -> dict[str, object]:
+def soak_table(r: SoakReport, bucket: float) -> dict[str, object]:
     table = Table(title=f"chaos soak: {r.minutes} min at {r.rate:.0f} receipts/s")
-    for col in ("minute", "API RSS MB (all processes)", "p99 ms", "receipts sent"):
+    first = "minute" if bucket == 60 else f"minute ({bucket:g} s)"
+    for col in (first, "API RSS MB (all processes)", "p99 ms", "receipts sent"):
         table.add_column(col, justify="right")
     for i, (m, p, n) in enumerate(
         zip(r.rss_mb_by_minute, r.p99_ms_by_minute, r.sent_by_minute, strict=True)
@@ -99,6 +100,12 @@ def main(argv: list[str]) -> int:
         "--audit-every", type=int, default=5, help="run the auditor after every Nth restart"
     )
     crash.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    crash.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=None,
+        help="start no iteration after this many minutes; finish and report what ran",
+    )
     s = sub.add_parser("soak", help="half the peak rate for --minutes; memory and p99 per minute")
     s.add_argument("--minutes", type=float, default=10.0)
     s.add_argument("--rate", type=float, default=None, help="receipts/s (default: peak / 2)")
@@ -110,7 +117,8 @@ def main(argv: list[str]) -> int:
             parser.error("--iterations must be at least 1")
         stack = Stack(keep=args.keep)
         console.print(f"work directory {stack.dir}, schema {stack.schema}")
-        runner = Crash(stack, args.iterations, args.seed, args.audit_every)
+        budget = None if args.budget_minutes is None else args.budget_minutes * 60
+        runner = Crash(stack, args.iterations, args.seed, args.audit_every, budget)
         report = runner.run()
         report.acked_count = runner.acked.count
         out = crash_table(report)
@@ -121,7 +129,7 @@ def main(argv: list[str]) -> int:
         parser.error("--minutes must be positive")
     stack = Stack(epoch_seconds=60, grace_seconds=5, api_workers=2, faults=False)
     report_s = soak(stack, args.minutes, args.rate, args.bucket_seconds, args.burst_seconds)
-    out = soak_table(report_s)
+    out = soak_table(report_s, args.bucket_seconds)
     print(json.dumps(out))
     return 0 if out["pass"] else 1
 

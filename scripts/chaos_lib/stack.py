@@ -39,9 +39,7 @@ SETTLEMENT = [sys.executable, "-m", "settlement.cli"]
 
 # Fault points (settlement/faults.py): each announces itself in the log the harness reads;
 # the sleeps widen the windows a kill is aimed at (a close, a proposal, a correction).
-FAULT_RULES = (
-    "ingest.commit:sleep=0.05;ingest.done;close.*:sleep=0.4;propose.*:sleep=0.4;correct.*:sleep=0.4"
-)
+FAULT_RULES = "ingest.commit:sleep=0.05;ingest.done;close.*:sleep=0.25;propose.*:sleep=0.25;correct.*:sleep=0.25"
 
 
 class Proc:
