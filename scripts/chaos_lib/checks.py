@@ -66,13 +66,15 @@ def check_all(stack: Stack, acked: Acked, *, audit: bool) -> CheckResult:
 
 
 def _stored(store: object, acked: Acked, out: CheckResult) -> None:
+    # What was acknowledged first, then the database: a receipt answered 200 was committed
+    # before its answer, so it is in any read that starts after the answer was recorded.
+    with acked.lock:
+        items = list(acked.by_key.items())
     best: dict[tuple[str, bytes, bytes, bytes], tuple[int, ...]] = {}
     for s in store.best_receipts():  # type: ignore[attr-defined]
         k, v = receipt_key(s.receipt), counters(s.receipt)
         if k not in best or v > best[k]:
             best[k] = v
-    with acked.lock:
-        items = list(acked.by_key.items())
     for k, want in items:
         have = best.get(k)
         if have is None or any(h < w for h, w in zip(have, want, strict=True)):
