@@ -22,7 +22,7 @@ e.g. `log=/tmp/faults.log;close.*:sleep=0.5;ingest.commit` (the chaos harness's 
     files.finish                     a dataset file about to be fsynced and renamed (a close)
     propose.prepared, propose.sent, propose.mined
                                      a proposal signed and stored, broadcast, its receipt
-    correct.published, correct.done  a correction's files published, its stage finished
+    correct.published                a correction's files published, not yet proposed
 
 Tests may also call `configure(spec)` in-process (and `configure(None)` to switch off).
 """
@@ -59,9 +59,13 @@ def configure(spec: str | None) -> None:
         for action in filter(None, actions.split(",")):
             kind, _, value = action.partition("=")
             if kind == "sleep":
-                float(value)  # a bad number fails here, at start-up
+                try:
+                    float(value)  # a bad number fails here, at start-up
+                except ValueError:
+                    raise ValueError(f"W2E_FAULTS: sleep takes seconds, got {value!r}") from None
             elif kind == "raise":
-                getattr(errno, value)
+                if not isinstance(getattr(errno, value, None), int):
+                    raise ValueError(f"W2E_FAULTS: {value!r} is no errno name (e.g. ENOSPC)")
             else:
                 raise ValueError(f"W2E_FAULTS: unknown action {action!r} (sleep=S or raise=ERRNO)")
             parsed.append((kind, value))
