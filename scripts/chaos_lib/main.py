@@ -30,7 +30,7 @@ def crash_table(r: CrashReport) -> dict[str, object]:
     lost = max((x.lost for x in checks), default=0)
     dup = max((x.duplicate_proposals for x in checks), default=0)
     audit_failures = sum(x.audit_failures for x in checks)
-    problems = [p for x in checks for p in x.problems]
+    problems = [p for x in checks for p in x.problems] + r.incidents
     table = Table(title=f"chaos crash: {r.iterations} iterations in {r.seconds:.0f} s")
     table.add_column("what")
     table.add_column("count", justify="right")
