@@ -190,6 +190,8 @@ class Crash:
                 aimed = None
             else:
                 name, aimed = AIM[phase]
+                if phase == "proposal":  # either side of the broadcast, in turn
+                    aimed = aimed[i // len(PLAN) % 2 :][:1]
             landed = self.kill(s.procs[name], aimed)
             s.restart(name)
         self.report.kills_by_phase[landed] += 1
