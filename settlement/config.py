@@ -616,3 +616,8 @@ def child_environment(overrides: dict[str, str | None]) -> dict[str, str]:
         else:
             env[name] = value
     return env
+
+
+FAULTS_SPEC = os.environ.get(
+    "W2E_FAULTS", ""
+)  # chaos and outage fault points: settlement/faults.py

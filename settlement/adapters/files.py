@@ -6,6 +6,7 @@ The formats themselves (lines, manifest bytes) are `domain.dataset`'s.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import mmap
@@ -18,7 +19,7 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from settlement import parallel
+from settlement import faults, parallel
 from settlement.domain.dataset import PublishedFile
 from settlement.errors import SettlementError
 
@@ -147,6 +148,7 @@ class FileSink:
         self.size += len(data)
 
     def finish(self) -> PublishedFile:
+        faults.point("files.finish")
         self._flush()
         self._f.flush()
         os.fsync(self._f.fileno())
@@ -158,7 +160,8 @@ class FileSink:
 
     def abort(self) -> None:
         if not self._f.closed:
-            self._f.close()
+            with contextlib.suppress(OSError):  # a full disk fails the close's flush too
+                self._f.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -179,12 +182,16 @@ class DatasetWriter:
 
     def finish(self, name: str) -> None:
         """Finish one file now (fsync, rename): while others are still being written."""
-        self.files[name] = self.sinks.pop(name).finish()
+        sink = self.sinks.pop(name)
+        try:
+            self.files[name] = sink.finish()
+        except BaseException:
+            sink.abort()  # out of `sinks` already: abort() would not see its temp file
+            raise
 
     def finish_all(self) -> list[PublishedFile]:
-        for name, s in self.sinks.items():
-            self.files[name] = s.finish()
-        self.sinks.clear()
+        for name in list(self.sinks):
+            self.finish(name)
         _fsync_dir(self.directory)
         return sorted(self.files.values(), key=lambda f: f.name)
 

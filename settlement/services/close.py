@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import orjson
 
+from settlement import faults
 from settlement.adapters import files as publish
 from settlement.adapters.db import close_io
 from settlement.adapters.db.close_io import SetClose, Tables
@@ -183,6 +184,7 @@ def close_epoch(
                 f"epoch {target} closes at its cutoff {cutoff} (now {now}): {cutoff - now} s to go"
             )
         stages["lock_s"] = time.perf_counter() - t0
+        faults.point("close.begin")
 
         directory = publish.epoch_dir(settings.data_dir, target)
         writer = publish.DatasetWriter(directory)
@@ -212,6 +214,7 @@ def close_epoch(
                             stages,
                             export or publish.default_export(),
                         )
+                faults.point("close.commit")
                 t = time.perf_counter()
             if result is not None:
                 stages["commit_s"] = time.perf_counter() - t
@@ -223,9 +226,11 @@ def close_epoch(
             closed = closed_epoch(stored, settings.data_dir, True, stages)
         else:
             closed = closed_epoch(result, settings.data_dir, False, stages)
+        faults.point("close.committed")
         t = time.perf_counter()
         _ensure_manifest_file(closed)  # last: the dataset is complete once it is there
         stages["manifest_s"] = time.perf_counter() - t
+        faults.point("close.done")
         return closed
 
 

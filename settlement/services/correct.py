@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 
+from settlement import faults
 from settlement.adapters import files as publish
 from settlement.adapters.chain import Distributor, find_proposal, scan_claims
 from settlement.adapters.db import submitter as sdb
@@ -275,6 +276,7 @@ def run_correction(
             say(step)
             return CorrectionState("unchanged", None, step)
         directory, manifest, dump = publish_correction(submitter.store, submitter.settings, plan)
+        faults.point("correct.published")
         data_hash = "0x" + dataset.data_hash(manifest).hex()
         say(
             f"correction of {plan.corrects} against epoch {plan.epoch}: root {plan.tree.root}, "

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
+from settlement import faults
 from settlement.adapters.db.epochs import EpochStore
 from settlement.adapters.db.rejections import UNREGISTERED_NODE, LoggedRejection, SamplePolicy
 from settlement.adapters.db.store import Store
@@ -138,7 +139,9 @@ class Ingestor:
             logged.append(
                 LoggedRejection(reason, node, self._log_epoch(r, now), verdict.detail, item)
             )
+        faults.point("ingest.commit")
         stateful = self.store.ingest_batch(survivors, decide_batch, now, logged, self.sampling)
+        faults.point("ingest.done")
         for (index, _, _), v in zip(survivors, stateful, strict=True):
             if type(v) is Rejected:
                 results[index] = ItemVerdict(index, REJECTED, v.reason.value, v.detail)

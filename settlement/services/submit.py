@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import Gauge
 
+from settlement import faults
 from settlement.adapters import files as publish
 from settlement.adapters.chain import (
     PROPOSAL_EVENTS,
@@ -64,6 +66,13 @@ BELOW_CHAIN = Gauge(
     "1 when the next tree's total is below the distributor's cumulativeTotal (never expected: "
     "leaves are max(balance, floor)); nothing is proposed",
 )
+RPC_DOWN = Gauge(
+    "w2e_submitter_rpc_unavailable_seconds",
+    "Seconds the chain's JSON-RPC has been unreachable by the submitter (0: reachable); it "
+    "retries with backoff (RPC_BACKOFF_MAX at most) and reconciles before sending anything",
+)
+RPC_BACKOFF_BASE = 0.5  # seconds before the first retry of a tick that found the RPC down
+RPC_BACKOFF_MAX = 8.0  # doubling up to this: an outage's end is noticed within 8 s
 STALE_FLOOR = Gauge(
     "w2e_submitter_stale_floor_epoch",
     "The latest closed epoch when it was built under an older floor than the one in force "
@@ -131,6 +140,9 @@ class Submitter:
         self.epochs = EpochStore(store)
         self.reconciled = False
         self._say = say
+        self.rpc_down_since: float | None = None  # monotonic time of the first failure
+        self.rpc_failures = 0
+        self.retry_at = 0.0  # monotonic: no tick before this while the RPC is down
 
     def say(self, message: str) -> None:
         """What the submitter did, once: to `say` when given (the CLI's stderr), else the log."""
@@ -287,12 +299,14 @@ class Submitter:
         if row.status != sdb.SENT:
             row = self.rows.update(row_id, status=sdb.SENT)
             self.say(f"proposal {row_id} (epoch {row.epoch}) sent: {versions[-1].tx_hash}")
+        faults.point("propose.sent")
         try:
             mined = self.chain.wait(versions, key=self.key, before_send=persist, check=False)
         except TransactionFailed as error:
             if "was used by another transaction" in str(error):
                 return self._from_events(self.rows.get(row_id) or row, note=str(error))
             raise
+        faults.point("propose.mined")
         return self._on_mined(self.rows.get(row_id) or row, mined)
 
     def _accept_if_due(self, row: sdb.Proposal) -> sdb.Proposal:
@@ -508,6 +522,7 @@ class Submitter:
             else f"epoch {candidate.epoch}"
         )
         self.say(f"proposing {what} {candidate.root} for {folded} (proposal {row.id})")
+        faults.point("propose.prepared")
         return self.advance(row)
 
     def release_revoked(self, root: str) -> int:
@@ -537,17 +552,34 @@ def proposals_on_chain(distributor: Distributor, from_block: int) -> dict[str, i
 
 
 def run_step(submitter: Submitter) -> list[sdb.Proposal]:
-    """One tick for a job: an unreachable RPC is logged and retried at the next tick."""
+    """One tick for a job: an unreachable RPC is logged, shown by the gauge
+    w2e_submitter_rpc_unavailable_seconds and retried with exponential backoff."""
+    now = time.monotonic()
+    if submitter.rpc_down_since is not None:
+        RPC_DOWN.set(now - submitter.rpc_down_since)
+        if now < submitter.retry_at:
+            return []  # backing off: the node is down
     try:
-        return submitter.step()
+        rows = submitter.step()
     except RpcUnavailable as error:
         submitter.reconciled = False  # the node may have restarted: reconcile again
-        log.warning("submitter: %s", error)
+        submitter.rpc_failures += 1
+        if submitter.rpc_down_since is None:
+            submitter.rpc_down_since = now
+        delay = min(RPC_BACKOFF_MAX, RPC_BACKOFF_BASE * 2 ** (submitter.rpc_failures - 1))
+        submitter.retry_at = time.monotonic() + delay
+        RPC_DOWN.set(time.monotonic() - submitter.rpc_down_since)
+        log.warning("ALERT: submitter: %s; retrying in %.1f s", error, delay)
         return []
     except ChainError as error:
         submitter.reconciled = False
         log.error("submitter: %s", error)
         return []
+    if submitter.rpc_down_since is not None:
+        log.info("submitter: the RPC answers again after %d failed tick(s)", submitter.rpc_failures)
+    submitter.rpc_down_since, submitter.rpc_failures, submitter.retry_at = None, 0, 0.0
+    RPC_DOWN.set(0)
+    return rows
 
 
 # -- wiring for the CLI -------------------------------------------------------------

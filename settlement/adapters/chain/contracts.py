@@ -92,11 +92,11 @@ class _Contract:
         selector, types, _ = self._abi[name]
         return "0x" + (selector + self.chain.w3.codec.encode(types, list(args))).hex()
 
-    def _view(self, name: str, *args: Any) -> Any:
+    def _view(self, name: str, *args: Any, block: int | None = None) -> Any:
         _, _, outputs = self._abi[name]
         tx: Any = {"to": self.address, "data": self._encode(name, args)}
         with rpc_errors(self.chain.url), self.chain.revert_errors(f"{self.artifact_name}.{name}"):
-            raw = self.chain.w3.eth.call(tx)
+            raw = self.chain.w3.eth.call(tx, "latest" if block is None else block)
         values = self.chain.w3.codec.decode(outputs, bytes(raw))
         return values[0] if len(values) == 1 else tuple(values)
 
@@ -166,8 +166,9 @@ class Distributor(_Contract):
     def challenge_period(self) -> int:
         return self._view("challengePeriod")
 
-    def root(self) -> str:
-        return "0x" + bytes(self._view("root")).hex()
+    def root(self, block: int | None = None) -> str:
+        """The accepted root (at `block`, default the head)."""
+        return "0x" + bytes(self._view("root", block=block)).hex()
 
     def previous_root(self) -> str:
         return "0x" + bytes(self._view("previousRoot")).hex()

@@ -144,8 +144,9 @@ class NonceManager:
     shared between processes: the submitter persists each PreparedTx's nonce and calls
     `resync` on start. A built transaction that is never sent leaves a gap: `resync`."""
 
-    def __init__(self, w3: Web3) -> None:
+    def __init__(self, w3: Web3, url: str | None = None) -> None:
         self._w3 = w3
+        self._url = url  # an unreachable node is RpcUnavailable, as for every other call
         self._next: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -153,7 +154,8 @@ class NonceManager:
         address = to_checksum_address(address)
         with self._lock:
             if address not in self._next:
-                self._next[address] = self._w3.eth.get_transaction_count(address, "pending")
+                with rpc_errors(self._url):
+                    self._next[address] = self._w3.eth.get_transaction_count(address, "pending")
             nonce = self._next[address]
             self._next[address] = nonce + 1
             return nonce
@@ -163,11 +165,13 @@ class NonceManager:
         address = to_checksum_address(address)
         with self._lock:
             self._next.pop(address, None)
-        return self._w3.eth.get_transaction_count(address, "pending")
+        with rpc_errors(self._url):
+            return self._w3.eth.get_transaction_count(address, "pending")
 
     def mined_count(self, address: str) -> int:
         """Transactions of `address` in mined blocks: nonces below it can no longer be sent."""
-        return self._w3.eth.get_transaction_count(to_checksum_address(address), "latest")
+        with rpc_errors(self._url):
+            return self._w3.eth.get_transaction_count(to_checksum_address(address), "latest")
 
 
 class Chain:
@@ -197,7 +201,7 @@ class Chain:
         self.max_fee_per_gas = max_fee_per_gas
         self.log_chunk = log_chunk
         self.tester = tester
-        self.nonces = NonceManager(w3)
+        self.nonces = NonceManager(w3, url)
         self._errors: dict[bytes, tuple[str, list[str]]] = {}
         with rpc_errors(url):
             self.chain_id: int = w3.eth.chain_id
