@@ -97,6 +97,9 @@ def create_app(
     from settlement.api.routes import data  # GET/HEAD /v1/data/...: the published files
 
     app.include_router(data.router)
+    from settlement.web.routes import install  # the explorer: pages at /, /v1/nodes, ...
+
+    install(app)
     # Outermost of ours: a body is read whole, within its limits and deadline, before any
     # route, dependency (admin token, rate limit, in-flight slot) or JSON parser sees it.
     app.add_middleware(BodyLimits, settings=settings)

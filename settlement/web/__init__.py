@@ -1,0 +1,1 @@
+"""The explorer and claim page: server-rendered pages at / over the read API (no build step)."""

@@ -1,0 +1,178 @@
+"""The explorer's JSON API over the real store (SQLite and PostgreSQL): GET /v1/nodes/{address}
+(bytes credited after the per-viewer cap, receipts included, rejections by reason, rewards,
+registration) and GET /v1/leaderboards, held to the allocations the close wrote."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from eth_utils import to_checksum_address
+from fastapi.testclient import TestClient
+from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, key, opened, settings, wire
+
+from settlement.api.app import create_app
+from settlement.domain.receipts import sign
+from settlement.domain.rewards import allocate
+from settlement.services import ingest as service
+from settlement.services.close import close_epoch
+
+B1 = GENESIS + 100
+CUT1 = GENESIS + EPOCH + GRACE
+B2 = GENESIS + EPOCH + GRACE + 100
+CUT2 = GENESIS + 2 * EPOCH + GRACE
+CAP = 250  # bytes credited from one viewer per epoch: epoch 1's 400 bytes are above it
+
+
+@pytest.fixture(params=BACKENDS)
+def explorer_world(request, tmp_path):
+    with opened(request.param, tmp_path) as store:
+        s = settings(
+            emission=1000,
+            data_dir=str(tmp_path / "data"),
+            max_bytes_per_viewer=CAP,
+            max_session_age=3 * EPOCH,
+        )
+        w = World()
+        w.register(store)
+        sid = key("explorer-session")
+        first = wire(
+            w.delivery(sid, 300, 3, B1),
+            w.delivery(sid, 100, 1, B1, node=w.node2),
+            w.view(sid, 12, B1),
+        )
+        ingestor = service.Ingestor(store, s)
+        ingestor.ingest(first, B1 + 5)
+        # The same receipts again: duplicates, counted under their nodes in epoch 1.
+        ingestor.ingest(first[:2], B1 + 6)
+        # Signed by the node's key but naming the viewer: SIGNER_MISMATCH under the node.
+        forged = sign(w.delivery(sid, 900, 9, B1), w.domain, w.node_key)
+        ingestor.ingest(wire(replace(forged, viewer=w.viewer)), B1 + 7)
+        close_epoch(store, s, now=CUT1)
+        ingestor.ingest(wire(w.delivery(sid, 500, 5, B2), w.view(sid, 20, B2)), B2 + 5)
+        close_epoch(store, s, now=CUT2)
+        # A node that asked to register and waits for an admin.
+        store.add_registration(key("node3")[:20], "edge-3", B2, b"\x01" * 65, B2 + 1, approve=False)
+        with TestClient(create_app(s, store)) as client:
+            yield client, w, store
+
+
+def _node_allocations(client, epoch):
+    rows = client.get(f"/v1/epochs/{epoch}/allocations").json()
+    return {r["account"]: int(r["amount"]) for r in rows if r["class"] == "node"}
+
+
+def test_node_route_shape_and_figures(explorer_world):
+    client, w, _ = explorer_world
+    r = client.get(f"/v1/nodes/0x{w.node.hex()}")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["address"] == to_checksum_address("0x" + w.node.hex())
+    assert body["registered"] is True and body["active"] is True and body["label"] == "node-1"
+    # Registered by an admin, never by a signed request of its own.
+    assert body["registration"] == {"state": "none", "requested_at": None, "decided_at": None}
+    assert [e["epoch"] for e in body["epochs"]] == [2, 1]
+    e2, e1 = body["epochs"]
+    # Epoch 2: 500 - 300 bytes above the watermark, under the cap.
+    assert e2["bytes_credited"] == "200" and e2["receipts_included"] == 1
+    assert e2["rejected"] == {}
+    # Epoch 1: the viewer's 400 bytes are above the 250 cap: split over its two nodes.
+    assert e1["receipts_included"] == 1
+    assert e1["rejected"] == {"SIGNER_MISMATCH": 1, "duplicate": 1}
+    assert body["rejected_total"] == {"SIGNER_MISMATCH": 1, "duplicate": 1}
+    n2 = client.get(f"/v1/nodes/0x{w.node2.hex()}").json()
+    e1_n2 = n2["epochs"][1]
+    assert int(e1["bytes_credited"]) + int(e1_n2["bytes_credited"]) == CAP
+    assert int(e1["bytes_credited"]) > int(e1_n2["bytes_credited"]) > 0
+    assert n2["epochs"][0]["bytes_credited"] == "0" and n2["epochs"][0]["receipts_included"] == 0
+    # The node pool was allocated by exactly these weights: re-allocating it gives the rewards.
+    for epoch, (mine, other) in {1: (e1, e1_n2), 2: (e2, n2["epochs"][0])}.items():
+        allocated = _node_allocations(client, epoch)
+        pool = sum(allocated.values())
+        weights = {w.node: int(mine["bytes_credited"]), w.node2: int(other["bytes_credited"])}
+        expected = allocate(pool, {k: v for k, v in weights.items() if v})
+        assert {"0x" + k.hex(): v for k, v in expected.items() if v} == allocated
+        assert int(mine["reward"]) == allocated.get("0x" + w.node.hex(), 0)
+    assert int(body["earned"]) == int(e1["reward"]) + int(e2["reward"])
+    account = client.get(f"/v1/accounts/0x{w.node.hex()}").json()
+    assert account["earned"]["node"] == body["earned"]
+
+
+def test_node_route_unknown_pending_and_bounds(explorer_world):
+    client, _, _ = explorer_world
+    nobody = client.get("/v1/nodes/0x" + "77" * 20).json()
+    assert nobody["registered"] is False and nobody["active"] is False
+    assert nobody["label"] is None and nobody["earned"] == "0"
+    assert nobody["registration"]["state"] == "none"
+    assert all(e["bytes_credited"] == "0" and e["reward"] == "0" for e in nobody["epochs"])
+    pending = client.get("/v1/nodes/0x" + key("node3")[:20].hex()).json()
+    assert pending["registered"] is False
+    assert pending["registration"] == {
+        "state": "pending",
+        "requested_at": B2 + 1,
+        "decided_at": None,
+    }
+    one = client.get("/v1/nodes/0x" + "77" * 20, params={"limit": 1}).json()
+    assert [e["epoch"] for e in one["epochs"]] == [2]
+    older = client.get("/v1/nodes/0x" + "77" * 20, params={"before": 2}).json()
+    assert [e["epoch"] for e in older["epochs"]] == [1]
+    for params, name in (
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"before": 0}, "before"),
+    ):
+        r = client.get("/v1/nodes/0x" + "77" * 20, params=params)
+        assert r.status_code == 422 and name in r.json()["message"]
+    bad = client.get("/v1/nodes/0x1234")
+    assert bad.status_code == 422 and bad.json()["error"] == "InputError"
+
+
+def test_leaderboards(explorer_world):
+    client, w, _ = explorer_world
+    for epoch in (1, 2):
+        board = client.get("/v1/leaderboards", params={"class": "node", "epoch": epoch}).json()
+        allocated = _node_allocations(client, epoch)
+        assert board["class"] == "node" and board["epoch"] == epoch
+        assert board["accounts"] == len(allocated)
+        assert board["total"] == str(sum(allocated.values()))
+        assert [(e["address"].lower(), int(e["amount"])) for e in board["entries"]] == sorted(
+            allocated.items(), key=lambda x: (-x[1], x[0])
+        )
+        assert [e["rank"] for e in board["entries"]] == list(range(1, len(allocated) + 1))
+    overall = client.get("/v1/leaderboards", params={"class": "viewer"}).json()
+    viewer = client.get(f"/v1/accounts/0x{w.viewer.hex()}").json()
+    assert overall["epoch"] is None
+    assert overall["entries"] == [
+        {
+            "rank": 1,
+            "address": to_checksum_address("0x" + w.viewer.hex()),
+            "amount": viewer["earned"]["viewer"],
+        }
+    ]
+    nodes = client.get("/v1/leaderboards", params={"class": "node", "limit": 1}).json()
+    assert len(nodes["entries"]) == 1 and nodes["accounts"] == 2
+    top = client.get(f"/v1/nodes/{nodes['entries'][0]['address']}").json()
+    assert top["earned"] == nodes["entries"][0]["amount"]
+    creators = client.get("/v1/leaderboards", params={"class": "creator", "epoch": 1}).json()
+    assert creators["entries"][0]["address"].lower() == "0x" + w.creator.hex()
+    for params, name in (
+        ({"class": "whale"}, "class"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"epoch": 0}, "epoch"),
+    ):
+        r = client.get("/v1/leaderboards", params=params)
+        assert r.status_code == 422 and name in r.json()["message"], (params, r.text)
+    assert client.get("/v1/leaderboards", params={"epoch": 9}).status_code == 404
+
+
+def test_openapi_lists_the_explorer_routes(explorer_world):
+    client, _, _ = explorer_world
+    spec = client.get("/openapi.json").json()
+    node = spec["paths"]["/v1/nodes/{address}"]["get"]
+    assert node["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/NodeActivityOut"
+    )
+    board = spec["paths"]["/v1/leaderboards"]["get"]
+    assert {p["name"] for p in board["parameters"]} == {"class", "epoch", "limit"}
+    assert "LeaderboardOut" in spec["components"]["schemas"]
