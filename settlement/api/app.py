@@ -97,6 +97,9 @@ def create_app(
     from settlement.api.routes import data  # GET/HEAD /v1/data/...: the published files
 
     app.include_router(data.router)
+    from settlement.api.routes import info  # GET /v1/info: signing domain, parameters, clock
+
+    app.include_router(info.router)
     from settlement.web.routes import install  # the explorer: pages at /, /v1/nodes, ...
 
     install(app)
