@@ -5,19 +5,21 @@ registration), leaderboards, an epoch's summary and an account's history, for th
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import orjson
 from eth_utils import to_checksum_address
 
 from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import EpochStore
-from settlement.adapters.db.explorer import ExplorerReads
+from settlement.adapters.db.explorer import ExplorerReads, NextCloseRows
 from settlement.adapters.db.store import Store
 from settlement.config import Settings
-from settlement.domain.rewards import CLASSES, allocate
-from settlement.errors import InputError
+from settlement.domain.rewards import CLASSES, ClassAmounts, RewardParams, allocate, emitted_pools
+from settlement.errors import InputError, NotFound
 from settlement.services import epochs as epochs_service
 
 DECIMALS: Final = 18  # W2E has 18 decimals: 1 W2E = 10**18 base units
@@ -226,8 +228,6 @@ def node_view(
 
 
 def _manifest(raw: bytes) -> dict[str, Any]:
-    import orjson
-
     obj: dict[str, Any] = orjson.loads(raw)
     return obj
 
@@ -273,8 +273,6 @@ def leaderboard(store: Store, cls: str, epoch: int | None = None, limit: int = 1
     reads = ExplorerReads(store)
     if epoch is not None:
         if EpochStore(store).get(epoch) is None:
-            from settlement.errors import NotFound
-
             raise NotFound(f"epoch {epoch} is not closed")
         amounts = reads.epoch_class_amounts(epoch, cls)
     else:
@@ -415,3 +413,113 @@ def account_history(store: Store, account: bytes) -> AccountHistory:
         earned[cls] += amount
         by_epoch.setdefault(epoch, dict.fromkeys(CLASSES, 0))[cls] += amount
     return AccountHistory(earned, sorted(by_epoch.items(), reverse=True))
+
+
+def closed_epoch_numbers(store: Store, limit: int = MAX_LIMIT) -> list[int]:
+    """The closed epochs' numbers, newest first."""
+    return [s.epoch for s in EpochStore(store).list(limit)]
+
+
+# --- the open epoch: an estimate ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What the next close (of `epoch`) would pay, by class, were it to run now on what is
+    stored, under today's settings. An estimate: receipts still to come, a quarantine or a
+    registry change before the close move it."""
+
+    epoch: int
+    by_class: dict[str, int]  # classes with a positive amount only
+
+
+def next_close_weights(
+    rows: NextCloseRows,
+    *,
+    now: int,
+    segment_seconds: int,
+    max_bytes_per_viewer: int,
+    max_watch_seconds: int,
+) -> dict[str, dict[bytes, int]]:
+    """Node, viewer and creator weights of the next close from its stored rows: PROTOCOL 4-5
+    key by key, as domain.credit does over columns (best candidate per key, inclusion above
+    the watermark, segments after the close, the watch clip, the per-viewer caps)."""
+    content = {(v, s): c for v, s, c, q in rows.sessions if q is None or q >= now}
+    best_d: dict[tuple[bytes, bytes, bytes], tuple[int, int]] = {}
+    for v, s, n, _, b, g in rows.deliveries:
+        if (v, s) in content and (b, g) > best_d.get((v, s, n), (-1, -1)):
+            best_d[(v, s, n)] = (b, g)
+    segments: dict[tuple[bytes, bytes], int] = defaultdict(int)
+    credited_sessions: set[tuple[bytes, bytes]] = set()
+    bytes_by_viewer: dict[bytes, dict[bytes, int]] = defaultdict(lambda: defaultdict(int))
+    for (v, s, n), (cb, cs) in best_d.items():
+        wb, ws = rows.delivery_marks.get((v, s, n), (0, 0))
+        included = cb >= wb and cs >= ws and (cb > wb or cs > ws)
+        segments[(v, s)] += cs if included else ws
+        if included:
+            credited_sessions.add((v, s))
+            if cb > wb:
+                bytes_by_viewer[v][n] += cb - wb
+    best_v: dict[tuple[bytes, bytes], int] = {}
+    for v, s, _, w in rows.views:
+        if (v, s) in content and w > best_v.get((v, s), -1):
+            best_v[(v, s)] = w
+    for session, w in best_v.items():
+        if w > rows.view_marks.get(session, (0, 0))[0]:
+            credited_sessions.add(session)
+    watch_by_viewer: dict[bytes, dict[tuple[bytes, bytes], int]] = defaultdict(dict)
+    for v, s in credited_sessions:
+        mark_watch, mark_credited = rows.view_marks.get((v, s), (0, 0))
+        watch = best_v.get((v, s), mark_watch)
+        clipped = min(watch, segment_seconds * segments.get((v, s), 0))
+        if clipped > mark_credited:
+            watch_by_viewer[v][(content[(v, s)], s)] = clipped - mark_credited
+    weights: dict[str, dict[bytes, int]] = {cls: defaultdict(int) for cls in CLASSES}
+    for per_node in bytes_by_viewer.values():
+        split: dict[bytes, int] = dict(per_node)
+        if sum(split.values()) > max_bytes_per_viewer:
+            split = allocate(max_bytes_per_viewer, split)
+        for node, b in split.items():
+            weights["node"][node] += b
+    for viewer, per_session in watch_by_viewer.items():
+        if sum(per_session.values()) > max_watch_seconds:
+            per_session = allocate(max_watch_seconds, per_session)
+        for (content_id, _), seconds in per_session.items():
+            weights["viewer"][viewer] += seconds
+            creator = rows.creators.get(content_id)
+            if creator is not None and creator != viewer:
+                weights["creator"][creator] += seconds
+    return {cls: {a: x for a, x in w.items() if x} for cls, w in weights.items()}
+
+
+def open_epoch_estimate(
+    store: Store, settings: Settings, account: bytes, now: int | None = None
+) -> Estimate:
+    """What the close of the epoch after the last closed one would pay `account`, by class,
+    from the receipts stored so far (`Estimate`)."""
+    now = int(time.time()) if now is None else now
+    epochs = EpochStore(store)
+    last = epochs.last_closed()
+    stored = epochs.get(last) if last else None
+    carried = stored.carried if stored is not None else ClassAmounts(0, 0, 0)
+    rows = ExplorerReads(store).next_close_rows(last + 1)
+    weights = next_close_weights(
+        rows,
+        now=now,
+        segment_seconds=settings.segment_seconds,
+        max_bytes_per_viewer=settings.max_bytes_per_viewer,
+        max_watch_seconds=settings.max_watch_seconds_per_epoch,
+    )
+    emitted = emitted_pools(
+        RewardParams(
+            emission=settings.emission, bps_node=settings.bps_node, bps_viewer=settings.bps_viewer
+        )
+    )
+    by_class = {}
+    for cls in CLASSES:
+        w = weights[cls]
+        if account in w:
+            amount = allocate(emitted.get(cls) + carried.get(cls), w)[account]
+            if amount:
+                by_class[cls] = amount
+    return Estimate(last + 1, by_class)

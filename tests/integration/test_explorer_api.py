@@ -12,10 +12,11 @@ from fastapi.testclient import TestClient
 from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, key, opened, settings, wire
 
 from settlement.api.app import create_app
-from settlement.domain.receipts import sign
+from settlement.domain.receipts import address_of, sign
 from settlement.domain.rewards import allocate
 from settlement.services import ingest as service
 from settlement.services.close import close_epoch
+from settlement.services.explorer import format_w2e, open_epoch_estimate
 
 B1 = GENESIS + 100
 CUT1 = GENESIS + EPOCH + GRACE
@@ -50,10 +51,25 @@ def explorer_world(request, tmp_path):
         ingestor.ingest(wire(replace(forged, viewer=w.viewer)), B1 + 7)
         close_epoch(store, s, now=CUT1)
         ingestor.ingest(wire(w.delivery(sid, 500, 5, B2), w.view(sid, 20, B2)), B2 + 5)
+        # A second viewer in epoch 2, over both nodes, so every pool is split between several.
+        other = key("viewer-2")
+        sid2 = key("explorer-session-2")
+        ingestor.ingest(
+            wire(
+                w.delivery(sid2, 160, 2, B2, viewer_key=other, content=w.content2),
+                w.delivery(sid2, 80, 1, B2, viewer_key=other, node=w.node2, content=w.content2),
+                w.view(sid2, 11, B2, viewer_key=other, content=w.content2),
+            ),
+            B2 + 6,
+        )
+        accounts = (w.node, w.node2, w.viewer, address_of(other), w.creator)
+        estimates = {a: open_epoch_estimate(store, s, a, now=CUT2) for a in accounts}
         close_epoch(store, s, now=CUT2)
+        after = open_epoch_estimate(store, s, w.node, now=CUT2 + 1)
         # A node that asked to register and waits for an admin.
         store.add_registration(key("node3")[:20], "edge-3", B2, b"\x01" * 65, B2 + 1, approve=False)
         with TestClient(create_app(s, store)) as client:
+            client.estimates = (estimates, after)
             yield client, w, store
 
 
@@ -73,8 +89,9 @@ def test_node_route_shape_and_figures(explorer_world):
     assert body["registration"] == {"state": "none", "requested_at": None, "decided_at": None}
     assert [e["epoch"] for e in body["epochs"]] == [2, 1]
     e2, e1 = body["epochs"]
-    # Epoch 2: 500 - 300 bytes above the watermark, under the cap.
-    assert e2["bytes_credited"] == "200" and e2["receipts_included"] == 1
+    # Epoch 2: 500 - 300 bytes above the first viewer's watermark, and 160 of the second's:
+    # each viewer under the cap.
+    assert e2["bytes_credited"] == "360" and e2["receipts_included"] == 2
     assert e2["rejected"] == {}
     # Epoch 1: the viewer's 400 bytes are above the 250 cap: split over its two nodes.
     assert e1["receipts_included"] == 1
@@ -84,7 +101,7 @@ def test_node_route_shape_and_figures(explorer_world):
     e1_n2 = n2["epochs"][1]
     assert int(e1["bytes_credited"]) + int(e1_n2["bytes_credited"]) == CAP
     assert int(e1["bytes_credited"]) > int(e1_n2["bytes_credited"]) > 0
-    assert n2["epochs"][0]["bytes_credited"] == "0" and n2["epochs"][0]["receipts_included"] == 0
+    assert n2["epochs"][0]["bytes_credited"] == "80" and n2["epochs"][0]["receipts_included"] == 1
     # The node pool was allocated by exactly these weights: re-allocating it gives the rewards.
     for epoch, (mine, other) in {1: (e1, e1_n2), 2: (e2, n2["epochs"][0])}.items():
         allocated = _node_allocations(client, epoch)
@@ -140,15 +157,12 @@ def test_leaderboards(explorer_world):
         )
         assert [e["rank"] for e in board["entries"]] == list(range(1, len(allocated) + 1))
     overall = client.get("/v1/leaderboards", params={"class": "viewer"}).json()
-    viewer = client.get(f"/v1/accounts/0x{w.viewer.hex()}").json()
-    assert overall["epoch"] is None
-    assert overall["entries"] == [
-        {
-            "rank": 1,
-            "address": to_checksum_address("0x" + w.viewer.hex()),
-            "amount": viewer["earned"]["viewer"],
-        }
-    ]
+    assert overall["epoch"] is None and overall["accounts"] == 2
+    for entry in overall["entries"]:
+        account = client.get(f"/v1/accounts/{entry['address']}").json()
+        assert entry["amount"] == account["earned"]["viewer"]
+    assert int(overall["entries"][0]["amount"]) > int(overall["entries"][1]["amount"])
+    assert overall["entries"][0]["address"] == to_checksum_address("0x" + w.viewer.hex())
     nodes = client.get("/v1/leaderboards", params={"class": "node", "limit": 1}).json()
     assert len(nodes["entries"]) == 1 and nodes["accounts"] == 2
     top = client.get(f"/v1/nodes/{nodes['entries'][0]['address']}").json()
@@ -176,3 +190,58 @@ def test_openapi_lists_the_explorer_routes(explorer_world):
     board = spec["paths"]["/v1/leaderboards"]["get"]
     assert {p["name"] for p in board["parameters"]} == {"class", "epoch", "limit"}
     assert "LeaderboardOut" in spec["components"]["schemas"]
+
+
+def test_open_epoch_estimate_is_what_the_close_then_paid(explorer_world):
+    """Estimated before the close of epoch 2 with nothing arriving after: the close's own
+    allocations, to the unit, for every class of every account."""
+    client, _, _ = explorer_world
+    estimates, after = client.estimates
+    rows = client.get("/v1/epochs/2/allocations").json()
+    paid: dict[str, dict[str, int]] = {}
+    for r in rows:
+        paid.setdefault(r["account"], {})[r["class"]] = int(r["amount"])
+    assert {"0x" + a.hex(): e.by_class for a, e in estimates.items()} == paid
+    assert all(e.epoch == 2 for e in estimates.values())
+    assert len(paid) == 5 and all(len(v) == 1 for v in paid.values())
+    # Once closed, nothing stored pays anyone in epoch 3.
+    assert after.epoch == 3 and after.by_class == {}
+
+
+def test_format_w2e_is_exact():
+    assert format_w2e(0) == "0"
+    assert format_w2e(1) == "0.000000000000000001"
+    assert format_w2e(1_500_000_000_000_000_000) == "1.5"
+    assert format_w2e(1234567 * 10**18 + 10**17) == "1,234,567.1"
+    assert format_w2e(2**256 - 1).replace(",", "").replace(".", "") == str(2**256 - 1)
+
+
+def test_pages_render_the_api_figures(explorer_world):
+    client, w, _ = explorer_world
+    home = client.get("/")
+    assert home.status_code == 200 and 'href="/epochs/2"' in home.text
+    epoch = client.get("/epochs/1")
+    assert epoch.status_code == 200
+    total = client.get("/v1/epochs").json()[1]["cumulativeTotal"]
+    assert f'data-base="{total}"' in epoch.text and "Not audited here" in epoch.text
+    assert "/v1/data/epoch-00000001/manifest.json" in epoch.text
+    for f in ("allocations", "tree"):
+        assert f">{f}</a>" in epoch.text  # a link to the file on this service's disk
+    node = client.get(f"/nodes/0x{w.node.hex()}")
+    assert node.status_code == 200 and 'data-reason="SIGNER_MISMATCH"' in node.text
+    account = client.get(f"/accounts/0x{w.viewer.hex()}")
+    assert account.status_code == 200 and "no chain configured" in account.text
+    assert "settlement claim --relay --service http://testserver " in account.text
+    boards = client.get("/leaderboards", params={"epoch": 1})
+    assert boards.status_code == 200 and 'id="board-creator"' in boards.text
+    assert client.get("/accounts/0x12").status_code == 422
+    assert client.get("/epochs/99").status_code == 404
+    assert client.get("/leaderboards", params={"epoch": 99}).status_code == 404
+    assert (
+        client.get(
+            "/accounts", params={"address": "0x" + "aa" * 20}, follow_redirects=False
+        ).headers["location"]
+        == "/accounts/0x" + "aa" * 20
+    )
+    css = client.get("/static/explorer.css")
+    assert css.status_code == 200 and "text/css" in css.headers["content-type"]

@@ -166,3 +166,78 @@ class ExplorerReads:
 
         result: Registration | None = self._run(fn)
         return result
+
+    # -- what the next close will read ------------------------------------------------------
+
+    def next_close_rows(self, epoch: int) -> NextCloseRows:
+        """The stored rows the close of `epoch` will credit from, as far as stored now: the
+        sessions touched since the last close (session_touch, buckets <= epoch; no other
+        session has a key above its watermarks), their best receipts of buckets <= epoch,
+        their watermarks (maxima) and the content registry. One read transaction."""
+        touched = "(SELECT DISTINCT viewer, session_id FROM session_touch WHERE bucket <= %s) t"
+        on = "x.viewer = t.viewer AND x.session_id = t.session_id"
+
+        def fn(cur: Any) -> NextCloseRows:
+            def rows(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+                cur.execute(self._q(sql), params)
+                return list(cur.fetchall())
+
+            sessions = [
+                (bytes(v), bytes(s), bytes(c), None if q is None else dec(q))
+                for v, s, c, q in rows(
+                    "SELECT x.viewer, x.session_id, x.content_id, x.quarantined_at FROM "
+                    f"receipt_session x JOIN {touched} ON {on}",
+                    (epoch,),
+                )
+            ]
+            deliveries = [
+                (bytes(v), bytes(s), bytes(n), int(b), dec(by), int(sg))
+                for v, s, n, b, by, sg in rows(
+                    "SELECT x.viewer, x.session_id, x.node, x.bucket, x.bytes_served, "
+                    f"x.segments_served FROM delivery_best x JOIN {touched} ON {on} "
+                    "WHERE x.bucket <= %s",
+                    (epoch, epoch),
+                )
+            ]
+            views = [
+                (bytes(v), bytes(s), int(b), int(w))
+                for v, s, b, w in rows(
+                    "SELECT x.viewer, x.session_id, x.bucket, x.watch_seconds FROM view_best x "
+                    f"JOIN {touched} ON {on} WHERE x.bucket <= %s",
+                    (epoch, epoch),
+                )
+            ]
+            delivery_marks = {
+                (bytes(v), bytes(s), bytes(n)): (dec(by), int(sg))
+                for v, s, n, by, sg in rows(
+                    "SELECT x.viewer, x.session_id, x.node, MAX(x.bytes_served), "
+                    f"MAX(x.segments_served) FROM delivery_watermark x JOIN {touched} ON {on} "
+                    "GROUP BY x.viewer, x.session_id, x.node",
+                    (epoch,),
+                )
+            }
+            view_marks = {
+                (bytes(v), bytes(s)): (int(w), int(c))
+                for v, s, w, c in rows(
+                    "SELECT x.viewer, x.session_id, MAX(x.watch_seconds), MAX(x.credited) "
+                    f"FROM view_watermark x JOIN {touched} ON {on} "
+                    "GROUP BY x.viewer, x.session_id",
+                    (epoch,),
+                )
+            }
+            cur.execute("SELECT content_id, creator FROM registry_content")
+            creators = {bytes(c): bytes(a) for c, a in cur.fetchall()}
+            return NextCloseRows(sessions, deliveries, views, delivery_marks, view_marks, creators)
+
+        result: NextCloseRows = self._run(fn)
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class NextCloseRows:
+    sessions: list[tuple[bytes, bytes, bytes, int | None]]  # viewer, sid, content, quarantined
+    deliveries: list[tuple[bytes, bytes, bytes, int, int, int]]  # v, sid, node, bucket, b, segs
+    views: list[tuple[bytes, bytes, int, int]]  # viewer, sid, bucket, watch seconds
+    delivery_marks: dict[tuple[bytes, bytes, bytes], tuple[int, int]]  # bytes, segments
+    view_marks: dict[tuple[bytes, bytes], tuple[int, int]]  # watch seconds, credited
+    creators: dict[bytes, bytes]  # contentId -> creator
