@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from settlement import __version__
-from settlement.cli import chain, config, epochs, receipts, registry, serve, sim
+from settlement.cli import chain, claim, config, epochs, receipts, registry, serve, sim
 from settlement.cli.audit import audit
 from settlement.cli.correct import cli_correct
 from settlement.cli.keys import admin_log_command
@@ -35,7 +35,7 @@ def version() -> None:
 app.add_typer(receipts.app, name="receipts")
 app.command()(serve.serve)
 app.command()(chain.deploy)
-app.command()(chain.claim)
+claim.register(app)  # claim, account, nodes
 app.add_typer(registry.app, name="registry")
 app.add_typer(keys_app, name="keys")
 app.command("admin-log")(admin_log_command)
