@@ -176,11 +176,16 @@ def register(
 def status(
     address: Annotated[str, typer.Argument(help="the node's address")],
     service: Annotated[str, typer.Option(help="settlement service URL")],
-    epochs: Annotated[int, typer.Option(min=1, max=1000, help="closed epochs to show")] = 10,
+    epochs: Annotated[
+        int, typer.Option(min=1, max=1000, help="closed epochs to look at, newest first")
+    ] = 50,
+    every: Annotated[
+        bool, typer.Option("--every-epoch", help="also the epochs the node had nothing in")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="the two documents as one JSON")] = False,
 ) -> None:
-    """A node's registration state, and per closed epoch its receipts included and rejected
-    by reason, bytes credited and reward; then its earnings: earned, claimed, claimable now
+    """A node's registration state, and per closed epoch (of the last --epochs, those it had
+    anything in) its receipts included and rejected by reason, bytes credited and reward; then its earnings: earned, claimed, claimable now
     and pending (with when). Amounts in W2E (exact, 18 decimals) and base units.
 
     Exit 0; 2 on a bad address; 3 when the service does not answer.
@@ -189,9 +194,8 @@ def status(
 
     try:
         with ServiceClient(service) as client:
-            node = client.node(address)
+            node = client.node(address, limit=epochs)
             acct = client.account(address)
-            node["epochs"] = node["epochs"][:epochs]
     except SettlementError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(error.exit_code) from None
@@ -213,7 +217,18 @@ def status(
     if reg.get("decided_at"):
         line += f", decided {utc(reg['decided_at'])}"
     typer.echo(line)
-    for e in node["epochs"]:
+    shown = [
+        e
+        for e in node["epochs"]
+        if every
+        or e["receipts_included"]
+        or e["rejected"]
+        or int(e["bytes_credited"])
+        or int(e["reward"])
+    ]
+    if not shown:
+        typer.echo(f"  nothing in the last {len(node['epochs'])} closed epoch(s)")
+    for e in shown:
         rejected = ", ".join(f"{r} {n}" for r, n in sorted(e["rejected"].items())) or "none"
         typer.echo(
             f"  epoch {e['epoch']}: {e['receipts_included']} receipt(s) included, "

@@ -268,10 +268,11 @@ class ServiceClient:
             raise
         return RegistrationAnswer.from_json(response.json(), response.status_code == 201)
 
-    def node(self, address: str) -> dict[str, Any]:
-        """GET /v1/nodes/{address}: registration, per closed epoch bytes credited, receipts
-        included and rejected by reason, reward; `earned` in base units."""
-        return dict(self._json("GET", f"/v1/nodes/{quote(address)}"))
+    def node(self, address: str, limit: int = 50) -> dict[str, Any]:
+        """GET /v1/nodes/{address}: registration, per closed epoch (the last `limit`, newest
+        first) bytes credited, receipts included and rejected by reason, reward; `earned` in
+        base units."""
+        return dict(self._json("GET", f"/v1/nodes/{quote(address)}", params={"limit": limit}))
 
     def account(self, address: str) -> dict[str, Any]:
         """GET /v1/accounts/{address}: earned by class, claimed, claimable now, pending."""
