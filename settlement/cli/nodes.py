@@ -125,10 +125,9 @@ def register(
     Sending again is safe: while a request is pending, or the node is active under that
     label, the service answers with the existing request and files nothing.
 
-    Exit 0 when the request is approved or pending; 1 when it is rejected (sign a new one
-    after talking to the operator of the service); 2 on a bad key, label or a refused
-    signature (the message says why, with the domain the service expects); 3 when the service
-    does not answer.
+    Exit 0 when the request is approved or pending (after a rejection, a new request is
+    filed); 2 on a bad key, label or a refused signature (the message says why, with the
+    domain the service expects); 3 when the service does not answer.
     """
     from settlement.client.nodes import ServiceClient
     from settlement.domain.receipts import Domain
@@ -168,8 +167,6 @@ def register(
         ),
         err=True,
     )
-    if answer.status == "rejected":
-        raise typer.Exit(1)
 
 
 @app.command()

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from coincurve import PrivateKey
 from fastapi.testclient import TestClient
@@ -26,6 +27,7 @@ from settlement.errors import InvalidRegistration
 from settlement.services import registry as registry_service
 
 TOKEN = "a" * 32
+HTTPX_CLIENT = httpx.Client  # the CLI tests route it to the app, then back
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DOMAIN = Domain.from_hex(31337, DISTRIBUTOR)
 
@@ -147,3 +149,73 @@ def test_a_node_key_never_shows_its_secret(tmp_path: Path) -> None:
     assert NodeKey.from_keystore(path, "pw").address == key.address
     with pytest.raises(KeyLoadError, match="wrong password"):
         NodeKey.from_keystore(path, "nope")
+
+
+class _Shared:
+    """The app's TestClient behind the CLI's ServiceClient: closing it is the test's job."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        return self.client.request(*args, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_cli_registers_once_and_shows_the_state(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from settlement.cli.main import app as cli
+
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("W2E_NODE_KEYSTORE_PASSWORD", "correct-horse")
+    made = runner.invoke(cli, ["nodes", "new-key", "--keystore", "node.json"])
+    assert made.exit_code == 0, made.output
+    address = made.stdout.strip()
+    assert address.startswith("0x") and len(address) == 42
+    keystore = json.loads((tmp_path / "node.json").read_text())
+    assert keystore["address"].lower() == address[2:].lower() and "crypto" in keystore
+    assert (tmp_path / "node.json").stat().st_mode & 0o077 == 0
+    refused = runner.invoke(cli, ["nodes", "new-key", "--keystore", "node.json"])
+    assert refused.exit_code == 2 and "exists" in refused.output
+
+    register = ["nodes", "register", "--service", "http://svc.test", "--label", "edge-cli"]
+    register += ["--keystore", "node.json"]
+    with client_of(store, registry_mode="approval") as c:
+        monkeypatch.setattr("settlement.client.nodes.httpx.Client", lambda **_: _Shared(c))
+        first = runner.invoke(cli, register)
+        assert first.exit_code == 0, first.output
+        doc = json.loads(first.stdout)
+        assert (doc["status"], doc["filed"], doc["node"]) == ("pending", True, address.lower())
+        second = runner.invoke(cli, register)
+        assert second.exit_code == 0, second.output
+        assert json.loads(second.stdout) | {"filed": True} == doc
+        assert json.loads(second.stdout)["filed"] is False
+        assert "already known (nothing filed)" in second.output
+        assert len(store.registrations()) == 1
+        # Signed for another chain than the service's: refused, saying which domain it wants.
+        wrong = runner.invoke(cli, [*register, "--chain-id", "5"])
+        assert wrong.exit_code == 2
+        assert f"chainId 31337, distributor {DISTRIBUTOR}" in wrong.output
+        assert "Traceback" not in wrong.output
+        shown = runner.invoke(cli, ["nodes", "status", address, "--service", "http://svc.test"])
+        assert shown.exit_code == 0, shown.output
+        assert f"node {address} (no label): not registered" in shown.output
+        assert "registration request: pending" in shown.output
+        # Rejected by the admin: the next request is a new one, filed and pending again.
+        rid = doc["id"]
+        assert c.post(f"/v1/admin/registrations/{rid}/reject", headers=AUTH).status_code == 200
+        rejected = runner.invoke(cli, register)
+        assert rejected.exit_code == 0, rejected.output
+        again = json.loads(rejected.stdout)
+        assert (again["filed"], again["status"]) == (True, "pending") and again["id"] != rid
+    monkeypatch.setattr("settlement.client.nodes.httpx.Client", HTTPX_CLIENT)
+    gone = runner.invoke(cli, ["nodes", "status", address, "--service", "http://127.0.0.1:9"])
+    assert gone.exit_code == 3 and "does not answer" in gone.output
