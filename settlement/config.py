@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Shortest W2E_ADMIN_TOKEN taken outside dev mode: 32 characters of a random token (e.g.
@@ -378,6 +378,21 @@ class Settings(BaseSettings):
 
             value = dotenv_values(env_file).get(name)
         return SecretStr(value) if value else None
+
+    # --- public address (issue 16 item 1, helper sdk): dataURI defaults to the service ---
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description="public base URL of this service (what players and auditors reach); "
+        "W2E_DATA_BASE_URI defaults to it + /v1/data, so each proposal's dataURI is served "
+        "by `settlement serve` instead of naming a local path",
+    )
+
+    @model_validator(mode="after")
+    def _data_base_from_public_url(self) -> Settings:
+        if self.data_base_uri is None and self.public_url is not None:
+            self.data_base_uri = self.public_url.rstrip("/") + "/v1/data"
+        return self
 
 
 def load_settings() -> Settings:

@@ -10,6 +10,7 @@ from settlement.cli.audit import audit
 from settlement.cli.correct import cli_correct
 from settlement.cli.keys import admin_log_command
 from settlement.cli.keys import app as keys_app
+from settlement.cli.keystore import app as keystore_app
 from settlement.cli.submit import cli_submit
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ app.command("correct")(cli_correct)
 app.command("demo")(sim.demo)
 app.add_typer(config.app, name="config")
 app.command("audit")(audit)
+app.add_typer(keystore_app, name="keystore")
 
 
 if __name__ == "__main__":

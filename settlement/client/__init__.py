@@ -1,5 +1,6 @@
-"""SDK for players and nodes: sign receipts (ReceiptSigner), submit them (SettlementClient),
-fetch what to claim (claim_info_from_service)."""
+"""SDK for players and nodes: learn the service's domain, parameters and clock
+(SettlementClient.info -> ServiceInfo), sign receipts (ReceiptSigner), submit them
+(SettlementClient), fetch what to claim (claim_info_from_service)."""
 
 from settlement.client.claims import ClaimInfo, claim_info_from_service
 from settlement.client.http import (
@@ -7,16 +8,19 @@ from settlement.client.http import (
     BatchResult,
     ItemVerdict,
     RetriesExhausted,
+    ServiceUnreachable,
     SettlementClient,
     SubmitError,
     SubmitResult,
 )
+from settlement.client.info import ServiceInfo, ServiceInfoError
 from settlement.client.signer import (
     CounterWentDown,
     KeyLoadError,
     PlayerSession,
     ReceiptArgumentError,
     ReceiptSigner,
+    UnacceptableReceipt,
 )
 
 __all__ = [
@@ -30,8 +34,12 @@ __all__ = [
     "ReceiptArgumentError",
     "ReceiptSigner",
     "RetriesExhausted",
+    "ServiceInfo",
+    "ServiceInfoError",
+    "ServiceUnreachable",
     "SettlementClient",
     "SubmitError",
     "SubmitResult",
+    "UnacceptableReceipt",
     "claim_info_from_service",
 ]

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import coincurve
 from eth_utils import to_checksum_address
@@ -18,12 +19,18 @@ from eth_utils import to_checksum_address
 from settlement.domain.receipts import (
     DeliveryReceipt,
     Domain,
+    Params,
     Receipt,
+    Rejected,
     ViewReceipt,
     digest,
     keccak,
+    verify,
 )
 from settlement.errors import InputError, SettlementError
+
+if TYPE_CHECKING:
+    from settlement.client.info import ServiceInfo
 
 UINT32_MAX = 2**32 - 1
 UINT64_MAX = 2**64 - 1
@@ -41,6 +48,27 @@ class CounterWentDown(SettlementError):
 
 class ReceiptArgumentError(InputError):
     """A value given to the signer cannot appear in a receipt (wrong length, out of range)."""
+
+
+class UnacceptableReceipt(ReceiptArgumentError):
+    """The service would reject this receipt whatever its state (PROTOCOL section 3 rows 3, 4
+    and 6: TOO_OLD, IMPLAUSIBLE, SELF_DEALING), so the signer refuses to sign it.
+
+    `reason` is the code the service would answer, `detail` its explanation, `signable_at`
+    the earliest issuedAt at which the same totals pass (None when waiting does not help).
+    """
+
+    def __init__(self, reason: str, detail: str, signable_at: int | None, now: int) -> None:
+        hint = ""
+        if signable_at is not None:
+            hint = (
+                f"; the same totals can be signed from issuedAt {signable_at} "
+                f"({signable_at - now} s from now): sign totals as they grow with playback"
+            )
+        super().__init__(f"the service would reject this receipt as {reason}: {detail}{hint}")
+        self.reason = reason
+        self.detail = detail
+        self.signable_at = signable_at
 
 
 def _load_private_key(secret: bytes) -> coincurve.PrivateKey:
@@ -97,19 +125,27 @@ def sign_digest(key: coincurve.PrivateKey, message_digest: bytes) -> bytes:
 class ReceiptSigner:
     """A player's viewer key bound to one EIP-712 domain.
 
-    >>> signer = ReceiptSigner.from_hex(key_hex, Domain(31337, distributor))  # doctest: +SKIP
-    >>> session = signer.start_session(content_id)                           # doctest: +SKIP
+    >>> info = SettlementClient(url).info()                        # doctest: +SKIP
+    >>> signer = ReceiptSigner.from_hex(key_hex, info)               # doctest: +SKIP
+    >>> session = signer.start_session(content_id, started_at)       # doctest: +SKIP
     >>> session.delivery(node, bytes_served=4_194_304, segments_served=4)    # doctest: +SKIP
+
+    `domain` is a Domain, or the ServiceInfo of `SettlementClient.info()` (`GET /v1/info`):
+    then the signer takes the service's domain, its receipt parameters and its clock.
+    With parameters (from the service, or `params=`), a session refuses to sign a receipt
+    the service would reject whatever its state (UnacceptableReceipt: TOO_OLD,
+    IMPLAUSIBLE, SELF_DEALING); without, it signs what it is given.
     """
 
-    __slots__ = ("_address", "_clock", "_domain", "_key", "_randbytes")
+    __slots__ = ("_address", "_clock", "_domain", "_key", "_params", "_randbytes")
 
     def __init__(
         self,
         private_key: bytes | str,
-        domain: Domain,
+        domain: Domain | ServiceInfo,
         *,
-        clock: Callable[[], float] = time.time,
+        params: Params | None = None,
+        clock: Callable[[], float] | None = None,
         randbytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
         secret = (
@@ -119,18 +155,24 @@ class ReceiptSigner:
         )
         self._key = _load_private_key(bytes(secret))
         self._address = address_of(self._key)
-        self._domain = domain
-        self._clock = clock
+        if isinstance(domain, Domain):
+            self._domain = domain
+            self._params = params
+            self._clock = time.time if clock is None else clock
+        else:  # a ServiceInfo: the service's domain, parameters and clock
+            self._domain = domain.domain
+            self._params = domain.params if params is None else params
+            self._clock = domain.clock() if clock is None else clock
         self._randbytes = randbytes
 
     @classmethod
-    def from_hex(cls, hex_key: str, domain: Domain, **kwargs) -> ReceiptSigner:
+    def from_hex(cls, hex_key: str, domain: Domain | ServiceInfo, **kwargs) -> ReceiptSigner:
         """From a 64-digit hex key, with or without `0x`."""
         return cls(_hex_to_bytes(hex_key.strip(), "viewer key"), domain, **kwargs)
 
     @classmethod
     def from_keystore(
-        cls, path: str | Path, password: str | bytes, domain: Domain, **kwargs
+        cls, path: str | Path, password: str | bytes, domain: Domain | ServiceInfo, **kwargs
     ) -> ReceiptSigner:
         """From an encrypted JSON keystore (as written by eth-account, geth or clef)."""
         from eth_account import Account
@@ -150,7 +192,12 @@ class ReceiptSigner:
 
     @classmethod
     def from_env(
-        cls, name: str, domain: Domain, *, environ: Mapping[str, str] | None = None, **kwargs
+        cls,
+        name: str,
+        domain: Domain | ServiceInfo,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **kwargs,
     ) -> ReceiptSigner:
         """From the hex key in the environment variable `name` (the player's own process).
 
@@ -175,6 +222,11 @@ class ReceiptSigner:
     @property
     def domain(self) -> Domain:
         return self._domain
+
+    @property
+    def params(self) -> Params | None:
+        """The receipt parameters sessions check receipts against (None: no check)."""
+        return self._params
 
     def __repr__(self) -> str:
         return f"ReceiptSigner(address={self.address_hex}, chain_id={self._domain.chain_id})"
@@ -216,8 +268,50 @@ class ReceiptSigner:
             sid,
         )
 
-    def _now(self) -> int:
+    def now(self) -> int:
+        """The signer's clock in whole seconds (the service's, for a signer made from its
+        ServiceInfo): what `issuedAt` and `startedAt` default to."""
         return int(self._clock())
+
+    _now = now
+
+    def _sign_checked(self, receipt: Receipt) -> Receipt:
+        """Sign; with parameters, refuse what the service rejects whatever its state."""
+        signed = self.sign(receipt)
+        if self._params is None:
+            return signed
+        # now = issuedAt: the arrival time is the service's business (ISSUED_IN_FUTURE and
+        # max_age); what remains are the checks fixed by the receipt's own values.
+        verdict = verify(signed, self._domain, self._params, signed.issued_at)
+        if isinstance(verdict, Rejected):
+            raise UnacceptableReceipt(
+                verdict.reason.value,
+                verdict.detail,
+                _signable_at(signed, self._params),
+                self._now(),
+            )
+        return signed
+
+
+def _signable_at(receipt: Receipt, params: Params) -> int | None:
+    """The earliest issuedAt at which `receipt`'s totals pass the elapsed-time checks of
+    PROTOCOL section 3 row 4 (None when no issuedAt does, or when time is not the problem)."""
+    base = receipt.started_at - params.segment_seconds  # elapsed = issuedAt - base
+    if isinstance(receipt, ViewReceipt):
+        earliest = base + receipt.watch_seconds
+    else:
+        if receipt.bytes_served < params.min_segment_bytes * receipt.segments_served:
+            return None
+        bits = 8 * receipt.bytes_served
+        earliest = max(
+            base + -(-bits // params.max_bitrate),
+            base + params.segment_seconds * receipt.segments_served - params.max_lead_seconds,
+        )
+    if earliest <= receipt.issued_at:
+        return None
+    if earliest - receipt.started_at > params.max_session_age:
+        return None
+    return earliest
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -284,7 +378,13 @@ class PlayerSession:
         segments_served: int,
         issued_at: int | None = None,
     ) -> DeliveryReceipt:
-        """Sign the cumulative totals served by `node` in this session so far."""
+        """Sign the cumulative totals served by `node` in this session so far.
+
+        With parameters, UnacceptableReceipt when the totals outrun the session's elapsed
+        time (`8 * bytes_served <= max_bitrate * elapsed`, `segment_seconds *
+        segments_served <= elapsed + max_lead_seconds`, elapsed = issuedAt - startedAt +
+        segment_seconds) or are under min_segment_bytes per segment; nothing is recorded.
+        """
         node_b = _as_bytes(node, "node address", 20)
         _check_uint(bytes_served, "bytesServed", UINT64_MAX)
         _check_uint(segments_served, "segmentsServed", UINT32_MAX)
@@ -299,7 +399,7 @@ class PlayerSession:
                     f"segments) are below the last signed ({last.bytes_served} bytes, "
                     f"{last.segments_served} segments); pass cumulative totals for the session"
                 )
-            receipt = self._signer.sign(
+            receipt = self._signer._sign_checked(
                 DeliveryReceipt(
                     session_id=self.session_id,
                     viewer=self._signer.address,
@@ -315,7 +415,12 @@ class PlayerSession:
         return receipt
 
     def view(self, watch_seconds: int, issued_at: int | None = None) -> ViewReceipt:
-        """Sign the cumulative seconds watched in this session so far."""
+        """Sign the cumulative seconds watched in this session so far.
+
+        watchSeconds cannot exceed issuedAt - startedAt + segment_seconds (PROTOCOL section 3,
+        IMPLAUSIBLE): with parameters, a larger total raises UnacceptableReceipt naming the
+        issuedAt from which it can be signed; nothing is recorded.
+        """
         _check_uint(watch_seconds, "watchSeconds", UINT32_MAX)
         issued = self._issued(issued_at)
         with self._lock:
@@ -324,7 +429,7 @@ class PlayerSession:
                     f"watchSeconds {watch_seconds} is below the last signed {self._view}; "
                     "pass the cumulative total for the session"
                 )
-            receipt = self._signer.sign(
+            receipt = self._signer._sign_checked(
                 ViewReceipt(
                     session_id=self.session_id,
                     viewer=self._signer.address,

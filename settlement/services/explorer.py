@@ -4,8 +4,8 @@ registration), leaderboards, an epoch's summary and an account's history, for th
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -15,10 +15,10 @@ from eth_utils import to_checksum_address
 
 from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import EpochStore
-from settlement.adapters.db.explorer import ExplorerReads, NextCloseRows
+from settlement.adapters.db.explorer import ExplorerReads, Moved
 from settlement.adapters.db.store import Store
 from settlement.config import Settings
-from settlement.domain.rewards import CLASSES, ClassAmounts, RewardParams, allocate, emitted_pools
+from settlement.domain.rewards import CLASSES, allocate
 from settlement.errors import InputError, NotFound
 from settlement.services import epochs as epochs_service
 
@@ -67,24 +67,22 @@ class EpochDeliveries:
     keys_by_node: dict[bytes, int]
 
 
-def epoch_deliveries(
-    reads: ExplorerReads, epoch: int, max_bytes_per_viewer: int
-) -> EpochDeliveries:
-    """The node weights of a closed epoch, re-derived from its stored watermark moves: each
-    key's bytes above its watermark, summed per (viewer, node); a viewer above the cap has it
-    split over its nodes with `allocate`, as the close did. The node pool was allocated by
-    these weights, so they are what each node's reward is proportional to."""
-    per_viewer: dict[bytes, dict[bytes, int]] = defaultdict(lambda: defaultdict(int))
+def epoch_deliveries(moved: dict[tuple[bytes, bytes], Moved], cap: int) -> EpochDeliveries:
+    """The node weights of a closed epoch from what its close moved, by (viewer, node): the
+    bytes above the watermarks, a viewer above the cap `cap` split over its nodes with
+    `allocate`, as the close did (PROTOCOL 5). The node pool was allocated by these weights,
+    so each node's reward is proportional to them."""
+    per_viewer: dict[bytes, dict[bytes, int]] = defaultdict(dict)
     keys: dict[bytes, int] = defaultdict(int)
-    for move in reads.delivery_moves(epoch):
-        keys[move.node] += 1
-        if move.delta_bytes > 0:
-            per_viewer[move.viewer][move.node] += move.delta_bytes
+    for (viewer, node), m in moved.items():
+        keys[node] += m.keys
+        if m.bytes > 0:
+            per_viewer[viewer][node] = m.bytes
     credited: dict[bytes, int] = defaultdict(int)
     for per_node in per_viewer.values():
-        split: dict[bytes, int] = dict(per_node)
-        if sum(split.values()) > max_bytes_per_viewer:
-            split = allocate(max_bytes_per_viewer, split)
+        split = per_node
+        if sum(split.values()) > cap:
+            split = allocate(cap, per_node)
         for node, b in split.items():
             credited[node] += b
     return EpochDeliveries(dict(credited), dict(keys))
@@ -100,18 +98,26 @@ class DeliveryCache:
         self._lock = threading.Lock()
         self._epochs: dict[int, EpochDeliveries] = {}
 
-    def get(self, reads: ExplorerReads, epoch: int, cap: int) -> EpochDeliveries:
+    def get_many(self, reads: ExplorerReads, caps: dict[int, int]) -> dict[int, EpochDeliveries]:
+        """The deliveries of each epoch in `caps` (epoch -> its maxBytesPerViewer); those not
+        kept yet are computed together, in one pass over the watermark rows."""
+        found: dict[int, EpochDeliveries] = {}
         with self._lock:
-            found = self._epochs.pop(epoch, None)
-            if found is not None:
-                self._epochs[epoch] = found
-                return found
-        computed = epoch_deliveries(reads, epoch, cap)
-        with self._lock:
-            self._epochs[epoch] = computed
-            while len(self._epochs) > self.max_epochs:
-                del self._epochs[next(iter(self._epochs))]
-        return computed
+            for epoch in caps:
+                kept = self._epochs.pop(epoch, None)
+                if kept is not None:
+                    self._epochs[epoch] = kept
+                    found[epoch] = kept
+        missing = [e for e in caps if e not in found]
+        if missing:
+            for epoch, moved in reads.delivery_moves(missing).items():
+                found[epoch] = epoch_deliveries(moved, caps[epoch])
+            with self._lock:
+                for epoch in missing:
+                    self._epochs[epoch] = found[epoch]
+                while len(self._epochs) > self.max_epochs:
+                    del self._epochs[next(iter(self._epochs))]
+        return found
 
 
 def _cap_of(manifest: dict[str, Any]) -> int:
@@ -199,10 +205,11 @@ def node_view(
         earned[cls] += amount
         if cls == "node":
             rewards[epoch] += amount
+    closed = EpochStore(store).list(limit, before)
+    credits = cache.get_many(reads, {s.epoch: _cap_of(_manifest(s.manifest)) for s in closed})
     epochs = []
-    for stored in EpochStore(store).list(limit, before):
-        manifest = _manifest(stored.manifest)
-        credit = cache.get(reads, stored.epoch, _cap_of(manifest))
+    for stored in closed:
+        credit = credits[stored.epoch]
         epochs.append(
             NodeEpoch(
                 stored.epoch,
@@ -263,28 +270,67 @@ class Leaderboard:
         }
 
 
-def leaderboard(store: Store, cls: str, epoch: int | None = None, limit: int = 10) -> Leaderboard:
+class LeaderboardCache:
+    """Leaderboards computed once per (class, epoch) and last closed epoch: they change only
+    when an epoch closes. Each holds its top MAX_LIMIT rows (a database sort costs the same
+    for 10 rows as for 1,000); bounded to the `max_boards` used last."""
+
+    def __init__(self, max_boards: int = 64) -> None:
+        self.max_boards = max_boards
+        self._lock = threading.Lock()
+        self._boards: dict[tuple[str, int | None, int], Leaderboard] = {}
+
+    def get(self, key: tuple[str, int | None, int]) -> Leaderboard | None:
+        with self._lock:
+            board = self._boards.pop(key, None)
+            if board is not None:
+                self._boards[key] = board
+            return board
+
+    def put(self, key: tuple[str, int | None, int], board: Leaderboard) -> None:
+        with self._lock:
+            self._boards[key] = board
+            while len(self._boards) > self.max_boards:
+                del self._boards[next(iter(self._boards))]
+
+
+def leaderboard(
+    store: Store,
+    cls: str,
+    epoch: int | None = None,
+    limit: int = 10,
+    cache: LeaderboardCache | None = None,
+) -> Leaderboard:
     """Top earners of a class (node, viewer, creator): in one closed epoch, or cumulative
     over all; by amount, ties by address ascending. NotFound when `epoch` is not closed."""
     if cls not in CLASSES:
         raise InputError(f"class must be one of {', '.join(CLASSES)}, got {cls!r}")
     if not 1 <= limit <= MAX_LIMIT:
         raise InputError(f"limit must be 1..{MAX_LIMIT}, got {limit}")
-    reads = ExplorerReads(store)
+    epochs = EpochStore(store)
+    key = (cls, epoch, epochs.last_closed())
+    board = cache.get(key) if cache is not None else None
+    if board is None:
+        board = _leaderboard(epochs, cls, epoch, MAX_LIMIT if cache is not None else limit)
+        if cache is not None:
+            cache.put(key, board)
+    return dataclasses.replace(board, entries=board.entries[:limit])
+
+
+def _leaderboard(epochs: EpochStore, cls: str, epoch: int | None, limit: int) -> Leaderboard:
     if epoch is not None:
-        if EpochStore(store).get(epoch) is None:
+        stored = epochs.get(epoch)
+        if stored is None:
             raise NotFound(f"epoch {epoch} is not closed")
-        amounts = reads.epoch_class_amounts(epoch, cls)
+        manifests = [stored.manifest]
     else:
-        at = CLASSES.index(cls)
-        amounts = [(a, v[at]) for a, v in reads.latest_balances().items()]
-    positive = sorted(((a, v) for a, v in amounts if v > 0), key=lambda x: (-x[1], x[0]))
+        manifests = [s.manifest for s in epochs.list(2**62)]
+    top, accounts = ExplorerReads(epochs.store).top(cls, epoch, limit)
+    # What the class was allocated is what its accounts got, to the unit (PROTOCOL 5: the
+    # allocation of a pool with weights sums to the pool), so the total needs no scan.
+    total = sum(int(_manifest(m)["pools"][cls]["allocated"]) for m in manifests)
     return Leaderboard(
-        cls,
-        epoch,
-        len(positive),
-        sum(v for _, v in positive),
-        [Ranked(i + 1, a, v) for i, (a, v) in enumerate(positive[:limit])],
+        cls, epoch, accounts, total, [Ranked(i + 1, a, v) for i, (a, v) in enumerate(top)]
     )
 
 
@@ -418,108 +464,3 @@ def account_history(store: Store, account: bytes) -> AccountHistory:
 def closed_epoch_numbers(store: Store, limit: int = MAX_LIMIT) -> list[int]:
     """The closed epochs' numbers, newest first."""
     return [s.epoch for s in EpochStore(store).list(limit)]
-
-
-# --- the open epoch: an estimate ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    """What the next close (of `epoch`) would pay, by class, were it to run now on what is
-    stored, under today's settings. An estimate: receipts still to come, a quarantine or a
-    registry change before the close move it."""
-
-    epoch: int
-    by_class: dict[str, int]  # classes with a positive amount only
-
-
-def next_close_weights(
-    rows: NextCloseRows,
-    *,
-    now: int,
-    segment_seconds: int,
-    max_bytes_per_viewer: int,
-    max_watch_seconds: int,
-) -> dict[str, dict[bytes, int]]:
-    """Node, viewer and creator weights of the next close from its stored rows: PROTOCOL 4-5
-    key by key, as domain.credit does over columns (best candidate per key, inclusion above
-    the watermark, segments after the close, the watch clip, the per-viewer caps)."""
-    content = {(v, s): c for v, s, c, q in rows.sessions if q is None or q >= now}
-    best_d: dict[tuple[bytes, bytes, bytes], tuple[int, int]] = {}
-    for v, s, n, _, b, g in rows.deliveries:
-        if (v, s) in content and (b, g) > best_d.get((v, s, n), (-1, -1)):
-            best_d[(v, s, n)] = (b, g)
-    segments: dict[tuple[bytes, bytes], int] = defaultdict(int)
-    credited_sessions: set[tuple[bytes, bytes]] = set()
-    bytes_by_viewer: dict[bytes, dict[bytes, int]] = defaultdict(lambda: defaultdict(int))
-    for (v, s, n), (cb, cs) in best_d.items():
-        wb, ws = rows.delivery_marks.get((v, s, n), (0, 0))
-        included = cb >= wb and cs >= ws and (cb > wb or cs > ws)
-        segments[(v, s)] += cs if included else ws
-        if included:
-            credited_sessions.add((v, s))
-            if cb > wb:
-                bytes_by_viewer[v][n] += cb - wb
-    best_v: dict[tuple[bytes, bytes], int] = {}
-    for v, s, _, w in rows.views:
-        if (v, s) in content and w > best_v.get((v, s), -1):
-            best_v[(v, s)] = w
-    for session, w in best_v.items():
-        if w > rows.view_marks.get(session, (0, 0))[0]:
-            credited_sessions.add(session)
-    watch_by_viewer: dict[bytes, dict[tuple[bytes, bytes], int]] = defaultdict(dict)
-    for v, s in credited_sessions:
-        mark_watch, mark_credited = rows.view_marks.get((v, s), (0, 0))
-        watch = best_v.get((v, s), mark_watch)
-        clipped = min(watch, segment_seconds * segments.get((v, s), 0))
-        if clipped > mark_credited:
-            watch_by_viewer[v][(content[(v, s)], s)] = clipped - mark_credited
-    weights: dict[str, dict[bytes, int]] = {cls: defaultdict(int) for cls in CLASSES}
-    for per_node in bytes_by_viewer.values():
-        split: dict[bytes, int] = dict(per_node)
-        if sum(split.values()) > max_bytes_per_viewer:
-            split = allocate(max_bytes_per_viewer, split)
-        for node, b in split.items():
-            weights["node"][node] += b
-    for viewer, per_session in watch_by_viewer.items():
-        if sum(per_session.values()) > max_watch_seconds:
-            per_session = allocate(max_watch_seconds, per_session)
-        for (content_id, _), seconds in per_session.items():
-            weights["viewer"][viewer] += seconds
-            creator = rows.creators.get(content_id)
-            if creator is not None and creator != viewer:
-                weights["creator"][creator] += seconds
-    return {cls: {a: x for a, x in w.items() if x} for cls, w in weights.items()}
-
-
-def open_epoch_estimate(
-    store: Store, settings: Settings, account: bytes, now: int | None = None
-) -> Estimate:
-    """What the close of the epoch after the last closed one would pay `account`, by class,
-    from the receipts stored so far (`Estimate`)."""
-    now = int(time.time()) if now is None else now
-    epochs = EpochStore(store)
-    last = epochs.last_closed()
-    stored = epochs.get(last) if last else None
-    carried = stored.carried if stored is not None else ClassAmounts(0, 0, 0)
-    rows = ExplorerReads(store).next_close_rows(last + 1)
-    weights = next_close_weights(
-        rows,
-        now=now,
-        segment_seconds=settings.segment_seconds,
-        max_bytes_per_viewer=settings.max_bytes_per_viewer,
-        max_watch_seconds=settings.max_watch_seconds_per_epoch,
-    )
-    emitted = emitted_pools(
-        RewardParams(
-            emission=settings.emission, bps_node=settings.bps_node, bps_viewer=settings.bps_viewer
-        )
-    )
-    by_class = {}
-    for cls in CLASSES:
-        w = weights[cls]
-        if account in w:
-            amount = allocate(emitted.get(cls) + carried.get(cls), w)[account]
-            if amount:
-                by_class[cls] = amount
-    return Estimate(last + 1, by_class)

@@ -82,12 +82,21 @@ def findings(
                     "can draw any share of an epoch's pool; set a cap",
                 )
             )
-    if settings.registry_mode == "open" and not settings.viewer_allowlist:
+    if not settings.viewer_allowlist:
+        # Issue 17, docs/threat-model.md: every per-viewer cap multiplies by the number of
+        # viewer keys, and keys are free, so without the allowlist a Sybil's share of the
+        # viewer, node and creator pools grows with its keys (measured: sybil_viewers,
+        # node_fake_viewers, self_dealing_creator).
+        open_mode = settings.registry_mode == "open"
         found.append(
             Finding(
-                "W2E_REGISTRY_MODE, W2E_VIEWER_ALLOWLIST",
-                "open registry mode without a viewer allowlist: anyone can register a node and "
-                "sign receipts for viewers they invent, and be paid for it",
+                "W2E_REGISTRY_MODE, W2E_VIEWER_ALLOWLIST" if open_mode else "W2E_VIEWER_ALLOWLIST",
+                ("open registry mode and " if open_mode else "")
+                + "no viewer allowlist: anyone can invent viewer keys (Sybils) and sign receipts "
+                "with them, so one party's share of the viewer pool, and through those viewers "
+                "of a node's or a creator's, grows with the keys it makes (every per-viewer cap "
+                "multiplies by them); list the viewers your player accounts vouch for "
+                "(`settlement registry viewers`) and set W2E_VIEWER_ALLOWLIST=true",
             )
         )
     return found

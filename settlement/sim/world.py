@@ -79,6 +79,9 @@ class SimConfig:
         default_factory=lambda: dict.fromkeys(BAD_KINDS, DEFAULT_BAD_FRACTION)
     )
     workers: int | None = None  # None: every core
+    # Longest honest session; `simulate --url` shortens it for a service whose genesis is
+    # recent, so every receipt falls between genesis and the service's now.
+    max_session_seconds: int = MAX_SESSION_SECONDS
 
     def validate(self) -> None:
         if (self.receipts is None) == (self.sessions is None):
@@ -126,7 +129,7 @@ class SimConfig:
     @property
     def session_seconds(self) -> int:
         """Longest honest session (issuedAt - startedAt stays within max_session_age)."""
-        return max(1, min(MAX_SESSION_SECONDS, self.params.max_session_age - NOW_MARGIN))
+        return max(1, min(self.max_session_seconds, self.params.max_session_age - NOW_MARGIN))
 
     @property
     def now(self) -> int:

@@ -7,6 +7,7 @@ Store calls block: the page routes are plain `def` (FastAPI's threadpool)."""
 from __future__ import annotations
 
 import datetime
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,11 +18,12 @@ from fastapi.templating import Jinja2Templates
 
 from settlement.api.deps import SettingsDep, StoreDep, TreesDep
 from settlement.api.routes.epochs import EPOCH_MAX
+from settlement.api.routes.leaderboards import leaderboard_cache
 from settlement.api.routes.nodes import delivery_cache
 from settlement.domain.rewards import CLASSES
 from settlement.errors import NotFound, SettlementError
 from settlement.services import epochs as epochs_service
-from settlement.services import explorer
+from settlement.services import explorer, explorer_estimate
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -55,6 +57,30 @@ def _error(request: Request, error: SettlementError) -> HTMLResponse:
     )
 
 
+_STATE_LOCK = threading.Lock()
+
+
+def _estimates(request: Request) -> explorer_estimate.EstimateCache:
+    """The app's estimate of the next close, made on first use."""
+    state = request.app.state
+    with _STATE_LOCK:
+        cache = getattr(state, "explorer_estimates", None)
+        if cache is None:
+            cache = state.explorer_estimates = explorer_estimate.EstimateCache()
+    return cache
+
+
+def _lookup(request: Request, address: str | None, what: str, action: str) -> Response:
+    """The lookup form; with an address, a redirect to its page (only ever to one of ours)."""
+    if not address:
+        return _page(request, "lookup.html", what=what, action=action)
+    try:
+        parsed = explorer.parse_address(address)
+    except SettlementError as error:
+        return _error(request, error)
+    return RedirectResponse(f"{action}/{explorer.checksum(parsed)}", status_code=303)
+
+
 @router.get("/", response_class=HTMLResponse)
 def epochs_page(
     request: Request,
@@ -80,9 +106,7 @@ def epoch_page(request: Request, epoch: int, store: StoreDep, settings: Settings
 
 @router.get("/accounts", response_class=HTMLResponse)
 def account_lookup(request: Request, address: str | None = None) -> Response:
-    if address:
-        return RedirectResponse(f"/accounts/{address.strip()}", status_code=303)
-    return _page(request, "lookup.html", what="account", action="/accounts")
+    return _lookup(request, address, "account", "/accounts")
 
 
 @router.get("/accounts/{address}", response_class=HTMLResponse)
@@ -96,11 +120,16 @@ def account_page(
     except SettlementError as error:
         return _error(request, error)
     chain = chain_error = None
+    claims = request.app.state.claims
     try:
-        chain = request.app.state.claims.account(store, account)
-    except SettlementError as error:  # the RPC is down: the page still renders
-        chain_error = str(error)
-    estimate = explorer.open_epoch_estimate(store, settings, account)
+        claims.context()  # first: Claims.account reads a chain that does not answer as none
+        chain = claims.account(store, account)
+    except SettlementError as error:  # no chain, or the RPC is down: the page still renders
+        if settings.rpc_url:
+            chain_error = str(error)
+    estimate = explorer_estimate.open_epoch_estimate(
+        store, settings, account, cache=_estimates(request)
+    )
     base = str(request.base_url).rstrip("/")
     return _page(
         request,
@@ -118,9 +147,7 @@ def account_page(
 
 @router.get("/nodes", response_class=HTMLResponse)
 def node_lookup(request: Request, address: str | None = None) -> Response:
-    if address:
-        return RedirectResponse(f"/nodes/{address.strip()}", status_code=303)
-    return _page(request, "lookup.html", what="node", action="/nodes")
+    return _lookup(request, address, "node", "/nodes")
 
 
 @router.get("/nodes/{address}", response_class=HTMLResponse)
@@ -139,7 +166,8 @@ def leaderboards_page(
 ) -> Response:
     limit = min(max(limit, 1), explorer.MAX_LIMIT)
     try:
-        boards = [explorer.leaderboard(store, cls, epoch, limit) for cls in CLASSES]
+        cache = leaderboard_cache(request)
+        boards = [explorer.leaderboard(store, cls, epoch, limit, cache) for cls in CLASSES]
     except SettlementError as error:
         return _error(request, error)
     closed = explorer.closed_epoch_numbers(store)

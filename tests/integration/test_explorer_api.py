@@ -4,6 +4,7 @@ registration) and GET /v1/leaderboards, held to the allocations the close wrote.
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
@@ -11,12 +12,14 @@ from eth_utils import to_checksum_address
 from fastapi.testclient import TestClient
 from storekit import BACKENDS, EPOCH, GENESIS, GRACE, World, key, opened, settings, wire
 
+from settlement.adapters.db.explorer import ExplorerReads
 from settlement.api.app import create_app
 from settlement.domain.receipts import address_of, sign
 from settlement.domain.rewards import allocate
 from settlement.services import ingest as service
 from settlement.services.close import close_epoch
-from settlement.services.explorer import format_w2e, open_epoch_estimate
+from settlement.services.explorer import format_w2e
+from settlement.services.explorer_estimate import EstimateCache, open_epoch_estimate
 
 B1 = GENESIS + 100
 CUT1 = GENESIS + EPOCH + GRACE
@@ -237,11 +240,108 @@ def test_pages_render_the_api_figures(explorer_world):
     assert client.get("/accounts/0x12").status_code == 422
     assert client.get("/epochs/99").status_code == 404
     assert client.get("/leaderboards", params={"epoch": 99}).status_code == 404
-    assert (
-        client.get(
-            "/accounts", params={"address": "0x" + "aa" * 20}, follow_redirects=False
-        ).headers["location"]
-        == "/accounts/0x" + "aa" * 20
-    )
+    found = client.get("/accounts", params={"address": "0x" + "aa" * 20}, follow_redirects=False)
+    assert found.status_code == 303
+    assert found.headers["location"] == "/accounts/" + to_checksum_address("0x" + "aa" * 20)
+    assert client.get("/nodes", params={"address": "//elsewhere.example"}).status_code == 422
+    assert client.get("/nodes").status_code == 200  # the form
     css = client.get("/static/explorer.css")
     assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+
+
+def test_account_page_says_when_the_chain_does_not_answer(tmp_path):
+    with opened("sqlite", tmp_path) as store:
+        s = settings(
+            emission=1000,
+            data_dir=str(tmp_path / "data"),
+            rpc_url="http://127.0.0.1:1",
+            deployment_file=str(tmp_path / "deployment.json"),
+        )
+        with TestClient(create_app(s, store)) as client:
+            page = client.get("/accounts/0x" + "11" * 20)
+            assert page.status_code == 200
+            assert "The chain does not answer" in page.text
+            assert "no chain configured" not in page.text
+
+
+def test_cached_leaderboards_follow_a_new_close(tmp_path):
+    """The app keeps leaderboards between closes; the next close shows in the next answer."""
+    with opened("sqlite", tmp_path) as store:
+        s = settings(emission=1000, data_dir=str(tmp_path / "data"), max_session_age=3 * EPOCH)
+        w = World()
+        w.register(store)
+        sid = key("cached-session")
+        ingestor = service.Ingestor(store, s)
+        ingestor.ingest(wire(w.delivery(sid, 300, 3, B1), w.view(sid, 12, B1)), B1 + 5)
+        close_epoch(store, s, now=CUT1)
+        with TestClient(create_app(s, store)) as client:
+            first = client.get("/v1/leaderboards", params={"class": "node"}).json()
+            assert first["entries"][0]["amount"] == "600" and first["total"] == "600"
+            ingestor.ingest(wire(w.delivery(sid, 500, 5, B2)), B2 + 5)
+            close_epoch(store, s, now=CUT2)
+            second = client.get("/v1/leaderboards", params={"class": "node"}).json()
+            assert second["entries"][0]["amount"] == "1200" and second["total"] == "1200"
+            # The board of the closed epoch 1 is what it was.
+            one = client.get("/v1/leaderboards", params={"class": "node", "epoch": 1}).json()
+            assert one["entries"] == first["entries"]
+
+
+def test_top_amounts_sort_as_integers_on_both_stores(store):
+    """uint256 amounts stored as text, sorted by the database (length, then text; bytea/blob
+    addresses for ties), equal Python's integer sort, in allocations and latest balances."""
+    rng = random.Random(5)
+    accounts = [rng.randbytes(20) for _ in range(300)]
+    amounts = [rng.choice([rng.randrange(10**k) for k in (3, 18, 25, 70)]) for _ in accounts]
+    amounts[7] = amounts[8]  # a tie, broken by address
+    old = [rng.randrange(10**30) for _ in accounts]
+
+    def fill(cur):
+        cur.executemany(
+            store._q(
+                'INSERT INTO allocation (epoch, account, "class", amount) VALUES (%s, %s, %s, %s)'
+            ),
+            [(4, a, "creator", str(v)) for a, v in zip(accounts, amounts, strict=True)],
+        )
+        rows = [(a, 3, "0", "0", str(v)) for a, v in zip(accounts, old, strict=True)]
+        rows += [(a, 4, "0", "0", str(v)) for a, v in zip(accounts, amounts, strict=True)]
+        cur.executemany(
+            store._q(
+                "INSERT INTO balance (account, epoch, node, viewer, creator) VALUES (%s, %s, %s, %s, %s)"
+            ),
+            rows,
+        )
+
+    store._run(fill)
+    want = sorted(
+        ((a, v) for a, v in zip(accounts, amounts, strict=True) if v), key=lambda x: (-x[1], x[0])
+    )
+    reads = ExplorerReads(store)
+    for epoch in (4, None):
+        top, count = reads.top("creator", epoch, 1000)
+        assert top == want and count == len(want)
+        assert reads.top("creator", epoch, 5)[0] == want[:5]
+        assert reads.top("node", epoch, 5) == ([], 0)
+
+
+def test_estimate_cache_keeps_a_reading_until_its_ttl_or_a_close(tmp_path):
+    with opened("sqlite", tmp_path) as store:
+        s = settings(emission=1000, data_dir=str(tmp_path / "data"), max_session_age=3 * EPOCH)
+        w = World()
+        w.register(store)
+        sid = key("estimate-session")
+        ingestor = service.Ingestor(store, s)
+        ingestor.ingest(wire(w.delivery(sid, 300, 3, B1)), B1 + 5)
+        kept, fresh = EstimateCache(ttl=3600), EstimateCache(ttl=0)
+        first = open_epoch_estimate(store, s, w.node2, now=B1 + 10, cache=kept)
+        assert first.epoch == 1 and first.by_class == {}  # node 1 has every byte so far
+        assert open_epoch_estimate(store, s, w.node, now=B1 + 10, cache=kept).by_class == {
+            "node": 600
+        }
+        ingestor.ingest(wire(w.delivery(sid, 100, 1, B1, node=w.node2)), B1 + 20)
+        stale = open_epoch_estimate(store, s, w.node2, now=B1 + 30, cache=kept)
+        assert stale.by_class == {} and stale.computed_at == B1 + 10
+        now = open_epoch_estimate(store, s, w.node2, now=B1 + 30, cache=fresh)
+        assert now.by_class == {"node": 150} and now.computed_at == B1 + 30
+        close_epoch(store, s, now=CUT1)  # a close drops what was kept
+        after = open_epoch_estimate(store, s, w.node2, now=CUT1 + 1, cache=kept)
+        assert after.epoch == 2 and after.by_class == {}

@@ -26,7 +26,7 @@ SAFE = {
     "max_bytes_per_viewer": 10**12,
     "max_watch_seconds_per_epoch": 3600,
     "registry_mode": "approval",
-    "viewer_allowlist": False,
+    "viewer_allowlist": True,
 }
 
 
@@ -61,7 +61,12 @@ def test_safe_settings_have_no_finding() -> None:
         ({"admin_token": SHORT_TOKEN}, "W2E_ADMIN_TOKEN"),
         ({"max_bytes_per_viewer": 2**64 - 1}, "W2E_MAX_BYTES_PER_VIEWER"),
         ({"max_watch_seconds_per_epoch": 2**64 - 1}, "W2E_MAX_WATCH_SECONDS_PER_EPOCH"),
-        ({"registry_mode": "open"}, "W2E_REGISTRY_MODE, W2E_VIEWER_ALLOWLIST"),
+        (
+            {"registry_mode": "open", "viewer_allowlist": False},
+            "W2E_REGISTRY_MODE, W2E_VIEWER_ALLOWLIST",
+        ),
+        # Issue 17: Sybil viewers are unbounded without the allowlist, whatever the registry.
+        ({"viewer_allowlist": False}, "W2E_VIEWER_ALLOWLIST"),
         ({"dev_mode": True}, "W2E_DEV_MODE, W2E_ENV"),
     ],
 )
@@ -82,7 +87,7 @@ def test_open_mode_with_a_viewer_allowlist_is_safe() -> None:
 def test_the_default_settings_are_not_production_safe() -> None:
     # An unbounded byte cap and no admin token: production asks for a chosen cap.
     s = Settings(_env_file=None, env="production")
-    assert _names(s) == ["W2E_MAX_BYTES_PER_VIEWER"]
+    assert _names(s) == ["W2E_MAX_BYTES_PER_VIEWER", "W2E_VIEWER_ALLOWLIST"]
 
 
 def test_a_short_admin_token_is_refused_whenever_dev_mode_is_off() -> None:
@@ -169,6 +174,7 @@ def test_config_check_exits_0_on_safe_settings(
         W2E_ENV="production",
         W2E_ADMIN_TOKEN=GOOD_TOKEN,
         W2E_MAX_BYTES_PER_VIEWER=str(10**12),
+        W2E_VIEWER_ALLOWLIST="true",
     )
     result = CliRunner().invoke(app, ["config", "check"])
     assert result.exit_code == 0, result.output

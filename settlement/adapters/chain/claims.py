@@ -77,9 +77,12 @@ def refresh_claim(distributor: Distributor, info: ClaimInfo) -> ClaimInfo:
 
 
 def load_tree(path: str | Path) -> Any:
-    """A published standard-v1 tree dump."""
+    """A published standard-v1 tree dump: its file, or the epoch directory whose
+    manifest.json names it (`data/epochs/epoch-00000007`)."""
     from settlement.domain.merkle import MerkleTree
 
+    if Path(path).is_dir():
+        path = _tree_of_epoch(Path(path))
     try:
         data = Path(path).read_bytes()
     except OSError as error:
@@ -156,3 +159,21 @@ def relay_claims(
         chain.send(prepared)
         sent.append(prepared)
     return [ClaimResult.of(distributor, chain.wait(p, key=key)) for p in sent]
+
+
+def _tree_of_epoch(directory: Path) -> Path:
+    """The tree dump file an epoch directory's manifest names (files[] entry `tree`)."""
+    import orjson
+
+    manifest = directory / "manifest.json"
+    try:
+        doc = orjson.loads(manifest.read_bytes())
+        entry = next(f for f in doc["files"] if f["name"] == "tree")
+        return directory / f"{entry['sha256']}.json"
+    except OSError as error:
+        raise InputError(
+            f"cannot read {manifest}: {error.strerror or error} (give a tree dump file or a "
+            "published epoch directory)"
+        ) from None
+    except (orjson.JSONDecodeError, KeyError, TypeError, StopIteration):
+        raise InputError(f"{manifest} names no tree dump: not an epoch manifest") from None

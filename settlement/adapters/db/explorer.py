@@ -3,7 +3,7 @@ rejection counts, registrations), for the public pages and their JSON API. Read-
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,14 +12,13 @@ from settlement.adapters.db.tables import dec
 from settlement.domain.registration import Registration
 
 
-@dataclass(frozen=True, slots=True)
-class KeyMove:
-    """A delivery key moved by the close of `epoch`: its bytes above the watermark before."""
+@dataclass(slots=True)
+class Moved:
+    """Delivery keys of one (viewer, node) a close included, and their bytes above the
+    watermarks before it."""
 
-    epoch: int
-    viewer: bytes
-    node: bytes
-    delta_bytes: int
+    keys: int = 0
+    bytes: int = 0
 
 
 class ExplorerReads:
@@ -36,36 +35,43 @@ class ExplorerReads:
 
     # -- deliveries -------------------------------------------------------------------------
 
-    def delivery_moves(self, epoch: int) -> Iterator[KeyMove]:
-        """The delivery keys the close of `epoch` moved, from the stored watermark rows (one
-        per key and close that included it): each key's bytes above its row before. Sessions
+    def delivery_moves(
+        self, epochs: Collection[int]
+    ) -> dict[int, dict[tuple[bytes, bytes], Moved]]:
+        """What the closes of `epochs` moved, by epoch and (viewer, node): the delivery keys
+        included and their bytes above the watermarks before. From the stored watermark rows
+        (one per key and close that included it): each row's bytes minus the key's row before.
+        One ordered pass over the rows up to the latest epoch asked, read in chunks; sessions
         pruned by retention have no rows left."""
+        wanted = frozenset(epochs)
+        out: dict[int, dict[tuple[bytes, bytes], Moved]] = {e: {} for e in wanted}
+        if not wanted:
+            return out
 
-        def fn(cur: Any) -> list[tuple[Any, ...]]:
-            # The watermark table has no index (see tables.py): one pass over it, the keys of
-            # this epoch joined to their earlier rows.
+        def fn(cur: Any) -> None:
             cur.execute(
                 self._q(
-                    "SELECT w.viewer, w.session_id, w.node, w.epoch, w.bytes_served "
-                    "FROM delivery_watermark w JOIN (SELECT DISTINCT viewer, session_id, node "
-                    "FROM delivery_watermark WHERE epoch = %s) m ON w.viewer = m.viewer AND "
-                    "w.session_id = m.session_id AND w.node = m.node WHERE w.epoch <= %s "
-                    "ORDER BY w.viewer, w.session_id, w.node, w.epoch"
+                    "SELECT viewer, session_id, node, epoch, bytes_served FROM delivery_watermark "
+                    "WHERE epoch <= %s ORDER BY viewer, session_id, node, epoch"
                 ),
-                (epoch, epoch),
+                (max(wanted),),
             )
-            return list(cur.fetchall())
+            previous: tuple[bytes, bytes, bytes] | None = None
+            mark = 0
+            while chunk := cur.fetchmany(10_000):
+                for viewer, session_id, node, epoch, stored in chunk:
+                    k = (bytes(viewer), bytes(session_id), bytes(node))
+                    served = dec(stored)
+                    if k != previous:
+                        previous, mark = k, 0
+                    if epoch in wanted:
+                        moved = out[epoch].setdefault((k[0], k[2]), Moved())
+                        moved.keys += 1
+                        moved.bytes += max(served - mark, 0)
+                    mark = max(mark, served)
 
-        previous: tuple[bytes, bytes, bytes] | None = None
-        mark = 0
-        for viewer, session_id, node, e, stored in self._run(fn):
-            k = (bytes(viewer), bytes(session_id), bytes(node))
-            served = dec(stored)
-            if k != previous:
-                previous, mark = k, 0
-            if e == epoch:
-                yield KeyMove(epoch, k[0], k[2], max(served - mark, 0))
-            mark = max(mark, served)
+        self._run(fn)
+        return out
 
     # -- money ------------------------------------------------------------------------------
 
@@ -84,31 +90,40 @@ class ExplorerReads:
 
         return list(self._run(fn))
 
-    def epoch_class_amounts(self, epoch: int, cls: str) -> list[tuple[bytes, int]]:
-        """(account, amount) of one class's allocations in one epoch."""
-
-        def fn(cur: Any) -> list[tuple[bytes, int]]:
-            cur.execute(
-                self._q('SELECT account, amount FROM allocation WHERE epoch = %s AND "class" = %s'),
-                (epoch, cls),
+    def top(self, cls: str, epoch: int | None, limit: int) -> tuple[list[tuple[bytes, int]], int]:
+        """The `limit` largest positive amounts of class `cls` (node, viewer or creator), ties
+        by account ascending, and how many accounts have one: in one epoch's allocations, or
+        (epoch None) in every account's latest balance. Sorted by the database: uint256 as
+        decimal text without leading zeros orders as (length, text)."""
+        if cls not in ("node", "viewer", "creator"):
+            raise ValueError(f"no class {cls!r}")
+        text = "x.amount" if epoch is not None else f"x.{cls}"
+        if self.store.dialect == "postgresql":
+            text += ' COLLATE "C"'
+        if epoch is not None:
+            where = "FROM allocation x WHERE x.epoch = %s AND x.\"class\" = %s AND x.amount <> '0'"
+            params: tuple[Any, ...] = (epoch, cls)
+        else:
+            where = (
+                "FROM balance x WHERE x.epoch = (SELECT MAX(y.epoch) FROM balance y "
+                f"WHERE y.account = x.account) AND x.{cls} <> '0'"
             )
-            return [(bytes(a), int(v)) for a, v in cur.fetchall()]
+            params = ()
 
-        return list(self._run(fn))
+        def fn(cur: Any) -> tuple[list[tuple[bytes, int]], int]:
+            cur.execute(
+                self._q(
+                    f"SELECT x.account, {text} {where} "
+                    f"ORDER BY length({text}) DESC, {text} DESC, x.account LIMIT %s"
+                ),
+                (*params, limit),
+            )
+            rows = [(bytes(a), int(v)) for a, v in cur.fetchall()]
+            cur.execute(self._q(f"SELECT COUNT(*) {where}"), params)
+            return rows, int(cur.fetchone()[0])
 
-    def latest_balances(self) -> dict[bytes, tuple[int, int, int]]:
-        """account -> cumulative (node, viewer, creator) after the last close that paid it."""
-
-        def fn(cur: Any) -> dict[bytes, tuple[int, int, int]]:
-            cur.execute("SELECT account, epoch, node, viewer, creator FROM balance")
-            best: dict[bytes, tuple[int, tuple[int, int, int]]] = {}
-            for account, epoch, n, v, c in cur.fetchall():
-                a = bytes(account)
-                if a not in best or best[a][0] < epoch:
-                    best[a] = (int(epoch), (int(n), int(v), int(c)))
-            return {a: amounts for a, (_, amounts) in best.items()}
-
-        return dict(self._run(fn))
+        result: tuple[list[tuple[bytes, int]], int] = self._run(fn)
+        return result
 
     # -- rejections and registration --------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from settlement.api.deps import StoreDep
 from settlement.api.explorer_schemas import LeaderboardOut
@@ -13,6 +14,17 @@ from settlement.api.schemas import ErrorOut
 from settlement.services import explorer
 
 router = APIRouter(prefix="/v1", tags=["explorer"])
+_LOCK = threading.Lock()
+
+
+def leaderboard_cache(request: Request) -> explorer.LeaderboardCache:
+    """The app's leaderboard cache, made on first use."""
+    state = request.app.state
+    with _LOCK:
+        cache = getattr(state, "explorer_leaderboards", None)
+        if cache is None:
+            cache = state.explorer_leaderboards = explorer.LeaderboardCache()
+    return cache
 
 
 @router.get(
@@ -25,6 +37,7 @@ router = APIRouter(prefix="/v1", tags=["explorer"])
     },
 )
 def get_leaderboard(
+    request: Request,
     store: StoreDep,
     cls: Annotated[Literal["node", "viewer", "creator"], Query(alias="class")] = "node",
     epoch: Annotated[
@@ -32,5 +45,5 @@ def get_leaderboard(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=explorer.MAX_LIMIT, description="rows")] = 10,
 ) -> LeaderboardOut:
-    board = explorer.leaderboard(store, cls, epoch, limit)
+    board = explorer.leaderboard(store, cls, epoch, limit, leaderboard_cache(request))
     return LeaderboardOut.model_validate(board.to_json())

@@ -10,6 +10,7 @@
   const status = document.getElementById("claim-status");
   const calldataBox = document.getElementById("claim-calldata");
   const relayBox = document.getElementById("claim-relay");
+  const simulation = document.getElementById("claim-simulation");
   const address = box.dataset.address;
 
   function say(text, kind) {
@@ -62,9 +63,14 @@
     try {
       await eth.request({ method: "eth_call", params: [tx, "latest"] });
     } catch (error) {
-      throw new Error("the simulation reverts: " + (error.message || error) + " (nothing was sent)");
+      simulation.textContent = "Simulation: reverts (" + (error.message || error) + ")";
+      simulation.className = "error";
+      throw new Error("the simulation reverts: nothing was sent");
     }
-    say("Simulation OK: the claim pays " + w2e(info.claimable) + " W2E. Confirm it in your wallet…");
+    simulation.textContent = "Simulation: OK, the claim pays " + w2e(info.claimable) + " W2E to " + address + ".";
+    simulation.className = "ok";
+    simulation.dataset.pays = info.claimable;
+    say("Confirm the claim in your wallet…");
     const hash = await eth.request({ method: "eth_sendTransaction", params: [tx] });
     say("Sent " + hash + "; waiting for it to be mined…");
     const receipt = await waitForReceipt(eth, hash);
