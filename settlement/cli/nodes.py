@@ -1,6 +1,7 @@
-"""`settlement nodes`: a node operator's commands. Make a node key, register the node with a
-service (a signed EIP-712 NodeRegistration), and see its registration, receipts included and
-rejected by reason per epoch, bytes credited and earnings."""
+"""`settlement nodes`: a node operator's commands. Register the node with a service (a signed
+EIP-712 NodeRegistration, with a key from `settlement keystore new`), and see its
+registration, receipts included and rejected by reason per epoch, bytes credited and
+earnings."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from settlement.client.nodes import NodeKey
 
 app = typer.Typer(
-    help="Node operators: make a node key, register the node, see its receipts and earnings.",
+    help="Node operators: register the node, see its receipts and earnings.",
     no_args_is_help=True,
 )
 
@@ -75,33 +76,6 @@ def load_node_key(keystore: str | None, key_env: str | None, password_env: str) 
     assert key_env is not None
     value = _env(key_env)
     return NodeKey.from_env(key_env, {key_env: value} if value else {})
-
-
-@app.command("new-key")
-def new_key(
-    keystore: Annotated[str, typer.Option(help="where to write the encrypted keystore")],
-    password_env: PasswordEnvOption = PASSWORD_ENV,
-    force: Annotated[bool, typer.Option(help="replace an existing file")] = False,
-) -> None:
-    """Make a node key and write it encrypted (scrypt) to --keystore, mode 600; print its
-    address. The key itself is never shown. Exit 2 when the file exists (without --force)
-    or no password is given."""
-    from pathlib import Path
-
-    from settlement.adapters.keys import Key, save_keystore
-    from settlement.errors import InputError
-
-    try:
-        if Path(keystore).exists() and not force:
-            raise InputError(f"{keystore} exists: keep it, or pass --force to replace it")
-        password = _password(password_env, "password for the new node keystore: ", confirm=True)
-        key = Key.generate("node")
-        save_keystore(key, keystore, password)
-    except SettlementError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(error.exit_code) from None
-    typer.echo(key.address)
-    typer.echo(f"node key written to {keystore} (encrypted; keep it and its password)", err=True)
 
 
 @app.command()

