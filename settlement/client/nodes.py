@@ -18,6 +18,7 @@ import coincurve
 import httpx
 from eth_utils import to_checksum_address
 
+from settlement.client.info import ServiceInfo
 from settlement.client.signer import KeyLoadError, address_of
 from settlement.domain.receipts import Domain
 from settlement.domain.registration import (
@@ -134,23 +135,6 @@ class NodeKey:
 
 
 @dataclass(frozen=True)
-class ServiceInfo:
-    """What GET /v1/info says about signing and epochs (the fields this module uses)."""
-
-    chain_id: int
-    distributor: str
-    genesis: int
-    epoch_seconds: int
-    grace_seconds: int
-    now: int
-    registry_mode: str
-
-    @property
-    def domain(self) -> Domain:
-        return Domain.from_hex(self.chain_id, self.distributor)
-
-
-@dataclass(frozen=True)
 class RegistrationAnswer:
     """The service's answer to a registration request: `created` False when it returned the
     node's existing request instead of filing one."""
@@ -227,20 +211,9 @@ class ServiceClient:
             raise ServiceUnavailable(f"{method} {path} answered no JSON") from None
 
     def info(self) -> ServiceInfo:
-        """GET /v1/info: the signing domain, epochs and the service's clock."""
-        doc = self._json("GET", "/v1/info")
-        try:
-            return ServiceInfo(
-                int(doc["chain_id"]),
-                str(doc["distributor"]),
-                int(doc["genesis"]),
-                int(doc["epoch_seconds"]),
-                int(doc["grace_seconds"]),
-                int(doc["now"]),
-                str(doc["registry_mode"]),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise ServiceUnavailable(f"GET /v1/info lacks or garbles {error}") from None
+        """GET /v1/info: the signing domain, receipt parameters, epochs and the service's
+        clock (the SDK's ServiceInfo, as `SettlementClient.info()` gives it)."""
+        return ServiceInfo.from_json(self._json("GET", "/v1/info"), time.time())
 
     def register(
         self,
