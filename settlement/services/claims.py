@@ -278,7 +278,9 @@ class ClaimRelay:
     claimMany for accounts with something claimable under the accepted root. Nothing else can
     be relayed (tokens always go to the account; an account with nothing claimable costs no
     gas), so what the relayer spends is bounded by one claim per account and root. One relay
-    at a time per process: its nonces stay in order."""
+    at a time per process: its nonces stay in order. Workers of one service each relay on
+    their own; should two pick the same nonce, the one the node refuses is a ChainError
+    (the relayer's nonce is read again) and the request can simply be sent again."""
 
     def __init__(self, claims: Claims, max_accounts: int) -> None:
         self.claims = claims
