@@ -2,6 +2,7 @@
 
 Usage: scripts/bench ingest [--quick] [--store sqlite|postgres] [--receipts N] [--clients C]
                             [--workers W] [--keepalive] [--no-rate-limit]
+                            [--startup-timeout S]
 
 One run, three measurements on the same simulator receipts (cached in the temp dir):
   server   `settlement serve` (uvicorn, one worker per core) on a fresh database with the
@@ -36,6 +37,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -374,6 +376,16 @@ def store_ceiling(url: str, lines: list[bytes], batch: int) -> float:
 # --- main -------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _started(server: ServerProcess, timeout: float) -> Iterator[ServerProcess]:
+    """The server, started within `timeout` seconds and always stopped."""
+    server.start(timeout)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="40,000 receipts instead of 300,000")
@@ -394,6 +406,13 @@ def main() -> None:
         "--no-rate-limit",
         action="store_true",
         help="W2E_RATE_LIMIT=0: no admission statement per batch (default: a limit never hit)",
+    )
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=120.0,
+        help="seconds `settlement serve` may take to answer /readyz (a loaded machine imports "
+        "slowly; default 120)",
     )
     args = parser.parse_args()
     n = args.receipts or (40_000 if args.quick else 300_000)
@@ -424,7 +443,7 @@ def main() -> None:
             }
             server = ServerProcess(env, workers=args.workers, log=workdir / "server.log")
             with (
-                server,
+                _started(server, args.startup_timeout),
                 Load(server.port, receipts_path, args.batch, args.clients, args.keepalive) as load,
             ):
                 log(f"server: {args.workers} workers on {server.url}, store {args.store}")

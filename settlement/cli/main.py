@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from settlement import __version__
-from settlement.cli import chain, claim, config, epochs, receipts, registry, serve, sim
+from settlement.cli import chain, claim, config, demo, epochs, receipts, registry, serve, sim
 from settlement.cli.audit import audit
 from settlement.cli.correct import cli_correct
 from settlement.cli.keys import admin_log_command
@@ -45,7 +45,7 @@ app.add_typer(epochs.epochs_app, name="epochs")
 app.add_typer(epochs.tree_app, name="tree")
 app.command("submit")(cli_submit)
 app.command("correct")(cli_correct)
-app.command("demo")(sim.demo)
+app.command("demo")(demo.demo)
 app.add_typer(config.app, name="config")
 app.command("audit")(audit)
 app.add_typer(keystore_app, name="keystore")

@@ -1,5 +1,4 @@
-"""`settlement simulate` (seeded traffic with bad actors) and `settlement demo` (the whole
-flow on this machine)."""
+"""`settlement simulate` (seeded traffic with bad actors); `settlement demo` is cli/demo.py."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ import typer
 from settlement.cli.options import ChainIdOption, DistributorOption
 from settlement.domain.receipts import Domain, Params
 from settlement.errors import SettlementError
-from settlement.sim.demo import DemoConfig, render, run_demo
 from settlement.sim.generate import generate
 from settlement.sim.post import compare, live_timeline, post, upload_registries
 from settlement.sim.world import (
@@ -178,56 +176,3 @@ def simulate(
             err=True,
         )
         raise typer.Exit(EXIT_VERDICTS_DIFFER)
-
-
-def demo(
-    nodes: Annotated[int, typer.Option(min=1, help="delivery nodes")] = 300,
-    viewers: Annotated[int, typer.Option(min=1, help="viewers")] = 3000,
-    receipts: Annotated[int, typer.Option(min=100, help="signed receipts to simulate")] = 40_000,
-    seed: Annotated[int, typer.Option(help="simulation seed")] = 1,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="processes signing receipts (default: every core)")
-    ] = None,
-    directory: Annotated[
-        str | None,
-        typer.Option(
-            "--dir", help="keep the database and datasets here (default: a temporary directory)"
-        ),
-    ] = None,
-    rpc: Annotated[
-        str | None,
-        typer.Option(
-            "--rpc",
-            help="run on this dev chain (anvil) instead of the embedded one, with keys made and "
-            "funded for the run, so the chain outlives the demo and can be audited; needs --dir",
-        ),
-    ] = None,
-) -> None:
-    """Run the whole flow on this machine: simulated network -> HTTP API -> SQLite -> epochs
-    -> roots on the embedded chain (or --rpc) -> claims (one relayed claimMany) -> summary.
-
-    Exit 0 when every on-chain balance equals its allocation, 1 otherwise.
-    """
-    if rpc is not None and directory is None:
-        typer.echo("error: --rpc needs --dir: the datasets must outlive the demo", err=True)
-        raise typer.Exit(2)
-    creators = max(1, viewers // 50)
-    cfg = DemoConfig(
-        nodes=nodes,
-        viewers=viewers,
-        creators=creators,
-        contents=creators * 10,
-        receipts=receipts,
-        seed=seed,
-        workers=workers,
-        directory=directory,
-        rpc=rpc,
-    )
-    try:
-        result = run_demo(cfg, say=lambda m: typer.echo(m, err=True))
-    except SettlementError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(error.exit_code) from None
-    render(result)
-    if not result.ok:
-        raise typer.Exit(1)

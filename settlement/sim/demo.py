@@ -1,22 +1,24 @@
 """`settlement demo`: a simulated network through the real HTTP API into SQLite, a few short
-epochs closed, roots proposed and accepted on the embedded chain, claims (one relayed
-claimMany), and a summary whose last check is on-chain balances == allocations.
+epochs closed, roots proposed and accepted, claims by nodes, viewers and creators (one
+relayed claimMany), the auditor checking every epoch over HTTP, and a summary whose checks
+are on-chain balances == allocations and a clean audit.
 
 Everything runs in this process and on 127.0.0.1: the embedded py-evm chain lives here,
-so the API runs under uvicorn in a thread to share it. Nothing is left running afterwards.
-With `rpc` (a dev chain such as anvil) the contracts, roots and claims stay on that chain
-and the datasets in `directory`, so a third party can audit the run afterwards.
+so the API runs under uvicorn in a thread to share it, and the auditor reads that chain
+through the same web3 instance (`ChainView(distributor)`) while it reads the files over HTTP
+from the demo's own `/v1/data`, exactly as a third party would. With `rpc` (a dev chain such
+as anvil) the contracts, roots and claims stay on that chain and the datasets in
+`directory`, so a third party can audit the run afterwards; the in-demo auditor then
+connects to that RPC like any outsider. `hold` (the CLI's --serve) is called while the
+service and chain are still up; nothing is left running once `run_demo` returns.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import secrets
-import tempfile
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +30,14 @@ from settlement.client.claims import claim_info_from_service
 from settlement.config import Settings
 from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Params
-from settlement.errors import InputError, SettlementError
+from settlement.errors import SettlementError
 from settlement.services.claims import index_claims
 from settlement.services.close import close_epoch
 from settlement.services.submit import Submitter, proposals_on_chain
-from settlement.sim.generate import generate
-from settlement.sim.post import post, upload_registries
-from settlement.sim.world import SimConfig
+from settlement.sim.demo_support import Clock, Server, own_keys, throwaway_keys, workdir
+from settlement.sim.generate import SimResult, generate, read_lines
+from settlement.sim.post import upload_registries
+from settlement.sim.world import SimConfig, build_world
 
 EPOCH_SECONDS = 900
 GRACE_SECONDS = 60
@@ -42,6 +45,19 @@ SESSION_AGE = 1800  # sessions of at most 20 minutes: they span an epoch or two
 WINDOW = 3000  # sessions start in the first 50 minutes
 EPOCHS = 4
 CHALLENGE = 600  # seconds; the embedded chain's clock is moved past it
+CLASSES = ("node", "viewer", "creator")
+
+# The steps the progress callback names, in order (the CLI draws one bar per step).
+DEPLOY, SIMULATE, INGEST, SETTLE, CLAIMS, AUDIT = (
+    "deploy contracts",
+    "simulate and sign receipts",
+    "ingest over HTTP",
+    "close epochs, post roots",
+    "claims",
+    "audit over HTTP",
+)
+STEPS = (DEPLOY, SIMULATE, INGEST, SETTLE, CLAIMS, AUDIT)
+Progress = Callable[[str, int, int], None]  # (step, done, total)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,50 +68,50 @@ class DemoConfig:
     contents: int = 600
     receipts: int = 40_000
     seed: int = 1
+    # Processes signing (the simulator) and verifying (the auditor). None: signing in this
+    # process, since a pool first re-imports the whole CLI in a fresh interpreter, which costs
+    # more than a second core saves at the demo's size; the auditor on every core.
     workers: int | None = None
-    single_claims: int = 4  # accounts claimed one by one, twice (after the first root and the last)
-    relayed_claims: int = 40  # accounts in the relayed claimMany
+    own_claims: int = 1  # per class: accounts that claim with their own key, twice
+    relayed_claims: int = 39  # accounts in the relayed claimMany, a third of each class
     directory: str | None = None
     rpc: str | None = None  # a dev chain that outlives the demo (anvil); None: the embedded one
+    port: int | None = None  # the service's port on 127.0.0.1 (None: any free one)
+    serve: bool = False  # dataURIs point at the service even with `rpc` (it stays up a while)
+
+
+@dataclasses.dataclass
+class Claimed:
+    """What one class of accounts claimed."""
+
+    own_key: int = 0  # accounts that sent claim() themselves
+    relayed: int = 0  # accounts paid by the relayed claimMany
+    paid: int = 0  # base units, read back from the token
+    equal: int = 0  # of them, balance == claimed() == allocation
 
 
 @dataclasses.dataclass
 class DemoResult:
     verdicts: dict[str, int]
+    expected: dict[str, int]  # the verdicts the simulator's bad actors should get
+    kinds: dict[str, str]  # reason -> what the simulator's bad actor did
     proposals: list[dict[str, Any]]
     top: dict[str, list[tuple[str, int]]]
     checks: list[tuple[str, str, int, int, int]]  # account, class, allocation, balance, claimed
+    claims: dict[str, Claimed]
     totals: dict[str, int]
-    seconds: dict[str, float]
+    audit: Any  # services.audit.AuditReport
+    seconds: dict[str, float]  # wall, per step
+    cpu: dict[str, float]  # CPU, per step (signing: the simulator's workers)
     ok: bool
     problems: list[str]
+    url: str = ""
     audit_command: str | None = None  # how a third party audits this run (with `rpc`)
 
-
-class _Server:
-    """uvicorn serving `app` on 127.0.0.1 in a thread; `stop` always joins it."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.port = c.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="demo-api", daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        c.wait_until(lambda: self.server.started or not self.thread.is_alive(), 30, "the API")
-        if not self.server.started:
-            raise SettlementError("the demo API did not start; see the log above")
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+    @property
+    def rejections(self) -> dict[str, int]:
+        """Rejected receipts by reason code (not `accepted`, not the accepted `duplicate`)."""
+        return {k: n for k, n in self.verdicts.items() if k not in ("accepted", "duplicate")}
 
 
 def _balances(store: Store, epoch: int) -> dict[str, tuple[int, int, int]]:
@@ -104,48 +120,45 @@ def _balances(store: Store, epoch: int) -> dict[str, tuple[int, int, int]]:
     return {"0x" + a.hex(): v for a, v in rows.items()}
 
 
-def _throwaway_keys(chain: c.Chain) -> tuple[c.Key, c.Key, c.Key]:
-    """Admin, poster and relayer keys made for this run and funded with the dev chain's own
-    `anvil_setBalance`: the demo needs no key from anyone, and none outlives the process."""
-    from eth_account import Account
+@dataclasses.dataclass
+class _Run:
+    """What the steps after ingestion share."""
 
-    admin, poster, relayer = (
-        c.Key(Account.create(), f"demo-{role}") for role in ("admin", "poster", "relayer")
-    )
-    for key in (admin, poster, relayer):
-        chain.set_balance(key.address, 10**20)
-        # A chain that is not a dev chain answers anvil_setBalance with an error, not money.
-        if chain.w3.eth.get_balance(key.address) < 10**20:
-            raise InputError(
-                "demo --rpc needs a dev chain that funds accounts with anvil_setBalance (anvil)"
-            )
-    return admin, poster, relayer
-
-
-@contextlib.contextmanager
-def _workdir(directory: str | None) -> Iterator[Path]:
-    if directory is not None:
-        path = Path(directory)
-        if path.exists() and any(path.iterdir()):
-            raise InputError(
-                f"--dir {path} is not empty: the demo starts from nothing, give a new one"
-            )
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="w2e-demo-") as tmp:
-        yield Path(tmp)
+    cfg: DemoConfig
+    settings: Settings
+    store: Store
+    chain: c.Chain
+    distributor: c.Distributor
+    deployment: c.Deployment
+    poster: c.Key
+    relayer: c.Key
+    url: str
+    sim: SimResult
+    sim_cfg: SimConfig
+    clock: Clock
+    say: Any
+    progress: Progress
 
 
-def run_demo(cfg: DemoConfig, say: Any = print) -> DemoResult:
-    seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
+def run_demo(
+    cfg: DemoConfig,
+    say: Any = print,
+    progress: Progress | None = None,
+    hold: Callable[[DemoResult], None] | None = None,
+) -> DemoResult:
+    """The whole flow; `progress(step, done, total)` per unit of work of each of `STEPS`;
+    `hold(result)` runs while the service and the chain are still up (--serve)."""
+    tick = progress or (lambda step, done, total: None)
+    clock = Clock()
+    t0 = clock.start()
     now = int(time.time())
     # Epoch 1 starts early enough that every honest receipt is in the past and the first
     # EPOCHS epochs are due now: issuedAt <= start + WINDOW + 1200 <= now.
     genesis = now - (WINDOW + SESSION_AGE + 600) - 100
-    with _workdir(cfg.directory) as work:
-        base = dict(
+    port = cfg.port or c.free_port()
+    url = f"http://127.0.0.1:{port}"
+    with workdir(cfg.directory) as work:
+        base: dict[str, Any] = dict(
             database_url=f"sqlite:///{work}/demo.db",
             data_dir=str(work / "epochs"),
             genesis=genesis,
@@ -157,15 +170,24 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoResult:
             rpc_url=None,
             rate_limit=0,
             admin_token=secrets.token_hex(16),
-            data_base_uri=None,
+            # Each proposal's dataURI is the demo service's /v1/data, which the auditor reads.
+            # A demo on an outside chain that does not --serve leaves its chain behind but not
+            # its service: there the dataURI stays the local path, so the chain's URIs still
+            # resolve afterwards (the audit command it prints), and the in-demo auditor is
+            # pointed at /v1/data explicitly.
+            data_base_uri=f"{url}/v1/data" if cfg.rpc is None or cfg.serve else None,
         )
         settings = Settings(**base)  # type: ignore[arg-type]
+        tick(DEPLOY, 0, 1)
         if cfg.rpc is None:
             chain = c.connect(settings, confirmations=1, poll_interval=0.01)
             admin, poster, relayer = chain.dev_key(0), chain.dev_key(1), chain.dev_key(2)
+            # A view without `from` makes web3's eth-tester middleware list the accounts three
+            # times; the demo reads hundreds of views, so give them one.
+            chain.w3.eth.default_account = relayer.address  # type: ignore[assignment]
         else:
             chain = c.connect(settings, rpc_url=cfg.rpc, confirmations=1, poll_interval=0.05)
-            admin, poster, relayer = _throwaway_keys(chain)
+            admin, poster, relayer = throwaway_keys(chain)
         funding = EPOCHS * settings.emission
         deployment = c.deploy(
             chain,
@@ -190,9 +212,10 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoResult:
         )
         if cfg.rpc is not None:
             (work / "deployment.json").write_text(deployment.to_json())
-        seconds["deploy"] = time.perf_counter() - t0
+        tick(DEPLOY, 1, 1)
+        clock.stop("deploy", t0)
 
-        t = time.perf_counter()
+        t = clock.start()
         sim_cfg = SimConfig(
             seed=cfg.seed,
             receipts=cfg.receipts,
@@ -205,133 +228,221 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoResult:
             start=genesis,
             window=WINDOW,
             params=Params.from_settings(settings),
-            workers=cfg.workers,
+            workers=cfg.workers or 1,
         )
-        sim = generate(sim_cfg, work / "sim")
+        tick(SIMULATE, 0, cfg.receipts)
+        sim = generate(
+            sim_cfg, work / "sim", progress=lambda done: tick(SIMULATE, done, cfg.receipts)
+        )
         say(
-            f"simulated {sim.receipts} receipts of {cfg.nodes} nodes and {cfg.viewers} viewers, "
-            f"{sum(sim.kinds.values())} from bad actors"
+            f"simulated {sim.receipts} receipts of {cfg.nodes} nodes, {cfg.viewers} viewers "
+            f"and {cfg.creators} creators, {sum(sim.kinds.values())} from bad actors"
         )
-        seconds["simulate"] = time.perf_counter() - t
+        clock.stop("simulate", t, extra_cpu=sim.cpu_seconds if sim.workers > 1 else 0.0)
 
         from settlement.api.app import create_app
-        from settlement.client.http import SettlementClient
         from settlement.services.claims import ChainContext
 
         store = open_store(settings.database_url)
         try:
             app = create_app(settings, store, chain_context=ChainContext(chain, distributor))
-            with _Server(app) as server:
-                t = time.perf_counter()
-                token = settings.admin_token.get_secret_value()  # type: ignore[union-attr]
-                upload_registries(server.url, sim.out_dir / "registries.json", token)
-                with SettlementClient(server.url, max_batch=2000) as client:
-                    verdicts = post(sim.receipts_path, client)
-                say(f"posted to {server.url}/v1/receipts: {verdicts}")
-                seconds["ingest"] = time.perf_counter() - t
-                return _settle(
-                    cfg,
-                    settings,
-                    store,
-                    chain,
-                    distributor,
-                    deployment,
-                    poster,
-                    relayer,
-                    server.url,
-                    verdicts,
-                    seconds,
-                    t0,
-                    say,
-                )
+            with Server(app, port) as server:
+                run = _Run(
+                    cfg, settings, store, chain, distributor, deployment, poster, relayer,
+                    server.url, sim, sim_cfg, clock, say, tick,
+                )  # fmt: skip
+                verdicts = _ingest(run)
+                result = _settle(run, verdicts)
+                clock.stop("total", t0, sim.cpu_seconds if sim.workers > 1 else 0.0)
+                if hold is not None:
+                    hold(result)
+                return result
         finally:
             store.close()
 
 
-def _settle(
-    cfg: DemoConfig,
-    settings: Settings,
-    store: Store,
-    chain: c.Chain,
-    distributor: c.Distributor,
-    deployment: c.Deployment,
-    poster: c.Key,
-    relayer: c.Key,
-    url: str,
-    verdicts: dict[str, int],
-    seconds: dict[str, float],
-    t0: float,
-    say: Any,
-) -> DemoResult:
-    t = time.perf_counter()
+def _ingest(run: _Run) -> dict[str, int]:
+    """Registries, then every receipt through POST /v1/receipts; counts by verdict label."""
+    from collections import Counter
+
+    from settlement.client.http import SettlementClient
+
+    t = run.clock.start()
+    token = run.settings.admin_token.get_secret_value()  # type: ignore[union-attr]
+    upload_registries(run.url, run.sim.out_dir / "registries.json", token)
+    counts: Counter[str] = Counter()
+    total = run.sim.receipts
+    run.progress(INGEST, 0, total)
+    with SettlementClient(run.url, max_batch=2000) as client:
+        for part in read_lines(run.sim.receipts_path, client.max_batch):
+            for batch in client.submit_iter(part):
+                counts.update(v.label for v in batch.verdicts)
+            run.progress(INGEST, sum(counts.values()), total)
+    verdicts = dict(sorted(counts.items()))
+    run.say(f"posted to {run.url}/v1/receipts: {verdicts}")
+    run.clock.stop("ingest", t)
+    return verdicts
+
+
+def _settle(run: _Run, verdicts: dict[str, int]) -> DemoResult:
+    cfg, store, chain, distributor = run.cfg, run.store, run.chain, run.distributor
+    t = run.clock.start()
     now = int(time.time())
     submitter = Submitter(
-        store, settings, chain, distributor, poster, deployment_block=deployment.block, say=say
+        store,
+        run.settings,
+        chain,
+        distributor,
+        run.poster,
+        deployment_block=run.deployment.block,
+        say=run.say,
     )
+    done = 0
+    steps = EPOCHS + 3  # four closes, three proposals (epochs 2 and 3 share one)
+
+    def advance() -> None:
+        nonlocal done
+        done += 1
+        run.progress(SETTLE, done, steps)
 
     def close(epoch: int) -> None:
-        closed = close_epoch(store, settings, epoch, now=now)
+        closed = close_epoch(store, run.settings, epoch, now=now)
         assert closed is not None
-        say(f"closed epoch {epoch}: root {closed.root}, cumulative {closed.cumulative_total}")
+        run.say(f"closed epoch {epoch}: root {closed.root}, cumulative {closed.cumulative_total}")
+        advance()
 
     def settle_root() -> None:
         submitter.step()  # proposes; the root waits for its challenge period
         chain.increase_time(CHALLENGE)
         submitter.step()  # accepts
+        advance()
 
+    run.progress(SETTLE, 0, steps)
     close(1)
     settle_root()
-    seconds["close+propose"] = time.perf_counter() - t
+    run.clock.stop("close+propose", t)
 
-    # Claims through the API's calldata: some nodes and viewers, now and after the last root.
-    t = time.perf_counter()
-    tree1 = _accepted_tree(submitter)
+    # Claims through the API's calldata. A node, a viewer and a creator (the top earner of each
+    # class) claim with their own key, now and after the last root; then one relayer sends a
+    # claimMany for accounts of all three classes.
+    t = run.clock.start()
+    world = build_world(run.sim_cfg)
     by_class = _balances(store, 1)
-    nodes = [a for a, (n, _, _) in sorted(by_class.items(), key=lambda x: -x[1][0]) if n > 0]
-    viewers = [a for a, (_, v, _) in sorted(by_class.items(), key=lambda x: -x[1][1]) if v > 0]
-    half = cfg.single_claims // 2
-    singles = nodes[:half] + viewers[: cfg.single_claims - half]
-    for account in singles:
-        info = c.refresh_claim(distributor, claim_info_from_service(url, account))
-        c.send_claim(relayer, distributor, info)
-    assert tree1 is not None
-    seconds["claims"] = time.perf_counter() - t
+    own: dict[str, str] = {}  # account -> class
+    for i, cls in enumerate(CLASSES):
+        ranked = sorted(
+            (a for a, row in by_class.items() if row[i] > 0), key=lambda a: -by_class[a][i]
+        )
+        for account in [a for a in ranked if a not in own][: cfg.own_claims]:
+            own[account] = cls
+    keys = own_keys(world, own)
+    claim_steps = 2 * len(own) + 1
+    claim_done = 0
 
-    t = time.perf_counter()
+    def claimed_one() -> None:
+        nonlocal claim_done
+        claim_done += 1
+        run.progress(CLAIMS, claim_done, claim_steps)
+
+    run.progress(CLAIMS, 0, claim_steps)
+    for account in own:
+        chain.set_balance(account, 10**17)  # gas money for its own claim
+        info = c.refresh_claim(distributor, claim_info_from_service(run.url, account))
+        c.send_claim(keys[account], distributor, info)
+        claimed_one()
+    run.clock.stop("claims", t)
+
+    t = run.clock.start()
     close(2)
     close(3)  # closed while nothing is proposed for 2: one proposal carries both
     settle_root()
     close(4)
     settle_root()
-    seconds["close+propose"] += time.perf_counter() - t
+    run.clock.stop("close+propose", t)
 
-    t = time.perf_counter()
+    t = run.clock.start()
     final = _balances(store, EPOCHS)
     tree = _accepted_tree(submitter)
-    for account in singles:
-        info = c.refresh_claim(distributor, claim_info_from_service(url, account))
+    for account in own:
+        info = c.refresh_claim(distributor, claim_info_from_service(run.url, account))
         if info.claimable > 0:  # earned nothing since its first claim: nothing to send
-            c.send_claim(relayer, distributor, info)
-    rest = [a for a, _ in tree.values if a not in set(singles)]
-    # Every few accounts, whatever their class: nodes, viewers and creators alike.
-    step = max(1, len(rest) // max(1, cfg.relayed_claims))
-    relayed = rest[::step][: cfg.relayed_claims]
-    infos = [claim_info_from_service(url, a) for a in relayed]
-    results = c.relay_claims(relayer, distributor, infos, batch_size=len(infos) or 1)
-    say(
-        f"relayed one claimMany for {len(relayed)} accounts: tx {results[0].tx_hash if results else '-'}"
+            c.send_claim(keys[account], distributor, info)
+        claimed_one()
+    leaves = dict(tree.values)
+    relayed: dict[str, str] = {}  # account -> the class it was picked from
+    share = cfg.relayed_claims // len(CLASSES)
+    for i, cls in enumerate(CLASSES):
+        mine = sorted(a for a, row in final.items() if row[i] > 0 and a in leaves)
+        mine = [a for a in mine if a not in own and a not in relayed]
+        step = max(1, len(mine) // max(1, share))  # spread over the class, not its top
+        relayed.update(dict.fromkeys(mine[::step][:share], cls))
+    infos = [claim_info_from_service(run.url, a) for a in relayed]
+    results = c.relay_claims(run.relayer, distributor, infos, batch_size=len(infos) or 1)
+    claimed_one()
+    run.say(
+        f"relayed one claimMany for {len(relayed)} accounts (nodes, viewers and creators): "
+        f"tx {results[0].tx_hash if results else '-'}"
     )
-    indexed = index_claims(store, distributor, deployment.block)
-    seconds["claims"] += time.perf_counter() - t
+    index_claims(store, distributor, run.deployment.block)
+    run.clock.stop("claims", t)
 
-    # The check: on-chain balances against allocations, for everyone.
+    audit_report = _audit(run)
+    return _summarise(run, verdicts, submitter, final, tree, own, relayed, audit_report)
+
+
+def _audit(run: _Run) -> Any:
+    """The auditor, as a third party runs it: the chain's events and the files over HTTP."""
+    from settlement.services import audit as auditor
+
+    t = run.clock.start()
+    run.progress(AUDIT, 0, 1)
+    if run.cfg.rpc is None:
+        # The embedded chain has no RPC endpoint: the auditor reads it through the same web3.
+        view = auditor.ChainView(run.distributor, run.deployment.block)
+    else:
+        view = auditor.ChainView.connect(
+            run.cfg.rpc, run.deployment.distributor, run.deployment.block
+        )
+    # With an HTTP dataURI on chain the auditor follows it; else it is given /v1/data.
+    source = None if run.settings.data_base_uri else auditor.HttpSource(f"{run.url}/v1/data")
+    try:
+        report = auditor.audit(
+            source,
+            view,
+            None,
+            lambda what, done, total: run.progress(AUDIT, done, max(total, 1)),
+            workers=run.cfg.workers,
+        )
+    finally:
+        if source is not None:
+            source.close()
+    report.source = f"{run.url}/v1/data" + (" (the dataURIs on chain)" if source is None else "")
+    verdict = "clean" if report.ok else f"{len(report.mismatches) + report.suppressed} mismatch(es)"
+    run.say(f"audited {len(report.epochs)} epochs over HTTP from {report.source}: {verdict}")
+    run.clock.stop("audit", t)
+    return report
+
+
+def _summarise(
+    run: _Run,
+    verdicts: dict[str, int],
+    submitter: Submitter,
+    final: dict[str, tuple[int, int, int]],
+    tree: MerkleTree,
+    own: dict[str, str],
+    relayed: dict[str, str],
+    audit_report: Any,
+) -> DemoResult:
+    """The checks: on-chain balances against allocations for everyone, and the audit."""
+    distributor = run.distributor
     problems: list[str] = []
     checks = []
     leaves = dict(tree.values)
-    claimed_accounts = set(singles) | set(relayed)
+    claimed_accounts = set(own) | set(relayed)
+    claims = {cls: Claimed() for cls in CLASSES}
     # Everyone's claimed amount from the Claimed indexer (one log scan); the token balance and
     # the contract's claimed() read directly for each account that claimed.
-    indexed_claims = sdb.SubmitterStore(store).claimed_all()
+    indexed_claims = sdb.SubmitterStore(run.store).claimed_all()
     for account, (n, v, cr) in sorted(final.items()):
         total = n + v + cr
         if leaves.get(account, 0) != total:
@@ -348,21 +459,37 @@ def _settle(
                 problems.append(
                     f"{account}: balance {balance}, claimed {claimed}, expected {expect}"
                 )
-            cls = max(("node", n), ("viewer", v), ("creator", cr), key=lambda x: x[1])[0]
+            cls = own.get(account) or relayed[account]
+            row = claims[cls]
+            row.own_key += account in own
+            row.relayed += account not in own
+            row.paid += balance
+            row.equal += balance == claimed == total
             checks.append((account, cls, total, balance, claimed))
+    for cls, row in claims.items():
+        if row.own_key == 0 or row.relayed == 0:
+            problems.append(f"no {cls} claimed both with its own key and through the relayer")
     allocated = sum(n + v + cr for n, v, cr in final.values())
     if allocated != distributor.cumulative_total() or allocated != tree.cumulative_total:
         problems.append(
             f"allocated {allocated} != on-chain cumulative total {distributor.cumulative_total()}"
         )
-    per_root = proposals_on_chain(distributor, deployment.block)
+    per_root = proposals_on_chain(distributor, run.deployment.block)
     if set(per_root.values()) != {1}:
         problems.append(f"a root was proposed more than once: {per_root}")
+    if not audit_report.ok:
+        problems.append(
+            f"the audit found {len(audit_report.mismatches) + audit_report.suppressed} mismatch(es)"
+        )
+    if [e.epoch for e in audit_report.epochs] != list(range(1, EPOCHS + 1)):
+        problems.append(
+            f"the audit covered {[e.epoch for e in audit_report.epochs]}, not 1-{EPOCHS}"
+        )
     top = {
         cls: sorted(((a, row[i]) for a, row in final.items() if row[i] > 0), key=lambda x: -x[1])[
             :3
         ]
-        for i, cls in enumerate(("node", "viewer", "creator"))
+        for i, cls in enumerate(CLASSES)
     }
     proposals = [
         {
@@ -373,30 +500,40 @@ def _settle(
         }
         for r in submitter.rows.all()
     ]
-    seconds["total"] = time.perf_counter() - t0
     audit_command = None
-    if cfg.rpc is not None:
+    if run.cfg.rpc is not None:
         audit_command = (
-            f"settlement audit --rpc {cfg.rpc} --distributor {deployment.distributor} "
-            f"--from-block {deployment.block}"
+            f"settlement audit --rpc {run.cfg.rpc} --distributor {run.deployment.distributor} "
+            f"--from-block {run.deployment.block}"
         )
+    kinds = run.sim.truth["kinds"]
     return DemoResult(
         verdicts=verdicts,
+        expected=dict(run.sim.truth["expected"]["ingest"]),
+        kinds={
+            reason: "; ".join(
+                k["what"] for k in kinds.values() if k["count"] and k["reason"] == reason
+            )
+            for reason in {k["reason"] for k in kinds.values()}
+        },
         proposals=proposals,
         top=top,
         checks=checks,
+        claims=claims,
         totals={
             "allocated": allocated,
             "funded": distributor.total_funded(),
             "onchain_total": distributor.cumulative_total(),
-            "paid": sum(distributor.token.balance_of(a) for a in claimed_accounts),
+            "paid": sum(row.paid for row in claims.values()),
             "claimed_accounts": len(claimed_accounts),
             "accounts": len(final),
-            "claimed_events_indexed": indexed,
         },
-        seconds=seconds,
+        audit=audit_report,
+        seconds=run.clock.wall,
+        cpu=run.clock.cpu,
         ok=not problems,
         problems=problems,
+        url=run.url,
         audit_command=audit_command,
     )
 
@@ -406,68 +543,3 @@ def _accepted_tree(submitter: Submitter) -> MerkleTree:
     if row is None or row.dump_path is None:
         raise SettlementError("no accepted root with a published tree: the demo cannot claim")
     return MerkleTree.load(Path(row.dump_path).read_bytes())
-
-
-def _w2e(amount: int) -> str:
-    whole, frac = divmod(amount, 10**18)
-    return f"{whole}.{frac:018d}"[: len(str(whole)) + 5]
-
-
-def render(result: DemoResult) -> None:
-    """The short Rich summary."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    verdicts = Table(title="Receipts by verdict")
-    verdicts.add_column("verdict / reason")
-    verdicts.add_column("receipts", justify="right")
-    for label, n in sorted(result.verdicts.items(), key=lambda x: -x[1]):
-        verdicts.add_row(label, str(n))
-    console.print(verdicts)
-
-    roots = Table(title="Roots on chain (one proposal each)")
-    for col in ("epochs", "root", "cumulative W2E", "status"):
-        roots.add_column(col)
-    for p in result.proposals:
-        roots.add_row(p["epochs"], p["root"][:18] + "…", _w2e(p["total"]), p["status"])
-    console.print(roots)
-
-    top = Table(title="Top earners by class (cumulative, W2E)")
-    for col in ("class", "account", "W2E"):
-        top.add_column(col)
-    for cls, rows in result.top.items():
-        for account, amount in rows:
-            top.add_row(cls, account, _w2e(amount))
-    console.print(top)
-
-    claims = Table(title="Claimed accounts: on-chain balance against allocation")
-    for col in ("account", "class", "allocation", "on-chain", "equal"):
-        claims.add_column(col)
-    for account, cls, alloc, balance, _claimed in result.checks[:10]:
-        claims.add_row(
-            f"{account[:10]}…{account[-6:]}",
-            cls,
-            _w2e(alloc),
-            _w2e(balance),
-            "yes" if alloc == balance else "NO",
-        )
-    if len(result.checks) > 10:
-        claims.add_row(f"… and {len(result.checks) - 10} more", "", "", "", "")
-    console.print(claims)
-    t = result.totals
-    console.print(
-        f"accounts {t['accounts']}, claimed {t['claimed_accounts']} (paid {_w2e(t['paid'])} W2E); "
-        f"allocated {t['allocated']} = on-chain cumulativeTotal {t['onchain_total']} "
-        f"<= funded {t['funded']} base units"
-    )
-    timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
-    console.print(f"time: {timing}")
-    if result.audit_command is not None:
-        console.print(f"audit it from the chain and the published files: {result.audit_command}")
-    if result.ok:
-        console.print("[bold green]OK[/]: every on-chain balance equals its allocation")
-    else:
-        console.print(f"[bold red]MISMATCH[/]: {len(result.problems)} problem(s)")
-        for p in result.problems[:20]:
-            console.print(f"  {p}")

@@ -70,3 +70,36 @@ def test_bench_runs_and_prints_its_json_line(name):
         assert result["sessions"] == 100_000 and result["receipts"] > result["sessions"]
     if name == "settle":
         assert result["sessions"] == 2000 and result["close_s"] > 0
+
+
+def test_table_mode_runs_the_benches_and_prints_one_table_then_their_json_lines():
+    """`scripts/bench` with no name, reduced to the cheapest bench: its run, its row in the
+    table, and the combined JSON line holding the bench's own line unchanged."""
+    env = dict(os.environ)
+    tools = [ROOT / ".tools" / "bin", ROOT / "node_modules" / ".bin"]
+    env["PATH"] = os.pathsep.join([*map(str, tools), env.get("PATH", "")])
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benches" / "_table.py"), "--only", "chain"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    combined = json.loads(lines[-1])
+    assert combined["bench"] == "all" and list(combined["results"]) == ["chain"]
+    chain = combined["results"]["chain"]
+    assert BENCHES["chain"][1] <= chain.keys()
+    # The bench's own JSON line went to stderr as it printed it, and is the same object.
+    own = [json.loads(x) for x in out.stderr.splitlines() if x.startswith('{"bench": "chain"')]
+    assert own == [chain]
+    header, rule, row = lines[:3]
+    assert header.split(" | ")[0].strip() == "bench" and set(rule) <= {"-", "+"}
+    assert row.startswith("chain ") and "claims/s" in row
+    assert f"gas {chain['gas_per_claim']:,} single" in row
+
+
+def test_table_mode_refuses_an_unknown_bench():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benches" / "_table.py"), "--only", "nosuch"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2 and "no such bench nosuch" in out.stderr

@@ -1,11 +1,13 @@
-"""The README's third-party audit of the demo: `settlement demo --rpc` on anvil leaves its
-chain and datasets behind, and `settlement audit` with the chain's URL and the distributor's
-address checks them (exit 0); one changed byte in a published file makes it exit 1."""
+"""The README's third-party audit of the demo: `settlement demo --rpc` on anvil audits itself
+over HTTP, then leaves its chain and datasets behind, and `settlement audit` with the chain's
+URL and the distributor's address checks them (exit 0); one changed byte in a published file
+makes it exit 1."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +40,12 @@ def test_a_third_party_audits_the_demos_chain_in_two_commands(tmp_path: Path) ->
             f"--from-block {deployment['block']}"
         )
         assert command in demo.stdout
+        # The demo's own auditor read this chain over RPC and the files over the demo
+        # service's HTTP /v1/data, while it ran.
+        assert "audit verdict: clean" in demo.stdout
+        assert re.search(
+            r"audited 4 epochs over HTTP from http://127\.0\.0\.1:\d+/v1/data: clean", demo.stderr
+        )
 
         audit = settlement(*command.split()[1:], "--json")
         assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
