@@ -140,10 +140,7 @@ def test_a_pending_reward_is_named_with_its_epoch_and_time(world: Any) -> None:
     # Another account still has its first-root amount: claimed gas-free by the CLI.
     paid = runner.invoke(cli, ["claim", cc, "--service", "http://relay.test", "--gas-free"])
     assert paid.exit_code == 0, paid.output
-    whole, frac = divmod(amount_c, 10**18)
-    assert f"paid {whole}.{frac:018d}".rstrip("0") + f" W2E ({amount_c} base units) to {cc}" in (
-        paid.output
-    )
+    assert f"paid {w2e_text(amount_c)} W2E ({amount_c} base units) to {cc}" in paid.output
     assert d.token.balance_of(cc) == amount_c
     shown = runner.invoke(cli, ["account", a, "--service", "http://relay.test"])
     assert shown.exit_code == 0, shown.output
