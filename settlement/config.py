@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Shortest W2E_ADMIN_TOKEN taken outside dev mode: 32 characters of a random token (e.g.
@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     """Every knob of the service. Values that affect rewards are published with each epoch."""
 
     model_config = SettingsConfigDict(env_prefix="W2E_", env_file=".env", extra="ignore")
+    # Set by load_settings when neither W2E_GENESIS nor a deployment record gives the
+    # genesis: the store pins it at its first start (`pin_genesis`), never the class default.
+    _genesis_from_store: bool = PrivateAttr(default=False)
 
     chain_id: int = Field(
         default=31337, ge=1, description="chain id of the receipts' EIP-712 domain"
@@ -26,9 +29,16 @@ class Settings(BaseSettings):
         pattern=r"^0x[0-9a-fA-F]{40}$",
         description="RewardDistributor address (EIP-712 verifyingContract)",
     )
-    genesis: int = Field(default=1_767_225_600, ge=0, description="unix time epoch 1 starts")
-    epoch_seconds: int = Field(default=3600, ge=1)
-    grace_seconds: int = Field(default=300, ge=0)
+    genesis: int = Field(
+        default=1_767_225_600,
+        ge=0,
+        description="unix time epoch 1 starts; without W2E_GENESIS and a deployment record, "
+        "the store's first start rounded down to a whole epoch (pinned in the store)",
+    )
+    epoch_seconds: int = Field(default=3600, ge=1, description="epoch length, seconds")
+    grace_seconds: int = Field(
+        default=300, ge=0, description="seconds after an epoch's end its receipts may still arrive"
+    )
     # Receipt parameters: names as in PROTOCOL section 3 (`skew` is `clock_skew`), all integers.
     clock_skew: int = Field(
         default=120, ge=0, description="seconds a receipt's issuedAt may run ahead of now"
@@ -240,6 +250,27 @@ class Settings(BaseSettings):
         validation_alias="PROMETHEUS_MULTIPROC_DIR",
         description="prometheus-client multi-process directory (serve sets one for several workers)",
     )
+    # logs, metrics and the CLI (settlement serve and every long-running command)
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="log lines of serve and every long-running command: text or json, one "
+        "line per event, the same fields (time, level, component, logger, message, exc)",
+    )
+    debug: bool = Field(
+        default=False,
+        description="the CLI prints the traceback of an error instead of one `error:` line "
+        "(also `settlement --debug ...`)",
+    )
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65533,
+        description="settlement serve: metrics of the scheduler on this port, of the submitter "
+        "on +1, of the watchtower on +2 (0: none; the API's are on its own /metrics)",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address the serve children's metrics ports bind"
+    )
     # chain
     rpc_url: str | None = Field(
         default=None,
@@ -300,7 +331,9 @@ class Settings(BaseSettings):
     )
     deployment_file: str = Field(
         default="data/deployment.json",
-        description="where `settlement deploy` records chain id, block, addresses and roles",
+        description="where `settlement deploy` records chain id, block, addresses, roles and "
+        "the epoch clock; every command reads chain id, distributor, genesis and epoch length "
+        "from it",
     )
     claim_batch_size: int = Field(
         default=100, ge=1, description="accounts per claimMany of `settlement claim --relay`"
@@ -310,18 +343,54 @@ class Settings(BaseSettings):
     )
     # Keys: each *_key_env names the variable holding a hex private key; a *_keystore file
     # (encrypted eth-account JSON) wins over it, its password from *_password_env or a prompt.
-    admin_key_env: str = "W2E_ADMIN_KEY"
-    poster_key_env: str = "W2E_POSTER_KEY"
-    guardian_key_env: str = "W2E_GUARDIAN_KEY"
-    claimer_key_env: str = "W2E_CLAIMER_KEY"
-    admin_keystore: str | None = None
-    poster_keystore: str | None = None
-    guardian_keystore: str | None = None
-    claimer_keystore: str | None = None
-    admin_password_env: str = "W2E_ADMIN_KEYSTORE_PASSWORD"
-    poster_password_env: str = "W2E_POSTER_KEYSTORE_PASSWORD"
-    guardian_password_env: str = "W2E_GUARDIAN_KEYSTORE_PASSWORD"
-    claimer_password_env: str = "W2E_CLAIMER_KEYSTORE_PASSWORD"
+    admin_key_env: str = Field(
+        default="W2E_ADMIN_KEY",
+        description="name of the variable holding the admin's (deploys, mints, funds) hex private key",
+    )
+    poster_key_env: str = Field(
+        default="W2E_POSTER_KEY",
+        description="name of the variable holding the poster's (proposes roots) hex private key",
+    )
+    guardian_key_env: str = Field(
+        default="W2E_GUARDIAN_KEY",
+        description="name of the variable holding the guardian's (revokes, pauses) hex private key",
+    )
+    claimer_key_env: str = Field(
+        default="W2E_CLAIMER_KEY",
+        description="name of the variable holding the claimer's (pays the gas of claims) hex private key",
+    )
+    admin_keystore: str | None = Field(
+        default=None,
+        description="encrypted keystore file of the admin key (wins over the variable)",
+    )
+    poster_keystore: str | None = Field(
+        default=None,
+        description="encrypted keystore file of the poster key (wins over the variable)",
+    )
+    guardian_keystore: str | None = Field(
+        default=None,
+        description="encrypted keystore file of the guardian key (wins over the variable)",
+    )
+    claimer_keystore: str | None = Field(
+        default=None,
+        description="encrypted keystore file of the claimer key (wins over the variable)",
+    )
+    admin_password_env: str = Field(
+        default="W2E_ADMIN_KEYSTORE_PASSWORD",
+        description="name of the variable holding the admin keystore's password (else a prompt)",
+    )
+    poster_password_env: str = Field(
+        default="W2E_POSTER_KEYSTORE_PASSWORD",
+        description="name of the variable holding the poster keystore's password (else a prompt)",
+    )
+    guardian_password_env: str = Field(
+        default="W2E_GUARDIAN_KEYSTORE_PASSWORD",
+        description="name of the variable holding the guardian keystore's password (else a prompt)",
+    )
+    claimer_password_env: str = Field(
+        default="W2E_CLAIMER_KEYSTORE_PASSWORD",
+        description="name of the variable holding the claimer keystore's password (else a prompt)",
+    )
     # submitter
     submitter_interval: float = Field(
         default=15.0,
@@ -395,16 +464,138 @@ class Settings(BaseSettings):
         return self
 
 
-def load_settings() -> Settings:
-    """The settings from the environment; an invalid value is a ConfigError naming it."""
+# What a deployment record fixes for every command (PROTOCOL 2-4): JSON name -> setting.
+DEPLOYMENT_FIELDS: dict[str, str] = {
+    "chainId": "chain_id",
+    "distributor": "distributor",
+    "genesis": "genesis",
+    "epochSeconds": "epoch_seconds",
+}
+
+
+def load_settings(*, deployment: bool = True) -> Settings:
+    """The settings from the environment, completed by the deployment record.
+
+    W2E_DEPLOYMENT_FILE (written by `settlement deploy`) gives chain id, distributor, genesis
+    and epoch length to every command; a W2E_* variable set to another value than the record's
+    is a ConfigError naming both. Without a record and without W2E_GENESIS the genesis is
+    pinned by the store at its first start (`pin_genesis`). `deployment=False` (for
+    `settlement deploy`, which writes the record) reads the environment alone. An invalid
+    value is a ConfigError naming it.
+    """
     from pydantic import ValidationError
 
     from settlement.errors import ConfigError
 
     try:
-        return Settings()
+        settings = Settings()
+        record = read_deployment_fields(settings.deployment_file) if deployment else {}
+        fill: dict[str, object] = {}
+        for name, value in record.items():
+            mine = getattr(settings, name)
+            if name not in settings.model_fields_set:
+                fill[name] = value
+            elif _differs(mine, value):
+                raise ConfigError(
+                    f"W2E_{name.upper()}={mine} but the deployment record "
+                    f"{settings.deployment_file} says {value}: unset W2E_{name.upper()}, or "
+                    "point W2E_DEPLOYMENT_FILE at the record of the deployment you mean"
+                )
+        if fill:
+            settings = Settings(**fill)  # type: ignore[arg-type]
     except ValidationError as error:
-        raise ConfigError(f"invalid W2E_* settings: {error}") from None
+        # One line per the CLI's error convention, and without the values: a bad
+        # W2E_ADMIN_TOKENS or key variable must not be echoed back.
+        problems = "; ".join(
+            f"{_variable(e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid W2E_* settings: {problems}") from None
+    settings._genesis_from_store = "genesis" not in settings.model_fields_set
+    return settings
+
+
+def _differs(mine: object, recorded: object) -> bool:
+    if isinstance(mine, str) and isinstance(recorded, str):
+        return mine.lower() != recorded.lower()
+    return str(mine) != str(recorded)
+
+
+def read_deployment_fields(path: str) -> dict[str, object]:
+    """The settings a deployment record fixes, by setting name ({} when there is no file;
+    records older than the genesis field give only chain id and distributor)."""
+    import json
+
+    from settlement.errors import ConfigError
+
+    try:
+        with open(path, encoding="utf-8") as stream:
+            doc = json.load(stream)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"cannot read the deployment record {path} (W2E_DEPLOYMENT_FILE): {error}"
+        ) from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"the deployment record {path} is not a JSON object")
+    return {name: doc[key] for key, name in DEPLOYMENT_FIELDS.items() if doc.get(key) is not None}
+
+
+def genesis_from_store(settings: Settings) -> bool:
+    """True when no W2E_GENESIS and no deployment record gave the genesis (see pin_genesis)."""
+    return settings._genesis_from_store
+
+
+def with_genesis(settings: Settings, genesis: int) -> Settings:
+    """The same settings with the genesis the store pinned."""
+    pinned = settings.model_copy(update={"genesis": genesis})
+    pinned._genesis_from_store = False
+    return pinned
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a Settings field (W2E_NAME, or its alias)."""
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else f"W2E_{field.upper()}"
+
+
+def _shown_default(field: str) -> str:
+    if field == "genesis":  # the class default is never used by a command (load_settings)
+        return "the deployment's epoch, else the store's first"
+    info = Settings.model_fields[field]
+    value = info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, float) and value.is_integer():
+        return f"`{int(value)}`"
+    if isinstance(value, dict | list):
+        import json
+
+        return f"`{json.dumps(value)}`"
+    return f"`{value}`"
+
+
+def settings_markdown() -> str:
+    """Every setting as a Markdown table (variable, default, what it does): the README's
+    table is this text (`settlement config settings --markdown`; a unit test compares)."""
+    deployed = set(DEPLOYMENT_FIELDS.values())
+    lines = ["| variable | default | what it does |", "|---|---|---|"]
+    for field, info in Settings.model_fields.items():
+        text = (info.description or "").replace("|", "\\|").replace("\n", " ")
+        if field in deployed:
+            text += " (the deployment record's when W2E_DEPLOYMENT_FILE exists)"
+        lines.append(f"| `{env_name(field)}` | {_shown_default(field)} | {text} |")
+    return "\n".join(lines) + "\n"
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a validation error's location names (W2E_PORT, CI)."""
+    name = str(loc[0]) if loc else "settings"
+    field = Settings.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    return alias if isinstance(alias, str) else f"W2E_{name.upper()}"
 
 
 def export_for_workers(metrics_dir: str) -> None:
@@ -413,3 +604,15 @@ def export_for_workers(metrics_dir: str) -> None:
     prometheus-client picks its multi-process mode from this variable at import time.
     """
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+
+def child_environment(overrides: dict[str, str | None]) -> dict[str, str]:
+    """The environment of a child process `settlement serve` starts: this process's, with
+    each of `overrides` set (None: removed)."""
+    env = dict(os.environ)
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env

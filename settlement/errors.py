@@ -246,7 +246,11 @@ class RedactUrls(logging.Filter):
             if isinstance(args, tuple) and isinstance(record.msg, str):
                 record.msg = redact(record.msg)
                 record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
-                if record.getMessage() != shown:
+                try:
+                    same = record.getMessage() == shown
+                except (TypeError, ValueError):  # a URL in the format string held a %d
+                    same = False
+                if not same:
                     record.msg, record.args = shown, None
             else:
                 record.msg, record.args = shown, None

@@ -30,13 +30,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# A catch-up longer than this many epochs says so, and reports progress this often.
+CATCH_UP_NOTICE = 10
+PROGRESS_SECONDS = 5.0
+
+
 def close_due(
-    store: Store, settings: Settings, now: int, *, wait_for_lock: bool = False
+    store: Store,
+    settings: Settings,
+    now: int,
+    *,
+    wait_for_lock: bool = False,
+    say: Callable[[str], None] | None = None,
 ) -> list[ClosedEpoch]:
     """Close every epoch whose cutoff has passed at `now`, oldest first.
 
     Returns the epochs this call closed (not those it found closed). Stops early, without
-    error, when another instance holds the close lock.
+    error, when another instance holds the close lock. A catch-up of more than
+    CATCH_UP_NOTICE epochs tells `say` so at its start, every PROGRESS_SECONDS, and at its end.
     """
     due = clock_of(settings).last_due(now)
     epochs = EpochStore(store)
@@ -46,15 +57,51 @@ def close_due(
         # Returns the stored result, and puts back its manifest.json if a crash came
         # between the commit and the file's rename.
         close_epoch(store, settings, last, now=now, wait_for_lock=wait_for_lock)
-    while True:
-        last = epochs.last_closed()
-        if last >= due:
-            return done
-        closed = close_epoch(store, settings, last + 1, now=now, wait_for_lock=wait_for_lock)
-        if closed is None:  # another instance is closing: its epoch, not ours
-            return done
-        if not closed.already_closed:
-            done.append(closed)
+    behind = due - last
+    loud = say is not None and behind > CATCH_UP_NOTICE
+    if loud:
+        assert say is not None
+        say(
+            f"catching up {behind} due epochs ({last + 1}-{due}; genesis {settings.genesis}, "
+            f"{settings.epoch_seconds} s epochs): each is closed and published, empty or not"
+        )
+    started = reported = time.monotonic()
+    try:
+        while True:
+            last = epochs.last_closed()
+            if last >= due:
+                return done
+            closed = close_epoch(store, settings, last + 1, now=now, wait_for_lock=wait_for_lock)
+            if closed is None:  # another instance is closing: its epoch, not ours
+                return done
+            if not closed.already_closed:
+                done.append(closed)
+            if loud and time.monotonic() - reported >= PROGRESS_SECONDS:
+                reported = time.monotonic()
+                assert say is not None
+                say(f"closed epoch {closed.epoch} of {due} ({len(done)} so far)")
+    finally:
+        if loud and done:
+            assert say is not None
+            empty = sum(1 for c in done if not c.proposes)
+            say(
+                f"closed {len(done)} epochs ({done[0].epoch}-{done[-1].epoch}, {empty} of "
+                f"them without new rewards) in {time.monotonic() - started:.0f} s"
+            )
+
+
+class _DropSkippedRuns(logging.Filter):
+    """APScheduler's "maximum number of running instances reached": a tick still running
+    (a catch-up, a transaction being mined) is expected, and the tick logs what it does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+def _quiet_skipped_runs() -> None:
+    logger = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, _DropSkippedRuns) for f in logger.filters):
+        logger.addFilter(_DropSkippedRuns())
 
 
 class CloseScheduler:
@@ -79,6 +126,7 @@ class CloseScheduler:
         self.ticks = 0
         self._lock = threading.Lock()
         self._compacted_through = 0  # balance rows compacted through this closed epoch
+        _quiet_skipped_runs()
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._scheduler.add_job(
             self.tick,
@@ -89,19 +137,24 @@ class CloseScheduler:
             next_run_time=None,
         )
 
+    @staticmethod
+    def _say(message: str) -> None:
+        log.info("%s", message)
+
     def tick(self) -> list[ClosedEpoch]:
         with self._lock:
             self.ticks += 1
         now = int(self.clock())
         try:
-            closed = close_due(self.store, self.settings, now)
+            closed = close_due(self.store, self.settings, now, say=self._say)
         except Exception as error:  # the job must survive: log, keep, retry next tick
             log.exception("closing due epochs failed; retrying at the next tick")
             with self._lock:
                 self.errors.append(error)
             return []
         for c in closed:
-            log.info("closed epoch %d root %s", c.epoch, c.root)
+            if len(closed) <= CATCH_UP_NOTICE:  # a catch-up said it in one summary line
+                log.info("closed epoch %d root %s", c.epoch, c.root)
             if self.on_close is not None:
                 self.on_close(c)
         self.prune(now)
@@ -149,6 +202,7 @@ class ChainScheduler:
     def __init__(self, submitter: Submitter, interval: float) -> None:
         self.submitter = submitter
         self.ticks = 0
+        _quiet_skipped_runs()
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._scheduler.add_job(
             self.tick,
@@ -162,6 +216,7 @@ class ChainScheduler:
     def tick(self) -> None:
         # Imported here: only a chain scheduler loads the chain stack (web3), not the closes.
         from settlement.services.claims import index_claims
+        from settlement.services.funding import refresh_margin
         from settlement.services.submit import run_step
 
         self.ticks += 1
@@ -171,6 +226,10 @@ class ChainScheduler:
             index_claims(sub.store, sub.distributor, sub.deployment_block)
         except Exception:  # the job must survive: log and retry next tick
             log.exception("indexing Claimed events failed; retrying at the next tick")
+        try:  # after the claims index, which the margin reads
+            refresh_margin(sub.store, sub.settings, sub.distributor)
+        except Exception:  # the job must survive: log and retry next tick
+            log.exception("reading the distributor's funding margin failed; retrying next tick")
 
     def start(self) -> None:
         self._scheduler.start()

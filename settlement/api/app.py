@@ -44,6 +44,7 @@ def create_app(
     from settlement.services.access import Admission
     from settlement.services.claims import Claims
     from settlement.services.epochs import TreeCache
+    from settlement.services.genesis import pin_genesis
     from settlement.services.ingest import Ingestor
 
     @asynccontextmanager
@@ -63,17 +64,18 @@ def create_app(
         # tree (seconds at a million leaves) once between them.
         trees = TreeCache()
         try:
+            pinned = pin_genesis(settings, the_store)  # when no genesis was configured
             app.state.api = ApiState(
-                settings=settings,
+                settings=pinned,
                 store=the_store,
-                ingestor=Ingestor(TimedStore(the_store), settings),
-                admission=Admission(the_store, settings),
-                inflight=InflightLimit(settings.max_inflight_batches),
-                thread_limiter=anyio.CapacityLimiter(settings.max_inflight_batches),
+                ingestor=Ingestor(TimedStore(the_store), pinned),
+                admission=Admission(the_store, pinned),
+                inflight=InflightLimit(pinned.max_inflight_batches),
+                thread_limiter=anyio.CapacityLimiter(pinned.max_inflight_batches),
                 trees=trees,
             )
             # The claims routes take it as a dependency (api.routes.claims).
-            app.state.claims = Claims(settings, chain_context, trees)
+            app.state.claims = Claims(pinned, chain_context, trees)
             yield
         finally:
             if owned:

@@ -1,5 +1,5 @@
-"""`python -m settlement.cli`: the same app as the `settlement` script."""
+"""`python -m settlement.cli`: the same as the `settlement` script."""
 
-from settlement.cli.main import app
+from settlement.cli.main import run
 
-app(prog_name="settlement")
+run()

@@ -40,19 +40,21 @@ def deploy(
     """Deploy W2EToken and RewardDistributor, hand out roles, mint and fund, and record the
     addresses (JSON: chainId, block, token, distributor, challengePeriod, roles).
 
-    Chain: W2E_RPC_URL, or the embedded chain when unset (which lives only in this process).
-    Keys: admin from W2E_ADMIN_KEYSTORE or the variable W2E_ADMIN_KEY_ENV names; poster and
-    guardian get their roles and the admin renounces them. Exit 2 on bad settings or keys,
-    3 on chain errors.
+    Chain: W2E_RPC_URL (the embedded chain when unset, only with --dev: it lives only in
+    this process). Keys: admin from W2E_ADMIN_KEYSTORE or the variable W2E_ADMIN_KEY_ENV
+    names; poster and guardian get their roles and the admin renounces them. The record also
+    carries the epoch clock every command then reads: W2E_EPOCH_SECONDS and the genesis
+    (W2E_GENESIS if set, else the deployment block's time rounded down to a whole epoch).
+    Exit 2 on bad settings or keys, 3 on chain errors (unreachable RPC, a key without funds).
     """
 
     from settlement.adapters import chain as chainlib
     from settlement.adapters.keys import load_key, load_optional_key
     from settlement.config import load_settings
-    from settlement.errors import InputError, SettlementError
+    from settlement.errors import ConfigError, InputError, SettlementError
 
     try:
-        settings = load_settings()
+        settings = load_settings(deployment=False)  # this command writes the record
         try:
             minted, funded = int(mint), int(fund)
         except ValueError:
@@ -61,6 +63,12 @@ def deploy(
             ) from None
         dev = dev or settings.dev_mode
         chain = chainlib.connect(settings)
+        if chain.embedded and not dev:
+            raise ConfigError(
+                "W2E_RPC_URL is unset: the embedded chain ends with this process, so a "
+                "deployment there serves nothing; point W2E_RPC_URL at a node (e.g. `anvil "
+                "--port 8546` and W2E_RPC_URL=http://127.0.0.1:8546), or try it with --dev"
+            )
         if chain.embedded:
             typer.echo(
                 "warning: W2E_RPC_URL is unset: deploying on the embedded chain, which "
@@ -91,6 +99,9 @@ def deploy(
             mint=minted,
             fund=funded,
             minters=minter or (),
+            epoch_seconds=settings.epoch_seconds,
+            # W2E_GENESIS set: the record keeps it; else the deployment block's epoch.
+            genesis=settings.genesis if "genesis" in settings.model_fields_set else None,
         )
         path = out or settings.deployment_file
         chainlib.save_deployment(record, path)
@@ -98,4 +109,9 @@ def deploy(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(error.exit_code) from None
     typer.echo(record.to_json(), nl=False)
-    typer.echo(f"recorded in {path}; distributor funded with {w2e(funded)} W2E", err=True)
+    typer.echo(
+        f"recorded in {path} (every command reads chain id, distributor, genesis "
+        f"{record.genesis} and {record.epoch_seconds} s epochs from it); distributor funded "
+        f"with {w2e(funded)} W2E",
+        err=True,
+    )

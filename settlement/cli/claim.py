@@ -18,7 +18,7 @@ from settlement.errors import SettlementError
 if TYPE_CHECKING:
     from settlement.client.nodes import ServiceClient
 
-EXIT_PENDING = 4
+EXIT_PENDING = 5  # 4 is every command's "unexpected internal error" (cli/main.py)
 
 
 class ClaimPending(SettlementError):
@@ -30,15 +30,6 @@ class ClaimPending(SettlementError):
     def __init__(self, message: str, valid_at: int) -> None:
         super().__init__(message)
         self.valid_at = valid_at
-
-
-def register(app: typer.Typer) -> None:
-    """`claim`, `account` and the `nodes` group, in that order of `settlement --help`."""
-    from settlement.cli.nodes import app as nodes_app
-
-    app.command()(claim)
-    app.command()(account)
-    app.add_typer(nodes_app, name="nodes")
 
 
 def amount(base_units: int) -> str:
@@ -167,7 +158,7 @@ def claim(
     --gas-free the service's relayer sends the claim instead: no key and no W2E_RPC_URL.
 
     Exit 0 when something was paid; 1 when there is nothing to claim; 2 on bad input or keys;
-    3 when the chain or the service is unreachable or a transaction fails; 4 when the reward
+    3 when the chain or the service is unreachable or a transaction fails; 5 when the reward
     is only pending: in a proposed root not accepted yet (the message says the epoch and
     when it becomes claimable). --wait waits (up to --timeout) instead.
     """

@@ -50,7 +50,9 @@ def store_and_settings() -> Iterator[tuple[object, object]]:
         with open_store(
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
         ) as store:
-            yield store, settings
+            from settlement.services.genesis import pin_genesis
+
+            yield store, pin_genesis(settings, store, say=lambda m: typer.echo(m, err=True))
     except SettlementError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(error.exit_code) from None
@@ -66,17 +68,15 @@ def cli_who() -> str:
         return "cli"
 
 
-def log_to_stderr(level: int, fmt: str | None = None) -> None:
-    """logging.basicConfig for a long-running command, with every URL in a log line cut to
-    scheme://host:port (W2E_RPC_URL and W2E_DATABASE_URL may hold passwords and API keys)."""
-    import logging
+def log_to_stderr(level: int, fmt: str | None = None, *, component: str | None = None) -> None:
+    """Logging of a long-running command: one line per event on stderr, as text or JSON
+    (--log-format, else W2E_LOG_FORMAT), every URL cut to scheme://host:port (W2E_RPC_URL and
+    W2E_DATABASE_URL may hold passwords and API keys). Calling it again replaces the handler,
+    never adds one. `fmt` (a %-format of old) is ignored: the fields are settlement.logs'."""
+    from settlement.cli.options import setup_command_logging
 
-    from settlement.errors import RedactUrls
-
-    logging.basicConfig(level=level, **({"format": fmt} if fmt else {}))
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactUrls) for f in handler.filters):
-            handler.addFilter(RedactUrls())
+    del fmt
+    setup_command_logging(level, component=component)
 
 
 def echo_json(value: object) -> None:

@@ -1,4 +1,5 @@
-"""`settlement config check`: the unsafe settings production mode refuses, as a table."""
+"""`settlement config check` (the unsafe settings production mode refuses) and `settlement
+config settings` (every setting with its default), as tables."""
 
 from __future__ import annotations
 
@@ -46,3 +47,29 @@ def check() -> None:
         f"{len(found)} unsafe setting(s); W2E_ENV=production refuses every one of them at start-up"
     )
     raise typer.Exit(1)
+
+
+@app.command("settings")
+def settings_table(
+    markdown: bool = typer.Option(
+        False, "--markdown", help="print the Markdown table the README carries"
+    ),
+) -> None:
+    """List every W2E_* setting with its default and what it does; with --markdown, the
+    README's table. The values in force come from the environment, .env and the deployment
+    record (W2E_DEPLOYMENT_FILE); `settlement config check` judges them. Exit 0."""
+    from settlement.config import settings_markdown
+
+    if markdown:
+        typer.echo(settings_markdown(), nl=False)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="W2E_* settings", show_lines=False)
+    for column in ("variable", "default", "what it does"):
+        table.add_column(column, overflow="fold")
+    for line in settings_markdown().splitlines()[2:]:
+        cells = [c.strip().replace("`", "") for c in line.strip("|").split(" | ")]
+        table.add_row(*cells)
+    Console(width=160).print(table)

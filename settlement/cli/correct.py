@@ -7,8 +7,6 @@ from typing import Annotated
 import typer
 
 from settlement.cli.common import log_to_stderr
-from settlement.services.correct import run_correction
-from settlement.services.submit import open_submitter
 
 
 def cli_correct(
@@ -31,6 +29,8 @@ def cli_correct(
 
     from settlement.config import load_settings
     from settlement.errors import SettlementError
+    from settlement.services.correct import run_correction
+    from settlement.services.submit import open_submitter
 
     log_to_stderr(logging.WARNING)
     try:

@@ -46,7 +46,9 @@ def epochs_close(
     """Close due epochs (or --epoch E) and print one JSON line per epoch.
 
     An epoch closes once its cutoff has passed and the one before is closed; closing a
-    closed epoch prints its stored result. Exit 1 when --epoch E is not due yet.
+    closed epoch prints its stored result. A catch-up of more than ten epochs says so on
+    stderr, with progress and a summary line. Exit 1 when --epoch E is not due yet, 2 on bad
+    settings, 3 on database errors.
     """
     import time
 
@@ -56,7 +58,13 @@ def epochs_close(
     at = int(time.time()) if now is None else now
     with store_and_settings() as (store, settings):
         if epoch is None:
-            closed = close_due(store, settings, at, wait_for_lock=True)  # type: ignore[arg-type]
+            closed = close_due(
+                store,  # type: ignore[arg-type]
+                settings,  # type: ignore[arg-type]
+                at,
+                wait_for_lock=True,
+                say=lambda m: typer.echo(m, err=True),
+            )
             if not closed:
                 typer.echo("no epoch is due", err=True)
             for c in closed:
@@ -87,6 +95,7 @@ def epochs_schedule() -> None:
     from settlement.jobs import CloseScheduler, run_until_interrupted
 
     log_to_stderr(logging.INFO, "%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick is noise
     from settlement.services.safety import refuse_unsafe
 
     with store_and_settings() as (store, settings):

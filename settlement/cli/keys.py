@@ -7,8 +7,6 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from settlement.cli.common import cli_who, store_and_settings
 
@@ -29,6 +27,8 @@ def keys_create(
     burst: Annotated[int, typer.Option(help="batches at once before the rate applies")] = 100,
 ) -> None:
     """Create a key and print its token once: only its SHA-256 is stored."""
+    from rich.console import Console
+
     from settlement.services.access import create_key
 
     with store_and_settings() as (store, _):
@@ -45,6 +45,8 @@ def keys_create(
 @app.command("revoke")
 def keys_revoke(name: Annotated[str, typer.Argument(help="the key's name")]) -> None:
     """Revoke a key at once, on every worker and instance: its token then counts as none."""
+    from rich.console import Console
+
     from settlement.services.access import revoke_key
 
     with store_and_settings() as (store, _):
@@ -55,6 +57,9 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="the key's name")]) -> 
 @app.command("list")
 def keys_list() -> None:
     """Every key (never its token): name, rate, burst, created, revoked."""
+    from rich.console import Console
+    from rich.table import Table
+
     from settlement.services.access import keys
 
     with store_and_settings() as (store, _):
@@ -76,6 +81,9 @@ def admin_log_command(
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="latest entries shown")] = 50,
 ) -> None:
     """The admin log: every admin change (registries, keys), who made it and when."""
+    from rich.console import Console
+    from rich.table import Table
+
     from settlement.services.access import admin_log
 
     with store_and_settings() as (store, _):

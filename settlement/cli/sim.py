@@ -9,10 +9,7 @@ import orjson
 import typer
 
 from settlement.cli.options import ChainIdOption, DistributorOption
-from settlement.domain.receipts import Domain, Params
 from settlement.errors import SettlementError
-from settlement.sim.generate import generate
-from settlement.sim.post import compare, live_timeline, post, upload_registries
 from settlement.sim.world import (
     BAD_KINDS,
     DEFAULT_BAD_FRACTION,
@@ -82,6 +79,9 @@ def simulate(
     "mismatches" in the summary).
     """
     from settlement.config import load_settings
+    from settlement.domain.receipts import Domain, Params
+    from settlement.sim.generate import generate
+    from settlement.sim.post import compare, live_timeline, post, upload_registries
 
     mismatches: dict[str, dict[str, int]] = {}
     try:

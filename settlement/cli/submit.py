@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from settlement.adapters.db import submitter as sdb
 from settlement.cli.common import log_to_stderr
-from settlement.services.claims import index_claims
-from settlement.services.submit import open_submitter
+
+if TYPE_CHECKING:
+    from settlement.adapters.db import submitter as sdb
 
 
 def cli_submit(
@@ -39,25 +39,44 @@ def cli_submit(
 
     One tick and exit by default; with --loop an APScheduler job every --interval seconds
     that also indexes Claimed events. Refuses while paused and when the distributor cannot
-    cover the root (metric w2e_submitter_shortfall_base_units). Exit 2 on bad settings or
-    keys, 3 on chain errors.
+    cover the root (metric w2e_submitter_shortfall_base_units).
+
+    One tick prints each touched proposal as a JSON line on stdout and one line per action
+    on stderr (proposed, sent, accepted, waiting for validAt, or why there is nothing to
+    do); --loop logs the same with times. Exit 0 when the tick ran (an ALERT line names
+    what needs an operator), 2 on bad settings, keys or deployment record, 3 on database or
+    chain errors.
     """
     from settlement.config import load_settings
     from settlement.errors import SettlementError
+    from settlement.services.claims import index_claims
     from settlement.services.safety import refuse_unsafe
+    from settlement.services.submit import open_submitter
 
-    log_to_stderr(logging.INFO, "%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick is noise
     try:
         settings = load_settings()
         refuse_unsafe(settings, "settlement submit")
-        with open_submitter(settings, say=lambda m: typer.echo(m, err=True)) as submitter:
+        if loop:
+            # A long-running job: what it does goes to the log, with times, once.
+            log_to_stderr(logging.INFO, "%(asctime)s %(levelname)s %(message)s")
+            logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick
+        else:
+            # One tick: a line per action on stderr, the rows as JSON on stdout.
+            log_to_stderr(logging.WARNING)
+        say = None if loop else (lambda message: typer.echo(message, err=True))
+        with open_submitter(settings, say=say) as submitter:
             if release_revoked is not None:
                 n = submitter.release_revoked(release_revoked)
-                typer.echo(f"released {n} revoked proposal(s) of root {release_revoked}", err=True)
+                submitter.say(f"released {n} revoked proposal(s) of root {release_revoked}")
             if not loop:
-                for row in submitter.step():
+                rows = submitter.step()
+                for row in rows:
                     typer.echo(_row_json(row))
+                    waiting = _waiting(row)
+                    if waiting:
+                        typer.echo(waiting, err=True)
+                if not rows:
+                    typer.echo(_nothing_to_do(submitter), err=True)
                 index_claims(submitter.store, submitter.distributor, submitter.deployment_block)
                 return
             # Imported here: the scheduler is only needed with --loop, and every `settlement`
@@ -75,6 +94,33 @@ def cli_submit(
     except SettlementError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(error.exit_code) from None
+
+
+def _waiting(row: sdb.Proposal) -> str | None:
+    """The line for a proposal left waiting for its challenge period."""
+    if row.status != sdb.MINED or row.valid_at is None:
+        return None
+    return (
+        f"proposal {row.id} (epoch {row.epoch}, root {row.root}) is in its challenge period: "
+        f"acceptRoot from {row.valid_at} (run `settlement submit` again then, or keep --loop)"
+    )
+
+
+def _nothing_to_do(submitter: object) -> str:
+    """Why a tick touched no proposal, in one line."""
+    last = submitter.epochs.last_closed()  # type: ignore[attr-defined]
+    on_chain = submitter.distributor.current_epoch()  # type: ignore[attr-defined]
+    if last == 0:
+        return "nothing to do: no epoch is closed yet (`settlement epochs close`)"
+    if last <= on_chain:
+        return (
+            f"nothing to do: the distributor's root carries epoch {on_chain}, the last "
+            f"closed epoch is {last}"
+        )
+    return (
+        f"nothing proposed: epochs {on_chain + 1}-{last} are closed but changed no balance "
+        "(or a line above says why)"
+    )
 
 
 def _row_json(row: sdb.Proposal) -> str:

@@ -12,6 +12,8 @@ import typer
 if TYPE_CHECKING:
     from settlement.services.watchtower import Watchtower
 
+log = logging.getLogger("settlement.watchtower")
+
 
 def run_watch(
     *,
@@ -28,15 +30,14 @@ def run_watch(
     """Follow the distributor's proposals until interrupted: audit each pending root (the
     manifest check, then the full audit) and, with the guardian key, revoke one that fails.
     Exit 2 on bad settings or keys, 3 on chain errors at start."""
+    from settlement.cli.options import setup_command_logging
     from settlement.config import load_settings
-    from settlement.errors import RedactUrls, SettlementError
+    from settlement.errors import SettlementError
 
-    # As cli.common.log_to_stderr (every URL cut to scheme://host:port), without importing
-    # that module: it reaches the store, and the auditor's commands must not.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactUrls())
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request buries verdicts
+    # One line per event, text or JSON, every URL cut to scheme://host:port (not through
+    # cli.common: it reaches the store, and the auditor's commands must not). httpx's line
+    # per request would bury the verdicts: settlement.logs keeps it at WARNING.
+    setup_command_logging(logging.INFO, component="watchtower")
     try:
         from settlement.services.watchtower import WatchMetrics, open_watchtower, run_step
 
@@ -50,22 +51,22 @@ def run_watch(
             from_block=from_block,
             pause_on_failure=pause_on_failure,
             metrics=metrics,
-            say=lambda m: typer.echo(m, err=True),
         )
-        typer.echo(
-            f"watching {tower.distributor.address} from block {tower.state.next_block}"
-            + (f", guardian {tower.guardian.address}" if tower.guardian else ", no guardian key")
-            + (" (pause on failure)" if pause_on_failure else ""),
-            err=True,
+        log.info(
+            "watching %s from block %d%s%s",
+            tower.distributor.address,
+            tower.state.next_block,
+            f", guardian {tower.guardian.address}" if tower.guardian else ", no guardian key",
+            " (pause on failure)" if pause_on_failure else "",
         )
         if once:
             run_step(tower)
             return
         if metrics_port is not None:
-            from prometheus_client import start_http_server
+            from settlement.cli.options import serve_metrics
 
-            start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
-            typer.echo(f"metrics on http://{metrics_host}:{metrics_port}/metrics", err=True)
+            serve_metrics(metrics_port, metrics_host, metrics.registry)
+            log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
         _loop(tower, interval)
     except SettlementError as error:
         typer.echo(f"error: {error}", err=True)

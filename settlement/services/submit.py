@@ -133,9 +133,18 @@ class Submitter:
         self._say = say
 
     def say(self, message: str) -> None:
-        log.info("%s", message)
+        """What the submitter did, once: to `say` when given (the CLI's stderr), else the log."""
         if self._say is not None:
             self._say(message)
+        else:
+            log.info("%s", message)
+
+    def alert(self, message: str) -> None:
+        """What needs an operator, once: "ALERT: ..." to `say` when given, else the error log."""
+        if self._say is not None:
+            self._say(f"ALERT: {message}")
+        else:
+            log.error("ALERT: %s", message)
 
     # -- the tick ------------------------------------------------------------------------------
 
@@ -225,13 +234,10 @@ class Submitter:
         )
 
     def _revoked(self, row: sdb.Proposal) -> sdb.Proposal:
-        log.error(
-            "ALERT: root %s of epoch %d was revoked by the guardian; it will not be proposed "
-            "again as it was: the next proposal comes from a new close or a correction",
-            row.root,
-            row.epoch,
+        self.alert(
+            f"root {row.root} of epoch {row.epoch} was revoked by the guardian; it will not be "
+            "proposed again as it was: the next proposal comes from a new close or a correction"
         )
-        self.say(f"ALERT: root {row.root} of epoch {row.epoch} was revoked by the guardian")
         return self.rows.update(row.id, status=sdb.REVOKED, note="revoked by the guardian")
 
     def _mined(self, versions: tuple[PreparedTx, ...]) -> Mined | None:
@@ -400,8 +406,7 @@ class Submitter:
     def propose_next(self) -> sdb.Proposal | None:
         foreign = self.foreign_root()
         if foreign is not None:
-            log.error("ALERT: %s", foreign)
-            self.say(f"ALERT: {foreign}")
+            self.alert(foreign)
             return None
         candidate = self.candidate()
         if candidate is None:
@@ -432,8 +437,7 @@ class Submitter:
             )
         except InsolventProposal as error:
             SHORTFALL.set(error.shortfall)
-            log.error("ALERT: %s", error)
-            self.say(f"ALERT: {error}")
+            self.alert(str(error))
             return None
         except DistributorPaused:
             return None
@@ -464,8 +468,7 @@ class Submitter:
                     "should not happen (leaves are max(balance, floor)): check the floor in "
                     "force and whether a root this service did not make was accepted"
                 )
-                log.error("ALERT: %s", message)
-                self.say(f"ALERT: {message}")
+                self.alert(message)
                 return None
             BELOW_CHAIN.set(0)
             call = self.distributor.propose_root(
@@ -482,8 +485,7 @@ class Submitter:
         except ContractRevert as error:
             # e.g. EnforcedPause when the guardian paused after the check: nothing is sent.
             self.chain.nonces.resync(self.key.address)
-            log.error("ALERT: proposal of epoch %d refused: %s", candidate.epoch, error)
-            self.say(f"ALERT: proposal of epoch {candidate.epoch} refused: {error}")
+            self.alert(f"proposal of epoch {candidate.epoch} refused: {error}")
             return None
         row = self.rows.insert(
             kind=sdb.CORRECTION if correction else sdb.ROOT,

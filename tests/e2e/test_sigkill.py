@@ -70,7 +70,13 @@ def _counters(r) -> tuple[int, ...]:
 def test_every_acknowledged_receipt_survives_sigkill(database_url: str, sim: dict, tmp_path: Path):
     with open_store(database_url) as store:
         load_registries(store, sim["registries"])
-    env = {**os.environ, "W2E_DATABASE_URL": database_url, "W2E_RATE_LIMIT": "0"}
+    # W2E_GENESIS: the simulator's (its default); unset, the service pins its first start.
+    env = {
+        **os.environ,
+        "W2E_DATABASE_URL": database_url,
+        "W2E_RATE_LIMIT": "0",
+        "W2E_GENESIS": "1767225600",
+    }
     log = tmp_path / "server.log"
     lines = sim["lines"]
     batches = [lines[i : i + BATCH] for i in range(0, len(lines), BATCH)]

@@ -401,6 +401,10 @@ def test_cli_deploy_and_claim_from_a_dump(anvil: Anvil, tmp_path: Path, monkeypa
         and record["roles"]["guardian"] == guardian.address
     )
     assert record["chainId"] == 31337 and record["challengePeriod"] == 60
+    # The epoch clock every command then reads: the deployment block's epoch, not a fixed date.
+    deployed_at = chain.w3.eth.get_block(record["block"])["timestamp"]
+    assert record["epochSeconds"] == 3600
+    assert record["genesis"] == deployed_at - deployed_at % 3600
     for secret in (admin, poster, guardian):
         assert secret._account.key.hex() not in done.output
 

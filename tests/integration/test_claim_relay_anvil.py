@@ -134,7 +134,7 @@ def test_a_pending_reward_is_named_with_its_epoch_and_time(world: Any) -> None:
 
     runner = CliRunner()
     pending = runner.invoke(cli, ["claim", a, "--service", "http://relay.test", "--gas-free"])
-    assert pending.exit_code == 4, pending.output
+    assert pending.exit_code == 5, pending.output
     assert f"{a}: 5 W2E ({5 * 10**18} base units) pending in the root of epoch 2" in pending.output
     assert f"(validAt {valid_at})" in pending.output and "knows no reward" not in pending.output
     # Another account still has its first-root amount: claimed gas-free by the CLI.

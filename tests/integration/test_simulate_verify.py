@@ -93,6 +93,8 @@ def test_simulate_url_loads_registries_and_the_service_answers_the_truth(tmp_pat
         "W2E_DATABASE_URL": f"sqlite:///{tmp_path}/ingest.db",
         "W2E_ADMIN_TOKEN": "simulate-test-token-" + "t" * 16,  # >= 32 outside dev mode
         "W2E_RATE_LIMIT": "0",
+        # The simulator's genesis (its default); unset, the service pins its first start.
+        "W2E_GENESIS": "1767225600",
     }
     start = int(time.time()) - 2 * 86_400  # inside the server's max_age window
     with ServerProcess(env, workers=1, log=tmp_path / "server.log") as server:

@@ -5,6 +5,7 @@ with exactly one proposal per root."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -368,9 +369,39 @@ def test_submitter_sigkilled_between_send_and_receipt(net: Net, tmp_path: Path) 
     _rpc(url, "evm_setAutomine", True)
     again = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, timeout=60)
     assert again.returncode == 0, again.stderr.decode()
-    assert b"reconciled proposal 1 (epoch 1): sent -> mined" in again.stderr
+    assert again.stderr.count(b"reconciled proposal 1 (epoch 1): sent -> mined") == 1  # once
+    assert b"alembic" not in again.stderr.lower()  # migrations keep their INFO lines
     (row,) = sdb.SubmitterStore(n.store).all()
     assert row.status == sdb.MINED and row.tx_hash == sent.tx_hash
     n.chain.increase_time(HOUR)
     assert n.submitter().step()[0].status == sdb.ACCEPTED
     assert one_proposal_per_root(n) == {row.root: 1}
+
+
+def test_submit_says_what_it_did_once_or_why_there_was_nothing(net: Net, tmp_path: Path) -> None:
+    n = net
+    env = {"PATH": os.environ.get("PATH", ""), **n.env}
+    argv = [sys.executable, "-m", "settlement.cli", "submit"]
+
+    def submit() -> subprocess.CompletedProcess[bytes]:
+        done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()
+        assert b"alembic" not in done.stderr.lower() and b"Traceback" not in done.stderr
+        return done
+
+    idle = submit()
+    assert idle.stdout == b""
+    assert idle.stderr.decode().splitlines() == [
+        "nothing to do: no epoch is closed yet (`settlement epochs close`)"
+    ]
+
+    n.close(1)
+    proposed = submit()
+    lines = proposed.stderr.decode().splitlines()
+    assert [line.split(" ")[0] for line in lines] == ["proposing", "proposal", "proposal"]
+    assert lines[0].startswith("proposing root 0x") and lines[0].endswith(
+        "for epoch 1 (proposal 1)"
+    )
+    assert "sent: 0x" in lines[1] and "is in its challenge period: acceptRoot from" in lines[2]
+    (row,) = [json.loads(x) for x in proposed.stdout.splitlines()]
+    assert row["status"] == "mined" and row["epochs"] == [1, 1]

@@ -54,6 +54,9 @@ class ServerProcess:
         out = self.log.open("ab") if self.log else subprocess.DEVNULL
         argv = [sys.executable, "-m", "settlement.cli", "serve", "--host", HOST]
         argv += ["--port", str(self.port), "--workers", str(self.workers)]
+        # The API alone: serve would also run the scheduler, submitter and watchtower their
+        # settings allow, and a test drives those itself.
+        argv += ["--api", "--no-scheduler", "--no-submitter", "--no-watchtower"]
         self.proc = subprocess.Popen(
             argv, env=self.env, stdout=out, stderr=out, start_new_session=True
         )

@@ -25,4 +25,4 @@ def test_the_pending_message_names_amount_epoch_time_and_valid_at() -> None:
         "is accepted"
     )
     assert utc(0) == "1970-01-01 00:00:00 UTC"
-    assert ClaimPending("x", 5).exit_code == EXIT_PENDING == 4
+    assert ClaimPending("x", 5).exit_code == EXIT_PENDING == 5

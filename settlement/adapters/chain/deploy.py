@@ -42,9 +42,13 @@ class Deployment:
     guardian: str
     minters: tuple[str, ...]
     dev: bool
+    # The epoch clock every command reads from this record (config.load_settings); absent
+    # in records written before it was recorded.
+    genesis: int | None = None
+    epoch_seconds: int | None = None
 
     def to_json(self) -> str:
-        doc = {
+        doc: dict[str, Any] = {
             "chainId": self.chain_id,
             "block": self.block,
             "token": self.token,
@@ -58,6 +62,10 @@ class Deployment:
             },
             "dev": self.dev,
         }
+        if self.genesis is not None:
+            doc["genesis"] = self.genesis
+        if self.epoch_seconds is not None:
+            doc["epochSeconds"] = self.epoch_seconds
         return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -75,6 +83,8 @@ class Deployment:
             guardian=roles["guardian"],
             minters=tuple(roles["minters"]),
             dev=bool(doc["dev"]),
+            genesis=None if doc.get("genesis") is None else int(doc["genesis"]),
+            epoch_seconds=None if doc.get("epochSeconds") is None else int(doc["epochSeconds"]),
         )
 
 
@@ -123,8 +133,14 @@ def deploy(
     mint: int = 0,
     fund: int = 0,
     minters: Sequence[str] = (),
+    epoch_seconds: int | None = None,
+    genesis: int | None = None,
 ) -> Deployment:
     """Deploy W2EToken and RewardDistributor from the exported artifacts.
+
+    With `epoch_seconds` the record carries the epoch clock: `genesis` when given, else the
+    distributor's deployment block's timestamp rounded down to a whole epoch (so epoch 1 is
+    the one the deployment falls in, and no empty epoch lies before it).
 
     Outside `dev` the poster and guardian must be addresses other than the admin's, the
     admin renounces both roles after granting them, and a challenge period of 0 is refused.
@@ -183,9 +199,14 @@ def deploy(
     if fund:
         fund_distributor(admin, distributor, fund)
 
+    if epoch_seconds is not None and genesis is None:
+        at = int(chain.w3.eth.get_block(dist_tx.block_number)["timestamp"])
+        genesis = at - at % epoch_seconds
     return Deployment(
         chain_id=chain.chain_id,
         block=dist_tx.block_number,
+        genesis=genesis,
+        epoch_seconds=epoch_seconds,
         token=token_address,
         distributor=distributor.address,
         challenge_period=challenge_period,

@@ -558,7 +558,7 @@ def open_store(
             if create:
                 migrate(engine)
             current, head = schema_revision(engine)
-    except sa.exc.OperationalError as error:
+    except sa.exc.DBAPIError as error:  # unreachable, refused, no right to create, ...
         engine.dispose()
         raise StoreError(
             redact(f"cannot open the database {redact_url(str(url))!r}: {error.orig}")

@@ -7,6 +7,7 @@ Read such columns through the store's reads, or with `dec` (stored + 2**63).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Final
 
@@ -16,6 +17,8 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 U64_OFFSET: Final = 2**63
+log = logging.getLogger(__name__)
+
 MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
 
 
@@ -325,6 +328,16 @@ class BalanceRow(SQLModel, table=True):
     creator: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class PinnedValueRow(SQLModel, table=True):
+    """A value the store fixes at its first start and keeps (the genesis when neither
+    W2E_GENESIS nor a deployment record gives one): see adapters/db/pinned.py."""
+
+    __tablename__ = "pinned_value"
+    name: str = Field(sa_column=Column(Text, primary_key=True))
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))
+    pinned_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 # The watermark tables have no primary key and no index: a close appends every key it moved
 # (1.4M rows at a million sessions) and a primary key's index made that insert take twice as
 # long. Nothing looks a row up by key: the close reads them all in one sorted pass (the
@@ -411,13 +424,41 @@ def alembic_config(connection: Any = None) -> Any:
 
 
 def migrate(engine: sa.Engine) -> None:
-    """`alembic upgrade head` on this engine; concurrent callers wait for each other."""
-    from alembic import command
+    """`alembic upgrade head` on this engine; concurrent callers wait for each other.
 
+    On PostgreSQL the schema the URL's search_path names is created first. Alembic's own
+    INFO lines are kept out of the caller's log: one line says what changed, if anything.
+    """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+            create_search_path_schema(conn)
+        before = MigrationContext.configure(conn).get_current_revision()
         command.upgrade(alembic_config(conn), "head")
+        after = MigrationContext.configure(conn).get_current_revision()
+    if before != after:
+        log.info("database migrated from %s to %s", before or "an empty schema", after)
+
+
+def create_search_path_schema(conn: Any) -> str | None:
+    """CREATE SCHEMA IF NOT EXISTS the first schema of the connection's search_path (as set
+    by `?options=-csearch_path%3Dname`), unless it exists. Returns the schema created."""
+    if conn.exec_driver_sql("SELECT current_schema()").scalar() is not None:
+        return None  # the first schema of the path exists
+    path = str(conn.exec_driver_sql("SHOW search_path").scalar() or "")
+    first = path.split(",")[0].strip()
+    if first.startswith('"') and first.endswith('"') and len(first) >= 2:
+        first = first[1:-1].replace('""', '"')
+    if not first or first == "$user":
+        return None
+    quoted = '"' + first.replace('"', '""') + '"'
+    conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+    log.info("created schema %s", quoted)
+    return first
 
 
 def schema_revision(engine: sa.Engine) -> tuple[str | None, str]:

@@ -46,6 +46,7 @@ def run_migrations_online() -> None:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({tables._PG_MIGRATION_LOCK})")
+                tables.create_search_path_schema(conn)
             _configure(conn)
             context.run_migrations()
     finally:
