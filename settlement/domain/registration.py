@@ -140,6 +140,12 @@ def verify_request(
     if signer is None:
         raise InvalidRegistration("signature recovers to no key")
     if signer != request.node:
+        # Recovery gives an address for any digest: a request signed by the node key under
+        # another domain (chain id or distributor) recovers to a stranger too, so the two
+        # causes cannot be told apart here. Name both, with the domain this service expects.
         raise InvalidRegistration(
-            f"signed by 0x{signer.hex()}, not by the node 0x{request.node.hex()}: sign with the node key"
+            f"the signature is not the node 0x{request.node.hex()}'s under this service's "
+            f"domain (chainId {domain.chain_id}, distributor 0x{domain.verifying_contract.hex()}): "
+            f"it recovers to 0x{signer.hex()}; check both the signing key (the node's own) "
+            "and the domain it was signed under"
         )

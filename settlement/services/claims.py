@@ -14,11 +14,20 @@ from typing import Any, TypeVar
 
 from settlement.adapters import chain as chainlib
 from settlement.adapters.db import submitter as sdb
+from settlement.adapters.db.epochs import EpochStore
 from settlement.adapters.db.store import Store
+from settlement.adapters.keys import Key, load_optional_key
 from settlement.client.claims import ClaimInfo
 from settlement.config import Settings
 from settlement.domain.merkle import MerkleTree
-from settlement.errors import InputError, NotFound, RpcUnavailable
+from settlement.errors import (
+    Busy,
+    InputError,
+    KeyUnavailable,
+    NotFound,
+    NothingToClaim,
+    RpcUnavailable,
+)
 from settlement.services import epochs as epochs_service
 from settlement.services.epochs import TreeCache
 
@@ -48,7 +57,8 @@ class PendingClaim:
 @dataclasses.dataclass(frozen=True)
 class AccountOnChain:
     """The chain side of an account: `claimed` as indexed (it lags by the indexer's interval
-    and confirmations), the rest read live."""
+    and confirmations) or, for an account with a leaf in the accepted root, read live; the
+    rest read live (per head block)."""
 
     claimed: int
     claimable_now: int
@@ -204,6 +214,10 @@ class Claims:
             if index is not None:
                 accepted_leaf = tree.values[index][1]
                 accepted_proof = tree.proof(index)
+                # The index lags; an account with a leaf is worth one read per head block, so
+                # a claim made a moment ago shows at once.
+                live = self.reads.get(block, ("claimed", address), lambda: d.claimed(address))
+                claimed = max(claimed, live)
                 claimable_now = max(accepted_leaf - claimed, 0)
         pending = self.reads.get(block, ("pending",), d.pending_root)
         adds = None
@@ -218,6 +232,130 @@ class Claims:
                 pending.valid_at,
             )
         return AccountOnChain(claimed, claimable_now, accepted_root, accepted_proof, adds)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochRewards:
+    """What an account was allocated by one closed epoch, by class, base units."""
+
+    epoch: int
+    node: int
+    viewer: int
+    creator: int
+
+    @property
+    def total(self) -> int:
+        return self.node + self.viewer + self.creator
+
+
+def rewards_by_epoch(store: Store, account: bytes) -> list[EpochRewards]:
+    """The account's allocations per closed epoch (oldest first); epochs without one are left
+    out."""
+    by_epoch: dict[int, dict[str, int]] = {}
+    for epoch, cls, amount in EpochStore(store).account_allocations(account):
+        by_epoch.setdefault(epoch, {})[cls] = by_epoch.get(epoch, {}).get(cls, 0) + amount
+    return [
+        EpochRewards(e, c.get("node", 0), c.get("viewer", 0), c.get("creator", 0))
+        for e, c in sorted(by_epoch.items())
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Relayed:
+    """What a relay did: the transactions sent, base units paid per account, and the accounts
+    left out with the reason."""
+
+    results: list[chainlib.ClaimResult]
+    skipped: dict[str, str]
+
+
+class RelayUnavailable(Busy):
+    """This service relays no claims now (no claimer key, or a relay already running)."""
+
+
+class ClaimRelay:
+    """Gas-free claims for viewers, creators and nodes: the service's claimer key sends
+    claimMany for accounts with something claimable under the accepted root. Nothing else can
+    be relayed (tokens always go to the account; an account with nothing claimable costs no
+    gas), so what the relayer spends is bounded by one claim per account and root. One relay
+    at a time per process: its nonces stay in order. Workers of one service each relay on
+    their own; should two pick the same nonce, the one the node refuses is a ChainError
+    (the relayer's nonce is read again) and the request can simply be sent again."""
+
+    def __init__(self, claims: Claims, max_accounts: int) -> None:
+        self.claims = claims
+        self.max_accounts = max_accounts
+        self._lock = threading.Lock()
+        self._key: Key | None = None
+
+    def key(self) -> Key:
+        if self._key is None:
+            try:
+                key = load_optional_key(self.claims.settings, "claimer", prompt=None)
+            except KeyUnavailable as error:
+                raise RelayUnavailable(f"this service relays no claims: {error}") from None
+            if key is None:
+                raise RelayUnavailable(
+                    "this service relays no claims: it has no claimer key (set "
+                    "W2E_CLAIMER_KEYSTORE, or W2E_CLAIMER_KEY_ENV's variable); claim with "
+                    "`settlement claim ADDRESS --service URL` and a key that pays the gas"
+                )
+            self._key = key
+        return self._key
+
+    def relay(self, store: Store, accounts: list[str]) -> Relayed:
+        """claimMany for the `accounts` with something claimable now; NothingToClaim (saying
+        why for each) when none has."""
+        wanted = list(dict.fromkeys(a.lower() for a in accounts))
+        if not 1 <= len(wanted) <= self.max_accounts:
+            raise InputError(f"relay 1 to {self.max_accounts} accounts at once, got {len(wanted)}")
+        key = self.key()
+        ctx = self.claims.context()
+        if not self._lock.acquire(timeout=30):
+            raise RelayUnavailable("another relay is being mined: try again in a few seconds")
+        try:
+            root = ctx.distributor.root()
+            if root == ZERO_ROOT:
+                raise NothingToClaim(self._why_not(store, ctx, wanted[0], None))
+            tree = self.claims.tree(store, root)
+            infos, skipped = [], {}
+            for account in wanted:
+                try:
+                    tree.index_of(account)
+                except InputError:
+                    skipped[account] = self._why_not(store, ctx, account, None)
+                    continue
+                info = chainlib.claim_info(ctx.distributor, tree, account)
+                if info.claimable == 0:
+                    skipped[account] = self._why_not(store, ctx, account, info)
+                else:
+                    infos.append(info)
+            if not infos:
+                raise NothingToClaim("; ".join(f"{a}: {why}" for a, why in skipped.items()))
+            results = chainlib.relay_claims(
+                key, ctx.distributor, infos, batch_size=self.claims.settings.claim_batch_size
+            )
+        finally:
+            self._lock.release()
+        return Relayed(results, skipped)
+
+    def _why_not(
+        self, store: Store, ctx: ChainContext, account: str, info: ClaimInfo | None
+    ) -> str:
+        pending = ctx.distributor.pending_root()
+        if pending is not None:
+            leaf = 0
+            with contextlib.suppress(NotFound):
+                leaf = dict(self.claims.tree(store, pending.root).values).get(account, 0)
+            adds = leaf - (info.cumulative_amount if info is not None else 0)
+            if adds > 0:
+                return (
+                    f"{adds} base units pending in the root of epoch {pending.epoch}, "
+                    f"claimable after validAt {pending.valid_at}"
+                )
+        if info is not None:
+            return f"everything ({info.cumulative_amount} base units) is already claimed"
+        return "no reward in the accepted root"
 
 
 def index_claims(store: Store, distributor: chainlib.Distributor, deployment_block: int) -> int:

@@ -180,11 +180,26 @@ def request_node_registration(
     signed_request: Mapping[str, Any] | NodeRegistrationRequest,
     now: int,
 ) -> Registration:
-    """Store a node's signed registration request; in open mode it is approved at once,
-    unless an admin deactivated the node: then it waits, pending, for an admin.
+    """`file_node_registration`'s request, stored now or found already there."""
+    return file_node_registration(store, settings, signed_request, now)[0]
 
-    Raises InvalidRegistration when the request is malformed, stale, not signed by its
-    node, or not newer than the node's last request (a signed request is used once).
+
+def file_node_registration(
+    store: Store,
+    settings: Settings,
+    signed_request: Mapping[str, Any] | NodeRegistrationRequest,
+    now: int,
+) -> tuple[Registration, bool]:
+    """Store a node's signed registration request: (the request, True when stored by this
+    call). In open mode it is approved at once, unless an admin deactivated the node: then
+    it waits, pending, for an admin.
+
+    Sending again is safe: while the node has a pending request, or is active under the
+    same label after an approved one, that request comes back (False) and nothing is filed.
+
+    Raises InvalidRegistration when the request is malformed, stale, not the node's
+    signature under this service's domain, or a replay (not newer than the node's last
+    request, which a signed request must be when it would change anything).
     """
     request = (
         signed_request
@@ -202,7 +217,7 @@ def request_node_registration(
         node = _payee(request.node, "node address", settings)
     except RegistryError as error:
         raise InvalidRegistration(str(error)) from None
-    reg = store.add_registration(
+    filed = store.file_registration(
         node,
         request.label,
         request.issued_at,
@@ -210,12 +225,21 @@ def request_node_registration(
         now,
         approve=settings.registry_mode == "open",
     )
-    if reg is None:
+    if filed is None:
         raise InvalidRegistration(
-            f"node 0x{node.hex()} already sent a request issued at or after {request.issued_at}: "
-            "sign a new request with a later issuedAt"
+            f"node 0x{node.hex()} already sent a request issued at or after {request.issued_at}"
+            f"{_last_request(store, node)}: sign a new request with a later issuedAt"
         )
-    return reg
+    return filed
+
+
+def _last_request(store: Store, node: bytes) -> str:
+    """`(its last, request N, is STATUS)` for a refusal's message; empty if none is found."""
+    last = store.last_registration(node)
+    if last is None:
+        return ""
+    held = " and an admin deactivated the node" if store.node_held(node) else ""
+    return f" (its last, request {last.id}, is {last.status}{held})"
 
 
 def approve_node_registration(

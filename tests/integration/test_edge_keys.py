@@ -412,8 +412,8 @@ def test_identical_registration_requests_sent_at_once_are_stored_once(
                 ) -> None:
                     b.wait()
                     try:
-                        registry_service.request_node_registration(st, s, w, NOW)
-                        outcomes.append("stored")
+                        reg, created = registry_service.file_node_registration(st, s, w, NOW)
+                        outcomes.append(f"{'stored' if created else 'found'} {reg.id}")
                     except InvalidRegistration:
                         outcomes.append("refused")
 
@@ -424,7 +424,9 @@ def test_identical_registration_requests_sent_at_once_are_stored_once(
                     t.join()
                 node = address_of(node_key)
                 rows = [r for r in stores[0].registrations() if r.node == node]
-                assert len(rows) == 1 and sorted(outcomes) == ["refused"] * 7 + ["stored"]
+                # Stored once; every other copy is answered with that same pending request.
+                assert len(rows) == 1 and rows[0].status == "pending"
+                assert sorted(outcomes) == [f"found {rows[0].id}"] * 7 + [f"stored {rows[0].id}"]
         finally:
             for st in stores:
                 st.close()

@@ -249,9 +249,18 @@ def test_node_registration_requests(store):
     assert store.nodes() == [(node, "edge-1", True)]
     with pytest.raises(RegistryError, match="already approved"):
         registry_service.reject_node_registration(store, reg.id, NOW + 2)
-    # A replayed request cannot come back (e.g. to re-activate a deactivated node).
-    with pytest.raises(InvalidRegistration, match="later issuedAt"):
+    # Sent again while the node is active under that label: the approved request answers,
+    # nothing is filed.
+    again, created = registry_service.file_node_registration(store, s, reg_wire(req), NOW + 5)
+    assert (again.id, again.status, created) == (reg.id, "approved", False)
+    assert len(store.registrations()) == 1
+    # A replayed request cannot come back to re-activate a deactivated node.
+    registry_service.set_node_active(store, node, False)
+    with pytest.raises(InvalidRegistration, match="later issuedAt") as refused:
         registry_service.request_node_registration(store, s, reg_wire(req), NOW + 5)
+    assert f"request {reg.id}, is approved and an admin deactivated the node" in str(refused.value)
+    assert store.nodes() == [(node, "edge-1", False)] and len(store.registrations()) == 1
+    registry_service.set_node_active(store, node, True)
     # Open mode approves at once; a request signed by another key is refused.
     req2 = sign_registration(NodeRegistrationRequest(node, "edge-1b", NOW + 10), domain, node_key)
     reg2 = registry_service.request_node_registration(
@@ -259,7 +268,9 @@ def test_node_registration_requests(store):
     )
     assert reg2.status == "approved" and store.nodes() == [(node, "edge-1b", True)]
     forged = sign_registration(NodeRegistrationRequest(node, "x", NOW + 20), domain, key("other"))
-    with pytest.raises(InvalidRegistration, match="not by the node"):
+    with pytest.raises(
+        InvalidRegistration, match=r"is not the node 0x[0-9a-f]{40}'s under this service's"
+    ):
         registry_service.request_node_registration(store, s, forged, NOW + 20)
     stale = sign_registration(NodeRegistrationRequest(node, "x", NOW - 10**6), domain, node_key)
     with pytest.raises(InvalidRegistration, match="older"):

@@ -93,5 +93,10 @@ def test_verify_refuses_future_high_s_and_other_domains():
     with pytest.raises(InvalidRegistration, match="canonical"):
         verify_request(replace(signed, signature=high), DOMAIN, 1000, clock_skew=0, max_age=60)
     other = Domain.from_hex(1, "0x" + "22" * 20)
-    with pytest.raises(InvalidRegistration, match="not by the node"):
+    # Signed under DOMAIN, checked under another: the message names the domain expected.
+    with pytest.raises(InvalidRegistration) as refused:
         verify_request(signed, other, 1000, clock_skew=0, max_age=60)
+    message = str(refused.value)
+    assert f"is not the node 0x{signed.node.hex()}'s under this service's domain" in message
+    assert f"(chainId 1, distributor 0x{'22' * 20})" in message
+    assert "check both the signing key" in message and "the domain" in message

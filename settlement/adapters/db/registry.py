@@ -228,28 +228,60 @@ class RegistryQueries:
         *,
         approve: bool,
     ) -> Registration | None:
-        """Store a verified request; with `approve` the node is registered in the same
+        """`file_registration`'s request, whether stored now or found already there."""
+        filed = self.file_registration(
+            node, label, issued_at, signature, requested_at, approve=approve
+        )
+        return None if filed is None else filed[0]
+
+    def file_registration(
+        self,
+        node: bytes,
+        label: str,
+        issued_at: int,
+        signature: bytes,
+        requested_at: int,
+        *,
+        approve: bool,
+    ) -> tuple[Registration, bool] | None:
+        """Store a verified request, or find the one that already answers it: (request, True
+        when stored by this call). With `approve` the node is registered in the same
         transaction, unless an admin deactivated it (held): then the request waits, pending,
         for an admin.
 
-        None when the node already has a request issued at or after `issued_at`: a signed
-        request is used once, so replaying an old one cannot re-activate a node. Two copies
-        sent at once are stored once (the node's lock, and the unique index behind it).
+        Idempotent for the node operator: while the node has a pending request, that request
+        is returned; while the node is active (not held) under the same label and its last
+        request was approved, that one is. An active node under that label with no approved
+        request (an admin registered it) gets this one stored approved, nothing else changed.
+
+        None when none of that applies and the node already has a request issued at or after
+        `issued_at`: a signed request is used once, so replaying an old one cannot re-activate
+        a node. Two copies sent at once are stored once (the node's lock, and the unique index
+        behind it).
         """
 
-        def fn(cur: Any) -> Registration | None:
+        def fn(cur: Any) -> tuple[Registration, bool] | None:
             self._lock_node(cur, node)
+            latest = self._last_registration(cur, node)
+            if latest is not None and latest.status == "pending":
+                return latest, False
             cur.execute(
-                self._q("SELECT MAX(issued_at) FROM node_registration WHERE node = %s"), (node,)
+                self._q("SELECT label, active, held FROM registry_node WHERE address = %s"),
+                (node,),
             )
-            (latest,) = cur.fetchone()
-            if latest is not None and dec(latest) >= issued_at:
+            registered = cur.fetchone()
+            active_here = (
+                registered is not None
+                and registered[0] == label
+                and bool(registered[1])
+                and not registered[2]
+            )
+            if active_here and latest is not None and latest.status == "approved":
+                return latest, False
+            if latest is not None and latest.issued_at >= issued_at:
                 return None
-            approved = approve
-            if approved:
-                cur.execute(self._q("SELECT held FROM registry_node WHERE address = %s"), (node,))
-                held = cur.fetchone()
-                approved = held is None or not held[0]
+            held = registered is not None and bool(registered[2])
+            approved = active_here or (approve and not held)
             status = "approved" if approved else "pending"
             decided = enc(requested_at) if approved else None
             cur.execute(
@@ -264,11 +296,12 @@ class RegistryQueries:
             row = cur.fetchone()
             if row is None:
                 return None
-            if approved:
+            if approved and not active_here:
                 self._approve(cur, node, label)
-            return self._registration(row)
+            return self._registration(row), True
 
-        return self._run(fn)
+        result: tuple[Registration, bool] | None = self._run(fn)
+        return result
 
     def _approve(self, cur: Any, node: bytes, label: str) -> None:
         cur.execute(self._q(self._PUT_NODE), (node, label, True, False))
@@ -284,6 +317,22 @@ class RegistryQueries:
             return None if row is None else self._registration(row)
 
         return self._run(fn, write=False)
+
+    def last_registration(self, node: bytes) -> Registration | None:
+        """The node's request with the highest issuedAt, if it sent any."""
+
+        return self._run(lambda cur: self._last_registration(cur, node), write=False)
+
+    def _last_registration(self, cur: Any, node: bytes) -> Registration | None:
+        cur.execute(
+            self._q(
+                f"SELECT {self._REG_COLS} FROM node_registration WHERE node = %s "
+                "ORDER BY issued_at DESC LIMIT 1"
+            ),
+            (node,),
+        )
+        row = cur.fetchone()
+        return None if row is None else self._registration(row)
 
     def registrations(self, status: str | None = None) -> list[Registration]:
         def fn(cur: Any) -> list[Registration]:

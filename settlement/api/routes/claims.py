@@ -1,4 +1,6 @@
-"""GET /v1/accounts/{address}/claim: ready calldata for a wallet, against the accepted root.
+"""GET /v1/accounts/{address}/claim: ready calldata for a wallet, against the accepted root;
+GET /v1/accounts/{address}/rewards: allocations by class per epoch; POST /v1/claims/relay:
+a gas-free claim sent by the service's claimer key.
 
 The claims service (settlement.services.claims.Claims) is built in the app's lifespan; its
 chain comes from W2E_RPC_URL and the deployment record, connected on first use, or is handed
@@ -8,15 +10,16 @@ to create_app (the demo, tests: the embedded chain).
 from __future__ import annotations
 
 import re
+import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from settlement.api.deps import StoreDep
+from settlement.api.deps import StoreDep, _admit
 from settlement.api.schemas import ErrorOut
 from settlement.errors import InputError
-from settlement.services.claims import Claims
+from settlement.services.claims import ClaimRelay, Claims, rewards_by_epoch
 
 router = APIRouter(prefix="/v1", tags=["claims"])
 
@@ -80,3 +83,111 @@ def account_chain_fields(claims: Claims, store: Any, account: bytes) -> dict[str
             "claimableAt": view.pending.claimable_at,
         }
     return out
+
+
+class EpochRewardsOut(BaseModel):
+    epoch: int
+    node: str = Field(description="base units (decimal string)")
+    viewer: str
+    creator: str
+    total: str
+
+
+class RewardsOut(BaseModel):
+    account: str
+    epochs: list[EpochRewardsOut] = Field(
+        description="allocations by class per closed epoch, oldest first (epochs without one "
+        "left out); with GET /v1/accounts/{address} for claimed, claimable now and pending"
+    )
+
+
+@router.get(
+    "/accounts/{address}/rewards",
+    summary="What an account was allocated, by class, per closed epoch",
+    responses={422: {"model": ErrorOut, "description": "not a 20-byte 0x address"}},
+)
+def get_rewards(address: str, store: StoreDep) -> RewardsOut:
+    if not _ADDRESS.match(address):
+        raise InputError(f"{address!r} is not an address: give 0x and 40 hex digits")
+    rows = rewards_by_epoch(store, bytes.fromhex(address[2:]))
+    return RewardsOut(
+        account=address.lower(),
+        epochs=[
+            EpochRewardsOut(
+                epoch=r.epoch,
+                node=str(r.node),
+                viewer=str(r.viewer),
+                creator=str(r.creator),
+                total=str(r.total),
+            )
+            for r in rows
+        ],
+    )
+
+
+_RELAY_LOCK = threading.Lock()
+
+
+def _relay(request: Request) -> ClaimRelay:
+    state = request.app.state
+    with _RELAY_LOCK:
+        relay = getattr(state, "claim_relay", None)
+        if relay is None:
+            claims: Claims = state.claims
+            relay = state.claim_relay = ClaimRelay(claims, claims.settings.claim_batch_size)
+    return relay
+
+
+class RelayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    accounts: list[str] = Field(min_length=1, max_length=1000, description="0x addresses")
+
+
+class RelayTxOut(BaseModel):
+    tx: str
+    block: int
+    gasUsed: int
+
+
+class RelayOut(BaseModel):
+    paid: dict[str, str] = Field(description="account -> base units paid (decimal string)")
+    transactions: list[RelayTxOut]
+    skipped: dict[str, str] = Field(description="account -> why it was not claimed")
+
+
+@router.post(
+    "/claims/relay",
+    summary="Gas-free claim: the service's relayer sends claimMany for these accounts",
+    responses={
+        409: {"model": ErrorOut, "description": "none of the accounts has anything claimable"},
+        422: {"model": ErrorOut, "description": "not addresses, or too many"},
+        429: {"model": ErrorOut, "description": "rate limit"},
+        503: {"model": ErrorOut, "description": "no relayer key, no chain, or a relay running"},
+    },
+)
+def relay_claims(
+    body: RelayIn,
+    store: StoreDep,
+    _: Annotated[None, Depends(_admit("claim_relay"))],
+    relay: Annotated[ClaimRelay, Depends(_relay)],
+) -> RelayOut:
+    """For a viewer, creator or node without gas: the service's claimer key claims for each
+    account with something claimable under the accepted root (tokens go to the account, never
+    to the relayer) and answers with what each was paid. Accounts with nothing claimable are
+    skipped with the reason (pending in a root not yet accepted: the epoch and validAt); if
+    none has anything, 409 says why for each. Rate limited like every public write."""
+    for account in body.accounts:
+        if not _ADDRESS.match(account):
+            raise InputError(f"{account!r:.60} is not an address: give 0x and 40 hex digits")
+    done = relay.relay(store, body.accounts)
+    paid: dict[str, str] = {}
+    for result in done.results:
+        for account, amount in result.paid.items():
+            paid[account] = str(int(paid.get(account, "0")) + amount)
+    return RelayOut(
+        paid=paid,
+        transactions=[
+            RelayTxOut(tx=r.tx_hash, block=r.block_number, gasUsed=r.gas_used) for r in done.results
+        ],
+        skipped=done.skipped,
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Response
 
 from settlement.api.deps import (
     AdminDep,
@@ -165,19 +165,29 @@ def decide_registration(
     "/v1/nodes/registrations",
     status_code=201,
     summary="Request registration of a node (signed by the node key)",
-    responses={k: ERROR_RESPONSES[k] for k in (422, 429)},
+    responses={
+        200: {"model": RegistrationOut, "description": "already answered: the existing request"},
+        **{k: ERROR_RESPONSES[k] for k in (422, 429)},
+    },
 )
 def request_registration(
-    state: StateDep, _: AdmitRegistrationDep, body: RegistrationIn
+    state: StateDep, _: AdmitRegistrationDep, body: RegistrationIn, response: Response
 ) -> RegistrationOut:
     """Sign `NodeRegistration(address node,string label,uint64 issuedAt)` under the receipts'
-    EIP-712 domain with the node's key. In open mode (W2E_REGISTRY_MODE=open) the node is
-    registered at once (unless an admin deactivated it: then it waits as in approval mode);
-    otherwise the request waits for an admin's approval.
+    EIP-712 domain with the node's key (`settlement nodes register` does it). In open mode
+    (W2E_REGISTRY_MODE=open) the node is registered at once (unless an admin deactivated it:
+    then it waits as in approval mode); otherwise the request waits for an admin's approval.
+
+    201: a request was filed. 200: nothing filed, the node's pending request (or, for a node
+    already active under that label, its approved one) is returned: sending again is safe.
+    422 `InvalidRegistration`: the message says why, e.g. a signature that is not the node's
+    under this service's domain, with the chain id and distributor the service expects.
     """
-    reg = service.request_node_registration(
+    reg, created = service.file_node_registration(
         state.store, state.settings, body.model_dump(), int(time.time())
     )
+    if not created:
+        response.status_code = 200
     return _registration(reg)
 
 
