@@ -98,6 +98,8 @@ def cli_submit(
 
 def _waiting(row: sdb.Proposal) -> str | None:
     """The line for a proposal left waiting for its challenge period."""
+    from settlement.adapters.db import submitter as sdb
+
     if row.status != sdb.MINED or row.valid_at is None:
         return None
     return (
