@@ -73,6 +73,11 @@ def run_job(component: str, metrics_port: int | None) -> None:
                         sqlite_synchronous=settings.sqlite_synchronous,
                     )
                 )
+                from settlement.services.genesis import pin_genesis
+
+                # Without W2E_GENESIS or a deployment record the genesis is the store's
+                # (pinned by serve before it started this child): never the class default.
+                settings = pin_genesis(settings, store, say=log.info)
                 metrics = CloseMetrics()
                 metrics.last_closed.set(EpochStore(store).last_closed())
                 job = CloseScheduler(store, settings, on_close=metrics.on_close)

@@ -308,3 +308,43 @@ def test_serve_runs_supervises_and_stops_all_four(anvil: Anvil, tmp_path: Path) 
     messages = [(e["component"], e["message"]) for e in map(json.loads, lines)]
     proposing = [m for m in messages if m[0] == "submitter" and m[1].startswith("proposing root")]
     assert len(proposing) == len(set(proposing)) >= 1, proposing
+
+
+def test_the_scheduler_of_a_fresh_store_closes_from_the_pinned_genesis(tmp_path: Path) -> None:
+    """No W2E_GENESIS, no deployment record: serve pins the store's genesis (now, rounded down
+    to an epoch) and its scheduler child closes from it, so nothing is due yet. A scheduler
+    that read the class default (2026-01-01) would start closing thousands of empty epochs."""
+    from settlement.adapters.db.pinned import pinned
+
+    db = tmp_path / "fresh.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("W2E_")}
+    env |= {
+        "W2E_DATABASE_URL": f"sqlite:///{db}",
+        "W2E_DATA_DIR": str(tmp_path / "epochs"),
+        "W2E_DEPLOYMENT_FILE": str(tmp_path / "none.json"),
+        "W2E_METRICS_PORT": "0",
+        "W2E_SCHEDULER_INTERVAL": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "settlement.cli", "serve", "--no-api", "--scheduler"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        out = ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(1)
+            if db.exists():
+                with open_store(f"sqlite:///{db}") as store:
+                    if pinned(store, "genesis") is not None:
+                        break
+        time.sleep(6)  # a few scheduler ticks
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    with open_store(f"sqlite:///{db}") as store:
+        genesis = pinned(store, "genesis")
+        assert genesis is not None, out
+        assert genesis > 1_767_225_600 and time.time() - genesis < 3600, out
+        assert EpochStore(store).last_closed() == 0, out
+    assert "catching up" not in out, out
