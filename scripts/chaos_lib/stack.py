@@ -240,6 +240,11 @@ class Stack:
                     str(self.api_port),
                     "--workers",
                     str(self.api_workers),
+                    # The API alone: the scheduler, submitter and watchtower are processes of
+                    # their own here, each killed on its own.
+                    "--no-scheduler",
+                    "--no-submitter",
+                    "--no-watchtower",
                 ],
                 self.env,
                 self.dir / "api.log",
