@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from settlement.adapters.db.store import Store
     from settlement.config import Settings
+    from settlement.services.watchtower import Proposal, Verdict
 
 log = logging.getLogger("settlement.serve")
 
@@ -229,11 +231,47 @@ def serve_child(
             metrics_port=metrics_port or None,
             metrics_host=load_settings().metrics_host,
             pause_on_failure=False,
+            recorder=StoreRecorder(load_settings().database_url),
         )
     else:
         from settlement.cli.serve_jobs import run_job
 
         run_job(component, metrics_port or None)
+
+
+class StoreRecorder:
+    """The watchtower's verdicts into W2E_DATABASE_URL's `audit_verdict` table, where the
+    explorer's epoch page reads them. Here, not in cli.watch: `settlement audit` (which runs
+    cli.watch) reaches no store (tests/unit/test_architecture.py). The store is opened at the
+    first verdict, so a database down at start does not stop the watchtower; what fails is
+    raised to the watchtower, which logs it and goes on."""
+
+    def __init__(self, url: str, source: str = "watchtower") -> None:
+        self.url = url
+        self.source = source
+        self.store: Store | None = None
+
+    def __call__(self, p: Proposal, verdict: Verdict) -> None:
+        import time
+
+        from settlement.adapters.db.store import open_store
+        from settlement.adapters.db.verdicts import StoredVerdict, record_verdict
+
+        if self.store is None:
+            self.store = open_store(self.url, create=True, pool_size=1)
+        record_verdict(
+            self.store,
+            StoredVerdict(
+                epoch=p.epoch,
+                kind="correction" if p.correction else "epoch",
+                root=p.root,
+                ok=verdict.ok,
+                mismatches=verdict.count,
+                first_mismatch=verdict.first,
+                audited_at=int(time.time()),
+                source=self.source,
+            ),
+        )
 
 
 def run_api(host: str, port: int, workers: int) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from settlement.services.watchtower import Watchtower
+    from settlement.services.watchtower import VerdictRecorder, Watchtower
 
 log = logging.getLogger("settlement.watchtower")
 
@@ -26,9 +26,11 @@ def run_watch(
     metrics_host: str,
     pause_on_failure: bool,
     once: bool = False,
+    recorder: VerdictRecorder | None = None,
 ) -> None:
     """Follow the distributor's proposals until interrupted: audit each pending root (the
     manifest check, then the full audit) and, with the guardian key, revoke one that fails.
+    `recorder` keeps each verdict (serve's watchtower child: the store, for the explorer).
     Exit 2 on bad settings or keys, 3 on chain errors at start."""
     from settlement.cli.options import setup_command_logging
     from settlement.config import load_settings
@@ -51,6 +53,7 @@ def run_watch(
             from_block=from_block,
             pause_on_failure=pause_on_failure,
             metrics=metrics,
+            recorder=recorder,
         )
         log.info(
             "watching %s from block %d%s%s",
@@ -59,6 +62,8 @@ def run_watch(
             f", guardian {tower.guardian.address}" if tower.guardian else ", no guardian key",
             " (pause on failure)" if pause_on_failure else "",
         )
+        if recorder is not None:
+            log.info("verdicts recorded for the explorer")
         if once:
             run_step(tower)
             return

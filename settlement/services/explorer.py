@@ -14,6 +14,7 @@ import orjson
 from eth_utils import to_checksum_address
 
 from settlement.adapters.db import submitter as sdb
+from settlement.adapters.db import verdicts as vdb
 from settlement.adapters.db.epochs import EpochStore
 from settlement.adapters.db.explorer import ExplorerReads, Moved
 from settlement.adapters.db.store import Store
@@ -375,6 +376,9 @@ class EpochSummary:
     prev_manifest_hash: str
     files: list[DataFile]
     proposals: list[OnChain]  # newest first
+    # The watchtower's latest verdict on this epoch's root; None when it kept none on this
+    # root (never one on another root of the epoch, e.g. a revoked or corrected one).
+    audit: vdb.StoredVerdict | None = None
 
     @property
     def manifest_path(self) -> str:
@@ -389,17 +393,28 @@ def epoch_summaries(
     store: Store, settings: Settings, limit: int = 100, before: int | None = None
 ) -> list[EpochSummary]:
     proposals = _proposals(store)
-    return [
-        _summary(c, proposals)
-        for c in epochs_service.list_epochs(store, settings, limit=limit, before=before)
-    ]
+    closed = epochs_service.list_epochs(store, settings, limit=limit, before=before)
+    verdicts = vdb.verdicts_for(store, [c.epoch for c in closed])
+    return [_summary(c, proposals, verdicts.get(c.epoch, [])) for c in closed]
 
 
 def epoch_summary(store: Store, settings: Settings, epoch: int) -> EpochSummary:
-    return _summary(epochs_service.get_epoch(store, settings, epoch), _proposals(store))
+    closed = epochs_service.get_epoch(store, settings, epoch)
+    verdicts = vdb.verdicts_for(store, [epoch]).get(epoch, [])
+    return _summary(closed, _proposals(store), verdicts)
 
 
-def _summary(closed: Any, proposals: list[sdb.Proposal]) -> EpochSummary:
+def audits(store: Store, roots: dict[int, str]) -> dict[int, vdb.StoredVerdict]:
+    """The watchtower's latest verdict on each epoch's root (epoch -> root); epochs whose
+    root it kept no verdict on are left out."""
+    kept = vdb.verdicts_for(store, roots)
+    found = {e: vdb.matching(kept.get(e, []), root) for e, root in roots.items()}
+    return {e: v for e, v in found.items() if v is not None}
+
+
+def _summary(
+    closed: Any, proposals: list[sdb.Proposal], verdicts: list[vdb.StoredVerdict]
+) -> EpochSummary:
     m = closed.manifest_obj
     on_disk = {p.name.split(".", 1)[0]: p.name for p in _listing(closed.directory)}
     files = [
@@ -431,6 +446,7 @@ def _summary(closed: Any, proposals: list[sdb.Proposal]) -> EpochSummary:
         prev_manifest_hash=str(m["prevManifestHash"]),
         files=files,
         proposals=covering,
+        audit=vdb.matching(verdicts, closed.root),
     )
 
 

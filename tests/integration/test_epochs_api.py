@@ -47,6 +47,7 @@ def test_epoch_routes(client_and_world):
             "dataHash": closed.data_hash,
             "cumulativeTotal": "1000",
             "proposes": True,
+            "audit": None,  # no watchtower verdict recorded on this root
         }
     ]
     r = client.get("/v1/epochs/1")

@@ -345,3 +345,48 @@ def test_estimate_cache_keeps_a_reading_until_its_ttl_or_a_close(tmp_path):
         close_epoch(store, s, now=CUT1)  # a close drops what was kept
         after = open_epoch_estimate(store, s, w.node2, now=CUT1 + 1, cache=kept)
         assert after.epoch == 2 and after.by_class == {}
+
+
+def test_epoch_page_shows_the_recorded_verdict_on_its_root_only(explorer_world):
+    from settlement.adapters.db.verdicts import StoredVerdict, record_verdict
+
+    client, _, store = explorer_world
+    root = next(e["root"] for e in client.get("/v1/epochs").json() if e["epoch"] == 1)
+
+    def verdict(on: str, ok: bool, at: int, **kw) -> StoredVerdict:
+        return StoredVerdict(
+            epoch=1, kind="epoch", root=on, ok=ok, mismatches=kw.get("mismatches", 0),
+            first_mismatch=kw.get("first", ""), audited_at=at, source="watchtower",
+        )  # fmt: skip
+
+    def page_and_json():
+        page = client.get("/epochs/1").text
+        listed = {e["epoch"]: e for e in client.get("/v1/epochs").json()}
+        return page, listed[1]["audit"], listed[2]["audit"], client.get("/").text
+
+    page, audit, other, home = page_and_json()
+    assert "Not audited here" in page and audit is None and other is None
+    assert "Audited by the watchtower" not in page
+    # A verdict on another root of the epoch (a revoked one, say) is not this root's.
+    record_verdict(store, verdict("0x" + "ee" * 32, False, 1_700_000_000, mismatches=5))
+    page, audit, _, home = page_and_json()
+    assert "Not audited here" in page and "FAILED" not in page and audit is None
+    record_verdict(store, verdict(root, True, 1_700_000_000))
+    page, audit, other, home = page_and_json()
+    assert "Not audited here" not in page and other is None
+    assert "Audited by the watchtower at 2023-11-14 22:13:20 UTC" in page and "clean" in page
+    assert root[:10] in page and "settlement audit --rpc" in page  # the command stays
+    assert audit == {
+        "ok": True, "mismatches": 0, "first_mismatch": None, "audited_at": 1_700_000_000,
+        "source": "watchtower", "root": root, "kind": "epoch",
+    }  # fmt: skip
+    assert '<td class="audit">clean</td>' in home
+    # Audited again, the same root failed: the newer verdict replaces the older.
+    first = "epoch 1: balance of 0xab <script> differs"
+    record_verdict(store, verdict(root, False, 1_700_000_100, mismatches=1234, first=first))
+    page, audit, _, home = page_and_json()
+    assert "FAILED: 1,234 mismatches, first:" in page and "clean" not in page
+    assert "&lt;script&gt;" in page and "<script>" not in page.split('id="audit"')[1][:400]
+    assert audit["ok"] is False and audit["mismatches"] == 1234
+    assert audit["first_mismatch"] == first
+    assert '<td class="audit">FAILED (1,234)</td>' in home

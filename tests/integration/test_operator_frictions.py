@@ -70,7 +70,7 @@ def test_migrating_logs_one_line_of_its_own_and_none_of_alembics(
     open_store(f"sqlite:///{tmp_path}/a.db").close()
     assert not [r for r in caplog.records if r.name.startswith("alembic")]
     migrated = [r.getMessage() for r in caplog.records if "database migrated" in r.getMessage()]
-    assert len(migrated) == 1 and "from an empty schema to 0008" in migrated[0]
+    assert len(migrated) == 1 and "from an empty schema to 0009" in migrated[0]
     caplog.clear()
     open_store(f"sqlite:///{tmp_path}/a.db").close()  # at head: nothing to say
     assert not [r for r in caplog.records if "migrated" in r.getMessage()]

@@ -227,3 +227,49 @@ def test_network_failing_during_the_full_audit_is_retried_not_revoked(net: Net) 
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def test_verdicts_are_recorded_for_the_explorer(net: Net) -> None:
+    """serve's watchtower keeps each completed audit in the store: clean for the true root,
+    FAILED with its first mismatch for a bad one (which it still revokes)."""
+    from settlement.adapters.db.verdicts import verdicts_for
+    from settlement.cli.serve import StoreRecorder
+
+    n, d = net, net.distributor
+    recorder = StoreRecorder(n.settings.database_url)
+    full = FullAudit(d, from_block=n.deployment.block, data=str(n.settings.data_dir))
+    tower = _tower(n, chained(manifest_audit(), full), guardian=n.guardian, recorder=recorder)
+    try:
+        n.close(1)
+        bad = _propose(n, 1, epoch_data_uri(n.settings, 1), extra=10**18)
+        (action,) = tower.step()
+        assert action.did == "revoked"
+        good = _propose(n, 1, epoch_data_uri(n.settings, 1))
+        (action,) = tower.step()
+        assert action.did == "left" and action.verdict.ok, action.verdict.summary
+        kept = {v.root: v for v in verdicts_for(n.store, [1])[1]}
+        assert set(kept) == {bad.lower(), good.lower()}
+        failed, clean = kept[bad.lower()], kept[good.lower()]
+        assert not failed.ok and failed.mismatches >= 1 and failed.kind == "epoch"
+        assert "root" in failed.first_mismatch and failed.source == "watchtower"
+        assert clean.ok and clean.mismatches == 0 and clean.first_mismatch == ""
+        assert clean.audited_at > 0 and clean.epoch == 1
+    finally:
+        if recorder.store is not None:
+            recorder.store.close()
+
+
+def test_a_store_that_fails_does_not_stop_the_watchtower(
+    net: Net, caplog: pytest.LogCaptureFixture
+) -> None:
+    n, d = net, net.distributor
+    n.close(1)
+    _propose(n, 1, epoch_data_uri(n.settings, 1), extra=10**18)
+
+    def broken(p: Proposal, verdict: Verdict) -> None:
+        raise RuntimeError("database down")  # any error: logged, the tower goes on
+
+    tower = _tower(n, guardian=n.guardian, recorder=broken)
+    (action,) = tower.step()
+    assert action.did == "revoked" and d.pending_root() is None
+    assert any("could not record the verdict" in r.getMessage() for r in caplog.records)

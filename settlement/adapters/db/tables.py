@@ -338,6 +338,21 @@ class PinnedValueRow(SQLModel, table=True):
     pinned_at: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class AuditVerdictRow(SQLModel, table=True):
+    """The watchtower's verdict on one proposed root (epoch, kind 'epoch' | 'correction'),
+    upserted on a re-audit: see adapters/db/verdicts.py."""
+
+    __tablename__ = "audit_verdict"
+    epoch: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    kind: str = Field(sa_column=Column(Text, primary_key=True))
+    root: str = Field(sa_column=Column(Text, primary_key=True))
+    ok: bool = Field(sa_column=Column(Boolean, nullable=False))
+    mismatches: int = Field(sa_column=Column(BigInteger, nullable=False))
+    first_mismatch: str = Field(sa_column=Column(Text, nullable=False))
+    audited_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    source: str = Field(sa_column=Column(Text, nullable=False))
+
+
 # The watermark tables have no primary key and no index: a close appends every key it moved
 # (1.4M rows at a million sessions) and a primary key's index made that insert take twice as
 # long. Nothing looks a row up by key: the close reads them all in one sorted pass (the

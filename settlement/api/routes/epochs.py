@@ -8,7 +8,7 @@ adds and when) need a configured chain: until the chain issue wires them, they a
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -17,6 +17,10 @@ from settlement.api.deps import SettingsDep, StoreDep, TreesDep
 from settlement.api.schemas import ErrorOut
 from settlement.errors import InputError, NotFound
 from settlement.services import epochs as epochs_service
+from settlement.services import explorer
+
+if TYPE_CHECKING:
+    from settlement.adapters.db.verdicts import StoredVerdict
 
 router = APIRouter(
     prefix="/v1",
@@ -27,12 +31,27 @@ router = APIRouter(
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
+class AuditOut(BaseModel):
+    ok: bool
+    mismatches: int
+    first_mismatch: str | None = Field(description="the first mismatch; null when clean")
+    audited_at: int = Field(description="unix seconds")
+    source: str
+    root: str
+    kind: Literal["epoch", "correction"]
+
+
 class EpochOut(BaseModel):
     epoch: int
     root: str = Field(description="Merkle root of cumulative balances; 0x00..00 when none")
     dataHash: str = Field(description="keccak256 of the manifest bytes")
     cumulativeTotal: str = Field(description="sum of all leaves, base units (decimal string)")
     proposes: bool = Field(description="false: no balance changed, nothing to propose")
+    audit: AuditOut | None = Field(
+        default=None,
+        description="the watchtower's latest verdict on this root (recorded by `settlement "
+        "serve`'s watchtower); null when none was recorded on this root",
+    )
 
 
 class AllocationOut(BaseModel):
@@ -89,13 +108,14 @@ class AccountOut(BaseModel):
     )
 
 
-def _epoch_out(c: epochs_service.ClosedEpoch) -> EpochOut:
+def _epoch_out(c: epochs_service.ClosedEpoch, audit: StoredVerdict | None = None) -> EpochOut:
     return EpochOut(
         epoch=c.epoch,
         root=c.root,
         dataHash=c.data_hash,
         cumulativeTotal=str(c.cumulative_total),
         proposes=c.proposes,
+        audit=None if audit is None else AuditOut(**audit.to_json()),
     )
 
 
@@ -114,7 +134,9 @@ def list_epochs(
         int | None, Query(ge=1, le=EPOCH_MAX, description="only epochs below this one")
     ] = None,
 ) -> list[EpochOut]:
-    return [_epoch_out(c) for c in epochs_service.list_epochs(store, settings, limit, before)]
+    closed = epochs_service.list_epochs(store, settings, limit, before)
+    audits = explorer.audits(store, {c.epoch: c.root for c in closed})
+    return [_epoch_out(c, audits.get(c.epoch)) for c in closed]
 
 
 @router.get(

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from settlement.services.watchtower.audits import FullAudit, _as_proposed, chained, manifest_audit
 from settlement.services.watchtower.metrics import WatchMetrics
-from settlement.services.watchtower.proposals import PendingAudit, Proposal, Verdict
+from settlement.services.watchtower.proposals import (
+    PendingAudit,
+    Proposal,
+    Verdict,
+    VerdictRecorder,
+)
 from settlement.services.watchtower.tower import Action, WatchState, Watchtower, run_step
 from settlement.services.watchtower.wiring import open_watchtower
 
@@ -21,6 +26,7 @@ __all__ = [
     "PendingAudit",
     "Proposal",
     "Verdict",
+    "VerdictRecorder",
     "WatchMetrics",
     "WatchState",
     "Watchtower",

@@ -113,7 +113,7 @@ class FullAudit:
         more = len(report.mismatches) - len(shown) + report.suppressed
         if more:
             shown.append(f"... and {more} more")
-        return Verdict(report.ok, "\n".join(shown))
+        return Verdict(report.ok, "\n".join(shown), len(report.mismatches) + report.suppressed)
 
 
 def _as_proposed(events: list[ChainEvent], p: Proposal) -> list[ChainEvent]:

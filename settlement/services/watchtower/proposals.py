@@ -62,9 +62,31 @@ class Verdict:
 
     ok: bool
     summary: str = ""
+    mismatches: int | None = None  # how many the audit found, when it counted them
+
+    @property
+    def count(self) -> int:
+        """Mismatches: the audit's count, else one per line of `summary` (at least one when
+        it failed: a verdict that could not complete is one failure)."""
+        if self.ok:
+            return 0
+        if self.mismatches is not None:
+            return max(1, self.mismatches)
+        return max(1, len([line for line in self.summary.splitlines() if line.strip()]))
+
+    @property
+    def first(self) -> str:
+        """The first mismatch (the summary's first line), "" when it passed."""
+        lines = [line for line in self.summary.strip().splitlines() if line.strip()]
+        return lines[0] if lines and not self.ok else ""
 
 
 # The audit of one pending proposal. Raises DataUnavailable when it could not read the data
 # (tried again next tick; a failure once the window is about to close). Any other
 # SettlementError is a failure: a dataset that breaks the auditor cannot be shown correct.
 PendingAudit = Callable[[Proposal], Verdict]
+
+# Keeps each completed audit's verdict (pass or fail) where the explorer reads it: the wiring
+# passes one in (cli: the store's verdicts table); the watchtower reaches no store itself.
+# What it raises is logged and the watchtower goes on.
+VerdictRecorder = Callable[[Proposal, Verdict], None]

@@ -26,7 +26,12 @@ from settlement.errors import (
     SettlementError,
 )
 from settlement.services.watchtower.metrics import WatchMetrics
-from settlement.services.watchtower.proposals import PendingAudit, Proposal, Verdict
+from settlement.services.watchtower.proposals import (
+    PendingAudit,
+    Proposal,
+    Verdict,
+    VerdictRecorder,
+)
 
 # The logger of the module this package was: operators filter on that name.
 log = logging.getLogger("settlement.services.watchtower")
@@ -73,8 +78,10 @@ class Watchtower:
         unavailable_margin: int = 120,
         metrics: WatchMetrics | None = None,
         say: Callable[[str], None] | None = None,
+        recorder: VerdictRecorder | None = None,
     ) -> None:
         self.distributor = distributor
+        self.recorder = recorder
         self.chain = distributor.chain
         self.audit = audit
         self.guardian = guardian
@@ -130,6 +137,7 @@ class Watchtower:
             verdict = self._audit(current)
             if verdict is not None:
                 self.state.verdicts[current.key] = verdict
+                self._record(current, verdict)
         # Act on every failed proposal not yet handled: the one pending, and one that was
         # accepted (or revoked by someone else) while this tower audited it.
         for key, verdict in sorted(self.state.verdicts.items()):
@@ -210,6 +218,16 @@ class Watchtower:
             f"{p.valid_at - self.chain_now():.0f} s left in its window"
         )
         return verdict
+
+    def _record(self, p: Proposal, verdict: Verdict) -> None:
+        """Keep the verdict where the explorer reads it; a store that cannot take it is
+        logged, never a reason to stop watching (or to skip the revoke that follows)."""
+        if self.recorder is None:
+            return
+        try:
+            self.recorder(p, verdict)
+        except Exception as error:
+            log.error("could not record the verdict on %s: %s: %s", p, type(error).__name__, error)
 
     def _on_failure(self, p: Proposal, verdict: Verdict) -> Action:
         """Revoke `p` if it is still pending (and pause with --pause-on-failure)."""

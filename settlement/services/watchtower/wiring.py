@@ -9,7 +9,7 @@ from settlement.config import Settings
 from settlement.errors import ConfigError, DeploymentMissing
 from settlement.services.watchtower.audits import FullAudit, chained, manifest_audit
 from settlement.services.watchtower.metrics import WatchMetrics
-from settlement.services.watchtower.proposals import PendingAudit
+from settlement.services.watchtower.proposals import PendingAudit, VerdictRecorder
 from settlement.services.watchtower.tower import Watchtower
 
 
@@ -24,13 +24,15 @@ def open_watchtower(
     pause_on_failure: bool = False,
     metrics: WatchMetrics | None = None,
     say: Callable[[str], None] | None = None,
+    recorder: VerdictRecorder | None = None,
 ) -> Watchtower:
     """A Watchtower over `rpc_url` (default W2E_RPC_URL) and `distributor` (default: the
     deployment record's), from `from_block` (default: the deployment's block, else 0), with
     the guardian key when one is configured (W2E_GUARDIAN_KEYSTORE or the variable
     W2E_GUARDIAN_KEY_ENV names); without one it audits and alerts but cannot revoke.
     `audit` defaults to the manifest check then the full audit, of the files at each
-    proposal's dataURI or under `data` (a folder or an http(s) base)."""
+    proposal's dataURI or under `data` (a folder or an http(s) base). `recorder` keeps each
+    verdict (serve's watchtower: the store's audit_verdict table)."""
     from settlement.adapters.chain import connect, load_deployment
     from settlement.adapters.keys import load_optional_key
 
@@ -62,6 +64,7 @@ def open_watchtower(
         pause_on_failure=pause_on_failure,
         metrics=metrics,
         say=say,
+        recorder=recorder,
     )
     if guardian is None and pause_on_failure:
         raise ConfigError(
