@@ -76,6 +76,11 @@ def test_first_mismatch_is_bounded_and_bad_rows_refused(vstore: Store) -> None:
     record_verdict(vstore, _v(4, ROOT_A, ok=False, first_mismatch="x" * 10_000))
     (v,) = verdicts_for(vstore, [4])[4]
     assert v.first_mismatch == "x" * FIRST_MISMATCH_MAX
+    secret = "dataset unavailable: https://user:pw@data.example:8443/k3y/epoch-1/a.ndjson: 503"
+    record_verdict(vstore, _v(6, ROOT_A, ok=False, first_mismatch=secret))
+    (shown,) = verdicts_for(vstore, [6])[6]
+    assert "pw" not in shown.first_mismatch and "k3y" not in shown.first_mismatch
+    assert "data.example:8443" in shown.first_mismatch
     with pytest.raises(InputError, match="kind"):
         record_verdict(vstore, _v(5, ROOT_A, kind="other"))
     with pytest.raises(InputError, match="mismatches"):

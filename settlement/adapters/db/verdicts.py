@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from settlement.adapters.db.store import Store
-from settlement.errors import InputError
+from settlement.errors import InputError, redact
 
 KINDS: Final = ("epoch", "correction")
 FIRST_MISMATCH_MAX: Final = 500  # characters of the first mismatch kept (a line, not a report)
@@ -42,7 +42,9 @@ _COLUMNS: Final = "epoch, kind, root, ok, mismatches, first_mismatch, audited_at
 
 
 def record_verdict(store: Store, v: StoredVerdict) -> None:
-    """Keep `v`, replacing an earlier verdict on the same (epoch, kind, root)."""
+    """Keep `v`, replacing an earlier verdict on the same (epoch, kind, root). The first
+    mismatch is cut to FIRST_MISMATCH_MAX characters, its URLs to scheme://host:port (the
+    explorer shows it to anyone)."""
     if v.kind not in KINDS:
         raise InputError(f"kind must be one of {', '.join(KINDS)}, got {v.kind!r}")
     if v.mismatches < 0 or (v.ok and v.mismatches):
@@ -53,7 +55,7 @@ def record_verdict(store: Store, v: StoredVerdict) -> None:
         v.root.lower(),
         v.ok,
         v.mismatches,
-        v.first_mismatch[:FIRST_MISMATCH_MAX],
+        redact(v.first_mismatch)[:FIRST_MISMATCH_MAX],  # public: no URL's key or password
         v.audited_at,
         v.source,
     )
