@@ -237,6 +237,17 @@ def test_serve_runs_supervises_and_stops_all_four(anvil: Anvil, tmp_path: Path) 
         )
         assert _metric(metrics + 2, "w2e_watchtower_roots_failed_total") == 0, log.tail()
 
+        # Its verdict kept in the store, shown by the explorer on epoch 1's root (issue 16).
+        def audit_of_epoch_1() -> object:
+            listed = httpx.get(url + "/v1/epochs", timeout=5).json()
+            return next(e for e in listed if e["epoch"] == 1)["audit"]
+
+        audit = _wait("the verdict on the explorer", audit_of_epoch_1, timeout=60)
+        assert audit["ok"] is True and audit["source"] == "watchtower", audit  # type: ignore[index]
+        page = httpx.get(url + "/epochs/1", timeout=5).text
+        assert "Audited by the watchtower at" in page and "clean" in page, page
+        assert "Not audited here" not in page
+
         # The funding margin: balance - (allocated by the latest close - claimed), before
         # and after a claim (the submitter indexes the Claimed event, the balance drops).
         with open_store(env["W2E_DATABASE_URL"], create=False) as store:

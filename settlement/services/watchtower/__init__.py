@@ -1,6 +1,8 @@
 """The watchtower (`settlement audit --watch`): follows the distributor's proposals, audits
 each pending root inside its challenge window, and with the guardian key revokes one that
-fails (optionally pausing too, so a correction can follow). Its state is Prometheus metrics.
+fails (optionally pausing too, so a correction can follow). Its state is Prometheus metrics;
+each verdict also goes to a `VerdictRecorder` when the wiring gives one (`settlement serve`:
+the store's audit_verdict table, which the explorer's epoch page reads).
 
 What "audit" means is a function passed in (`PendingAudit`): the auditor of
 `services.audit` on the proposal's dataset. This module decides when to audit and what to do
