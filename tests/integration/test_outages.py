@@ -257,7 +257,10 @@ def test_postgres_restarted_during_ingest(private_pg: PrivatePostgres, tmp_path:
     with open_store(private_pg.url) as store:
         load_registries(store, orjson.loads((out / "registries.json").read_bytes()))
     log = tmp_path / "faults.log"
+    # The receipts start a day back: the genesis is set before them (else the service would
+    # pin its own first start, and every receipt would be TOO_OLD).
     env = {**os.environ, "W2E_DATABASE_URL": private_pg.url, "W2E_RATE_LIMIT": "0",
+           "W2E_GENESIS": str(cfg.start // 3600 * 3600),
            "W2E_FAULTS": f"log={log};ingest.commit:sleep=0.3"}  # fmt: skip
     batches = [lines[i : i + 50] for i in range(0, len(lines), 50)]
     answers: list[tuple[list[bytes], int, dict | None]] = []
