@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import Depends, Header, Request
@@ -30,6 +31,22 @@ class ApiState:
     inflight: InflightLimit
     thread_limiter: anyio.CapacityLimiter  # threads for ingest: as many as batches admitted
     trees: TreeCache  # published trees by root: the epochs routes' and the claims service's
+
+
+T = TypeVar("T")
+_ONCE_LOCK = threading.Lock()
+
+
+def app_once(request: Request, name: str, make: Callable[[], T]) -> T:
+    """The app's `name` object, made by `make` on first use (once, whichever worker thread
+    asks first) and kept on `app.state`: the explorer's caches, the claim relay."""
+    state = request.app.state
+    with _ONCE_LOCK:
+        made: T | None = getattr(state, name, None)
+        if made is None:
+            made = make()
+            setattr(state, name, made)
+    return made
 
 
 def _state(request: Request) -> ApiState:

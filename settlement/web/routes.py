@@ -7,7 +7,6 @@ Store calls block: the page routes are plain `def` (FastAPI's threadpool)."""
 from __future__ import annotations
 
 import datetime
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from settlement.api.deps import SettingsDep, StoreDep, TreesDep
+from settlement.api.deps import SettingsDep, StoreDep, TreesDep, app_once
 from settlement.api.routes.epochs import EPOCH_MAX
 from settlement.api.routes.leaderboards import leaderboard_cache
 from settlement.api.routes.nodes import delivery_cache
@@ -57,17 +56,9 @@ def _error(request: Request, error: SettlementError) -> HTMLResponse:
     )
 
 
-_STATE_LOCK = threading.Lock()
-
-
 def _estimates(request: Request) -> explorer_estimate.EstimateCache:
     """The app's estimate of the next close, made on first use."""
-    state = request.app.state
-    with _STATE_LOCK:
-        cache = getattr(state, "explorer_estimates", None)
-        if cache is None:
-            cache = state.explorer_estimates = explorer_estimate.EstimateCache()
-    return cache
+    return app_once(request, "explorer_estimates", explorer_estimate.EstimateCache)
 
 
 def _lookup(request: Request, address: str | None, what: str, action: str) -> Response:

@@ -10,13 +10,12 @@ to create_app (the demo, tests: the embedded chain).
 from __future__ import annotations
 
 import re
-import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from settlement.api.deps import StoreDep, _admit
+from settlement.api.deps import StoreDep, _admit, app_once
 from settlement.api.schemas import ErrorOut
 from settlement.errors import InputError
 from settlement.services.claims import ClaimRelay, Claims, rewards_by_epoch
@@ -125,17 +124,11 @@ def get_rewards(address: str, store: StoreDep) -> RewardsOut:
     )
 
 
-_RELAY_LOCK = threading.Lock()
-
-
 def _relay(request: Request) -> ClaimRelay:
-    state = request.app.state
-    with _RELAY_LOCK:
-        relay = getattr(state, "claim_relay", None)
-        if relay is None:
-            claims: Claims = state.claims
-            relay = state.claim_relay = ClaimRelay(claims, claims.settings.claim_batch_size)
-    return relay
+    claims: Claims = request.app.state.claims
+    return app_once(
+        request, "claim_relay", lambda: ClaimRelay(claims, claims.settings.claim_batch_size)
+    )
 
 
 class RelayIn(BaseModel):

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from settlement.api.deps import StoreDep
+from settlement.api.deps import StoreDep, app_once
 from settlement.api.explorer_schemas import LeaderboardOut
 from settlement.api.routes.epochs import EPOCH_MAX
 from settlement.api.schemas import ErrorOut
 from settlement.services import explorer
 
 router = APIRouter(prefix="/v1", tags=["explorer"])
-_LOCK = threading.Lock()
 
 
 def leaderboard_cache(request: Request) -> explorer.LeaderboardCache:
     """The app's leaderboard cache, made on first use."""
-    state = request.app.state
-    with _LOCK:
-        cache = getattr(state, "explorer_leaderboards", None)
-        if cache is None:
-            cache = state.explorer_leaderboards = explorer.LeaderboardCache()
-    return cache
+    return app_once(request, "explorer_leaderboards", explorer.LeaderboardCache)
 
 
 @router.get(

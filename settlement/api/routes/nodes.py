@@ -4,29 +4,22 @@ operator's CLI read it)."""
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from settlement.api.deps import StoreDep
+from settlement.api.deps import StoreDep, app_once
 from settlement.api.explorer_schemas import NodeActivityOut
 from settlement.api.routes.epochs import EPOCH_MAX
 from settlement.api.schemas import ErrorOut
 from settlement.services import explorer
 
 router = APIRouter(prefix="/v1", tags=["explorer"])
-_LOCK = threading.Lock()
 
 
 def delivery_cache(request: Request) -> explorer.DeliveryCache:
     """The app's cache of closed epochs' node credit, made on first use."""
-    state = request.app.state
-    with _LOCK:
-        cache = getattr(state, "explorer_deliveries", None)
-        if cache is None:
-            cache = state.explorer_deliveries = explorer.DeliveryCache()
-    return cache
+    return app_once(request, "explorer_deliveries", explorer.DeliveryCache)
 
 
 @router.get(
