@@ -5,6 +5,8 @@ files (not from any process's memory):
   stored receipt has counters at least as high);
 - closed epochs are 1..N with no gap or repeat, each with its manifest.json;
 - no (root, epoch) proposed twice on chain (RootProposed and CorrectionProposed);
+- no root of the service revoked (only a watchtower revokes here: an honest root revoked is
+  a false alarm or a root posted before anyone could check it);
 - the distributor's cumulativeTotal equals the service's for the accepted root;
 - no account claimed more than its leaf in the accepted root;
 - the independent auditor (`settlement audit --rpc --distributor`) exits 0.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +40,7 @@ class CheckResult:
     problems: list[str] = field(default_factory=list)
     epochs_closed: int = 0
     roots_proposed: int = 0
+    revoked: int = 0
     accepted_epoch: int = 0
     audited: bool = False
 
@@ -102,12 +106,21 @@ def _epochs(stack: Stack, store: object, out: CheckResult) -> None:
 def _proposals(stack: Stack, d: c.Distributor, out: CheckResult) -> None:
     seen: dict[tuple[str, int], int] = {}
     events = c.read_events(
-        d, int(stack.deployment["block"]), names=("RootProposed", "CorrectionProposed")
+        d,
+        int(stack.deployment["block"]),
+        names=("RootProposed", "CorrectionProposed", "RootRevoked"),
     )
     for e in events:
+        if e.name == "RootRevoked":
+            out.revoked += 1
+            out.problems.append(
+                f"root {e.args['root']} of epoch {e.args['epoch']} revoked in block "
+                f"{e.block_number}: the watchtower failed it (see watchtower.log)"
+            )
+            continue
         k = (e.args["root"], e.args["epoch"])
         seen[k] = seen.get(k, 0) + 1
-    out.roots_proposed = len(events)
+    out.roots_proposed = len(events) - out.revoked
     for (root, epoch), n in seen.items():
         if n > 1:
             out.duplicate_proposals += n - 1
@@ -120,8 +133,18 @@ def _totals_and_claims(store: object, d: c.Distributor, out: CheckResult) -> Non
         return
     rows = sdb.SubmitterStore(store)  # type: ignore[arg-type]
     row = rows.latest_accepted(root)
+    deadline = time.monotonic() + 20
+    while row is None and time.monotonic() < deadline:
+        # Accepted on chain by someone else (anyone may call acceptRoot): the service marks
+        # its row accepted when it next reads the chain's events.
+        time.sleep(1)
+        row = rows.latest_accepted(root)
     if row is None:
-        out.problems.append(f"the distributor's root {root} is no accepted proposal of the service")
+        statuses = [(r.id, r.kind, r.epoch, r.status) for r in rows.by_root(root)]
+        out.problems.append(
+            f"the distributor's root {root} is no accepted proposal of the service after "
+            f"20 s (its rows: {statuses or 'none'})"
+        )
         return
     out.accepted_epoch = row.epoch
     on_chain = d.cumulative_total()

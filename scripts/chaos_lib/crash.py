@@ -153,6 +153,14 @@ class Crash:
     def key(self, role: str) -> c.Key:
         return c.Key(self.stack.keys[role], role)
 
+    def guardian(self, call: c.Call) -> None:
+        """A pause or unpause: the watchtower holds the guardian key too (a revoke of its own
+        takes a nonce), so the next nonce is read from the chain each time."""
+        assert self.chain is not None
+        key = self.key("guardian")
+        self.chain.nonces.resync(key.address)
+        self.chain.transact(key, call)
+
     # -- one kill -------------------------------------------------------------------------
 
     def kill(self, proc: Proc, aimed: tuple[str, ...] | None) -> str:
@@ -214,12 +222,12 @@ class Crash:
             if d.root() == "0x" + "00" * 32:  # nothing accepted yet: nothing to correct
                 s.procs["submitter"].start()
                 return "idle (no root to correct yet)"
-            chain.transact(self.key("guardian"), d.pause())
+            self.guardian(d.pause())
             if d.pending_root() is None:
                 break
             # A root mined just before the pause (its transaction was already out): ordinary
             # acceptance waits for an unpause, and a correction cannot go over it. Again.
-            chain.transact(self.key("guardian"), d.unpause())
+            self.guardian(d.unpause())
         else:
             raise RuntimeError("could not pause without a pending root in 10 tries")
         proc = Proc("correct", [*SETTLEMENT, "correct", "--wait"], s.env, s.dir / "correct.log")
@@ -233,7 +241,7 @@ class Crash:
             self.report.incidents.append(
                 f"settlement correct did not succeed in 6 runs; see {s.dir / 'correct.log'}"
             )
-        chain.transact(self.key("guardian"), d.unpause())
+        self.guardian(d.unpause())
         s.procs["submitter"].start()
         return landed
 

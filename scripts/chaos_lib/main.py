@@ -1,7 +1,7 @@
 """scripts/chaos crash [--iterations N] [--seed S] | soak --minutes M [--rate R].
 
 Last line: one JSON object (field names stay stable). Exit 0 when every check passed, 1
-when one failed (a receipt lost, a root proposed twice, an audit failure; memory or p99
+when one failed (a receipt lost, a root proposed twice or revoked, an audit failure; memory or p99
 out of bounds for soak), 2 on bad arguments.
 """
 
@@ -30,7 +30,9 @@ def crash_table(r: CrashReport) -> dict[str, object]:
     lost = max((x.lost for x in checks), default=0)
     dup = max((x.duplicate_proposals for x in checks), default=0)
     audit_failures = sum(x.audit_failures for x in checks)
-    problems = [p for x in checks for p in x.problems] + r.incidents
+    revoked = max((x.revoked for x in checks), default=0)
+    # Each check reports what it finds on the whole history: the same problem once.
+    problems = list(dict.fromkeys([p for x in checks for p in x.problems] + r.incidents))
     table = Table(title=f"chaos crash: {r.iterations} iterations in {r.seconds:.0f} s")
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -47,6 +49,7 @@ def crash_table(r: CrashReport) -> dict[str, object]:
     table.add_row("latest accepted epoch", str(final.accepted_epoch if final else "-"))
     table.add_row("claims sent", str(r.claims))
     table.add_row("duplicate proposals", str(dup))
+    table.add_row("roots revoked (by the watchtower)", str(revoked))
     audits = sum(1 for x in checks if x.audited)
     table.add_row(f"audit failures (of {audits} audits)", str(audit_failures))
     table.add_row("invariant checks run", str(len(checks)))
@@ -60,6 +63,7 @@ def crash_table(r: CrashReport) -> dict[str, object]:
         "lost": lost,
         "duplicate_proposals": dup,
         "audit_failures": audit_failures,
+        "revoked": revoked,
         "seconds": round(r.seconds, 1),
         "problems": len(problems),
     }

@@ -212,6 +212,28 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def ensure_file(path: Path, data: bytes) -> bool:
+    """Put `data` at `path` unless it is there already (`write_atomic`); True when written.
+
+    A dataset's manifest is written last, after the close commits, so a crash between the two
+    leaves a committed epoch without it: whoever reads the epoch next puts it back."""
+    if path.exists() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data)
+    return True
+
+
+def missing_files(directory: Path, sha256s: Iterable[str]) -> list[str]:
+    """Which of the data files named by these hashes (`<sha256>.ndjson` or `.json`, as a
+    `FileSink` names them) are not in `directory`."""
+    return [
+        sha
+        for sha in sha256s
+        if not (directory / f"{sha}.ndjson").exists() and not (directory / f"{sha}.json").exists()
+    ]
+
+
 def epoch_dir(data_dir: str | Path, epoch: int) -> Path:
     return Path(data_dir) / f"epoch-{epoch:08d}"
 

@@ -132,10 +132,7 @@ def closed_epoch(
 
 def _ensure_manifest_file(closed: ClosedEpoch) -> None:
     """A crash between commit and the manifest's rename leaves the file missing: put it back."""
-    path = closed.directory / dataset.MANIFEST
-    if not path.exists() or path.read_bytes() != closed.manifest:
-        closed.directory.mkdir(parents=True, exist_ok=True)
-        publish.write_atomic(path, closed.manifest)
+    publish.ensure_file(closed.directory / dataset.MANIFEST, closed.manifest)
 
 
 def close_epoch(

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 
+import orjson
 from prometheus_client import Gauge
 
 from settlement import faults
@@ -104,8 +105,6 @@ def data_uri(settings: Settings, epoch: int) -> str:
 
 def epoch_dump_path(settings: Settings, manifest: bytes) -> str | None:
     """Path of the tree dump a manifest names (None: no tree)."""
-    import orjson
-
     doc = orjson.loads(manifest)
     for f in doc["files"]:
         if f["name"] == dataset.TREE:
@@ -377,6 +376,8 @@ class Submitter:
                     )
                     return None
                 STALE_FLOOR.set(0)
+                if not self._published(stored.epoch, stored.manifest):
+                    return None
                 return Candidate(
                     epoch=epoch,
                     first_epoch=current + 1,
@@ -388,6 +389,24 @@ class Submitter:
                 )
             epoch -= 1
         return None
+
+    def _published(self, epoch: int, manifest: bytes) -> bool:
+        """Whether `epoch`'s dataset is where its dataURI serves it, completed first: a root
+        goes on chain only once anyone can check it (a watchtower revokes a root whose data
+        it cannot read). A crash between the close's commit and its manifest leaves the
+        manifest out; it is put back from the stored bytes, as the next close tick would."""
+        directory = publish.epoch_dir(self.settings.data_dir, epoch)
+        files = orjson.loads(manifest)["files"]
+        missing = publish.missing_files(directory, (f["sha256"] for f in files))
+        if missing:
+            self.alert(
+                f"not proposing epoch {epoch}: {len(missing)} of its data files are not in "
+                f"{directory} (first {missing[0]}): restore them from a backup (docs/operations.md)"
+            )
+            return False
+        if publish.ensure_file(directory / dataset.MANIFEST, manifest):
+            self.say(f"published the manifest of epoch {epoch}, missing after its close")
+        return True
 
     def foreign_root(self) -> str | None:
         """Why not to propose, when the distributor's root is not this service's last accepted
