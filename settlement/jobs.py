@@ -217,7 +217,7 @@ class ChainScheduler:
         # Imported here: only a chain scheduler loads the chain stack (web3), not the closes.
         from settlement.services.claims import index_claims
         from settlement.services.funding import refresh_margin
-        from settlement.services.submit import run_step
+        from settlement.services.submit_loop import run_step
 
         self.ticks += 1
         sub = self.submitter

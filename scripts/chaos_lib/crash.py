@@ -14,6 +14,7 @@ import contextlib
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,7 @@ AIM = {
     "proposal": ("submitter", ("propose.sent", "propose.prepared")),
 }
 PLAN = ("ingest", "close", "proposal", "random", "correction")
+CORRECTION_AIMS = ("correct.published", "propose.prepared", "propose.sent")
 
 
 class FaultLog:
@@ -73,10 +75,20 @@ class FaultLog:
             self.lines.append((float(t), int(pid), name))
 
     def wait_for(
-        self, pids: set[int], names: tuple[str, ...], since: float, timeout: float
+        self,
+        pids: set[int],
+        names: tuple[str, ...],
+        since: float,
+        timeout: float,
+        alive: Callable[[], bool] = lambda: True,
     ) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if not alive():  # it exited (e.g. a correction refused): nothing to aim at
+                self.poll()
+                return any(
+                    pid in pids and name in names for t, pid, name in self.lines if t >= since
+                )
             self.poll()
             for t, pid, name in reversed(self.lines):
                 if t < since:
@@ -130,6 +142,7 @@ class Crash:
         self.chain: c.Chain | None = None
         self.distributor: c.Distributor | None = None
         self.last_landed = ""
+        self.corrections = 0
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -170,7 +183,7 @@ class Crash:
         if aimed:
             pids = set(proc.pids())
             # API workers and forked children: any process of the group counts.
-            hit = self.log.wait_for(pids, aimed, since, timeout=60)
+            hit = self.log.wait_for(pids, aimed, since, timeout=60, alive=proc.alive)
             if not hit:
                 self.report.aimed_missed += 1
             else:
@@ -232,7 +245,11 @@ class Crash:
             raise RuntimeError("could not pause without a pending root in 10 tries")
         proc = Proc("correct", [*SETTLEMENT, "correct", "--wait"], s.env, s.dir / "correct.log")
         proc.start()
-        landed = self.kill(proc, ("correct.published", "propose.sent", "propose.prepared"))
+        # In turn: after publishing, after signing, after sending (each point comes after
+        # the one before, so aiming at a later one lets the run go further).
+        aim = CORRECTION_AIMS[self.corrections % len(CORRECTION_AIMS)]
+        self.corrections += 1
+        landed = self.kill(proc, (aim,))
         for _ in range(6):  # a run may fail on its own (an epoch closed meanwhile): again
             again = Proc("correct", proc.argv, s.env, s.dir / "correct.log").start()
             if again.wait(300) == 0:

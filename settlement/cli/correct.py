@@ -30,7 +30,7 @@ def cli_correct(
     from settlement.config import load_settings
     from settlement.errors import SettlementError
     from settlement.services.correct import run_correction
-    from settlement.services.submit import open_submitter
+    from settlement.services.submit_loop import open_submitter
 
     log_to_stderr(logging.WARNING)
     try:

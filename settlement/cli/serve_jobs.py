@@ -83,7 +83,7 @@ def run_job(component: str, metrics_port: int | None) -> None:
                 job = CloseScheduler(store, settings, on_close=metrics.on_close)
             else:
                 from settlement.jobs import ChainScheduler
-                from settlement.services.submit import open_submitter
+                from settlement.services.submit_loop import open_submitter
 
                 submitter = stack.enter_context(open_submitter(settings))
                 job = ChainScheduler(submitter, settings.submitter_interval)

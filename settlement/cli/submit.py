@@ -51,7 +51,7 @@ def cli_submit(
     from settlement.errors import SettlementError
     from settlement.services.claims import index_claims
     from settlement.services.safety import refuse_unsafe
-    from settlement.services.submit import open_submitter
+    from settlement.services.submit_loop import open_submitter
 
     try:
         settings = load_settings()

@@ -5,6 +5,7 @@ still in flight; after a restart every acknowledged receipt is there."""
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from settlement.sim.generate import SimConfig, generate
 pytestmark = pytest.mark.slow  # server processes killed and restarted
 
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
-PG_SCHEMA = "w2e_test_sigkill"
+PG_SCHEMA = f"w2e_test_sigkill_{secrets.token_hex(4)}"  # a run of its own
 BATCH = 100
 
 

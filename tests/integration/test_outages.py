@@ -48,7 +48,7 @@ from settlement.adapters.db.store import open_store
 from settlement.client import SettlementClient
 from settlement.domain.wire import parse_wire
 from settlement.errors import SettlementError
-from settlement.services import submit as submit_mod
+from settlement.services import submit_loop
 from settlement.services.registry import load_registries
 from settlement.services.submit import proposals_on_chain
 from settlement.sim.generate import SimConfig, generate
@@ -114,7 +114,7 @@ def test_anvil_down_during_a_proposal_backs_off_alerts_and_proposes_once(tmp_pat
         def job() -> None:
             nonlocal ticks
             while not stop.is_set():
-                submit_mod.run_step(sub)
+                submit_loop.run_step(sub)
                 ticks += 1
                 gauges.append(_gauge())
                 time.sleep(0.1)
