@@ -37,6 +37,7 @@ _QUIET = {
 
 
 current_format: str | None = None  # what setup_logging installed last (None: not yet)
+_level_before = logging.WARNING  # the root logger's level before setup_logging
 
 
 class LineFormatter(logging.Formatter):
@@ -80,7 +81,21 @@ def _one_line(text: str) -> str:
 
 
 class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the handler this module installed, so a second setup replaces it, never adds."""
+    """Marks the handler this module installed, so a second setup replaces it, never adds.
+
+    Made for stderr (no stream given), it writes to `sys.stderr` as it is at each event, not
+    as it was at setup: a command run in-process (Typer's CliRunner, a test) swaps stderr for
+    a buffer and closes it afterwards, and an event logged before the next setup would go to
+    that closed buffer ("--- Logging error ---" in the next command's output)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream or sys.stderr)
+        self._follows_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._follows_stderr:
+            self.stream = sys.stderr  # under the handler's lock (Handler.handle holds it)
+        super().emit(record)
 
 
 def setup_logging(
@@ -96,12 +111,14 @@ def setup_logging(
     event is printed twice."""
     from settlement.errors import RedactUrls
 
-    global current_format
+    global current_format, _level_before
     current_format = fmt
-    handler = _OurHandler(stream or sys.stderr)
+    root = logging.getLogger()
+    if not any(isinstance(h, _OurHandler) for h in root.handlers):
+        _level_before = root.level
+    handler = _OurHandler(stream)
     handler.setFormatter(LineFormatter(fmt, component))
     handler.addFilter(RedactUrls())
-    root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
@@ -109,6 +126,20 @@ def setup_logging(
     for name, quiet in _QUIET.items():
         logging.getLogger(name).setLevel(quiet)
     return handler
+
+
+def reset_logging() -> None:
+    """Undo `setup_logging`: the root logger's handler and level as they were before it. The
+    CLI calls it as each command starts, so a command run in-process after another (Typer's
+    CliRunner, an embedding program) logs as it would in a fresh process."""
+    global current_format
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if isinstance(h, _OurHandler)]
+    for h in ours:
+        root.removeHandler(h)
+    if ours:
+        root.setLevel(_level_before)
+    current_format = None
 
 
 def dict_config(fmt: str = "text", component: str = "api") -> dict[str, Any]:

@@ -110,6 +110,9 @@ def main(
 ) -> None:
     """W2E settlement engine."""
     from settlement.cli.options import OPTIONS
+    from settlement.logs import reset_logging
+
+    reset_logging()  # a command run in-process after another logs as in a fresh process
 
     if log_format is not None and log_format not in ("text", "json"):
         raise typer.BadParameter("use text or json", param_hint="--log-format")

@@ -5,7 +5,9 @@ Alembic's, a catch-up close that says so, a submitter that says each thing once,
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 import uuid
 from pathlib import Path
 
@@ -183,6 +185,17 @@ def test_epochs_close_on_the_command_line_says_it_catches_up(
     monkeypatch.setenv("W2E_GENESIS", "1800000000")
     monkeypatch.setenv("W2E_DEPLOYMENT_FILE", str(tmp_path / "none.json"))
     now = 1_800_000_000 + 60 * behind + 30
+    # As after an earlier command run in this process: its logging set up at INFO on its
+    # stderr, a buffer closed since. This command starts from a fresh process's logging.
+    from settlement.logs import setup_logging
+
+    earlier, real = io.StringIO(), sys.stderr
+    sys.stderr = earlier
+    try:
+        setup_logging("text", component="earlier", level=logging.INFO)
+    finally:
+        sys.stderr = real
+    earlier.close()
     result = CliRunner().invoke(app, ["epochs", "close", "--now", str(now)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()

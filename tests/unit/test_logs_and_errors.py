@@ -79,6 +79,24 @@ def test_a_format_string_holding_a_url_with_a_placeholder_still_logs(restore_roo
     assert stream.getvalue().rstrip().endswith("metrics on http://127.0.0.1:9464")
 
 
+def test_the_stderr_handler_writes_to_stderr_as_it_is_now(
+    restore_root: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command run in-process (CliRunner) set up logging on a stderr buffer it then closed;
+    the next event goes to the stderr of now, not to the closed buffer."""
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    setup_logging("text", component="cli")
+    logging.getLogger("settlement.x").warning("while the first command runs")
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("settlement.x").warning("database migrated")
+    out = second.getvalue()
+    assert "Logging error" not in out
+    assert out.count("\n") == 1 and out.rstrip().endswith("database migrated"), out
+
+
 def test_errors_become_one_line_and_the_documented_exit_code() -> None:
     import requests
 
