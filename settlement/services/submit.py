@@ -63,6 +63,11 @@ BELOW_CHAIN = Gauge(
     "1 when the next tree's total is below the distributor's cumulativeTotal (never expected: "
     "leaves are max(balance, floor)); nothing is proposed",
 )
+DATA_MISSING = Gauge(
+    "w2e_submitter_dataset_incomplete_epoch",
+    "The closed epoch not proposed because data files its manifest names are not in "
+    "W2E_DATA_DIR (0: every dataset complete)",
+)
 STALE_FLOOR = Gauge(
     "w2e_submitter_stale_floor_epoch",
     "The latest closed epoch when it was built under an older floor than the one in force "
@@ -387,6 +392,7 @@ class Submitter:
         directory = publish.epoch_dir(self.settings.data_dir, epoch)
         files = orjson.loads(manifest)["files"]
         missing = publish.missing_files(directory, (f["sha256"] for f in files))
+        DATA_MISSING.set(epoch if missing else 0)
         if missing:
             self.alert(
                 f"not proposing epoch {epoch}: {len(missing)} of its data files are not in "

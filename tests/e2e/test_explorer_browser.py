@@ -19,13 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
-from eth_account import Account
 from support.anvil import ROOT, Anvil, find_anvil
+from support.deploy import deploy_with_keys
 from support.server import ServerProcess
 
 from settlement.adapters import chain as c
 from settlement.adapters.db.store import open_store
-from settlement.adapters.keys import Key
 from settlement.config import Settings
 from settlement.domain.receipts import Params
 from settlement.jobs import close_due
@@ -88,18 +87,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("explorer")
     with Anvil(ANVIL) as node:
         chain = c.connect(rpc_url=node.url, poll_interval=0.02)
-        secrets = {n: Account.create() for n in ("admin", "poster", "guardian")}
-        keys = {n: Key(a, n) for n, a in secrets.items()}
-        for k in keys.values():
-            chain.set_balance(k.address, 10**20)
-        deployment = c.deploy(
-            chain,
-            keys["admin"],
-            poster=keys["poster"].address,
-            guardian=keys["guardian"].address,
-            challenge_period=HOUR,
-            mint=10 * EMISSION,
-            fund=4 * EMISSION,
+        keys, deployment = deploy_with_keys(
+            chain, challenge_period=HOUR, mint=10 * EMISSION, fund=4 * EMISSION
         )
         c.save_deployment(deployment, tmp / "deployment.json")
         env = {

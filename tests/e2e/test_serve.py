@@ -21,11 +21,11 @@ import httpx
 import pytest
 from eth_account import Account
 from support.anvil import Anvil, find_anvil
+from support.deploy import ROLES, deploy_with_keys
 
 from settlement.adapters import chain as c
 from settlement.adapters.db.epochs import EpochStore
 from settlement.adapters.db.store import open_store
-from settlement.adapters.keys import Key
 from settlement.client import SettlementClient
 from settlement.config import Settings
 from settlement.domain.merkle import MerkleTree
@@ -138,18 +138,9 @@ def anvil() -> Iterator[Anvil]:
 
 def test_serve_runs_supervises_and_stops_all_four(anvil: Anvil, tmp_path: Path) -> None:
     chain = c.connect(rpc_url=anvil.url, poll_interval=0.02)
-    secrets = {n: Account.create() for n in ("admin", "poster", "guardian")}
-    keys = {n: Key(a, n) for n, a in secrets.items()}
-    for k in keys.values():
-        chain.set_balance(k.address, 10**20)
-    deployment = c.deploy(
-        chain,
-        keys["admin"],
-        poster=keys["poster"].address,
-        guardian=keys["guardian"].address,
-        challenge_period=5,
-        mint=10 * EMISSION,
-        fund=4 * EMISSION,
+    secrets = {n: Account.create() for n in ROLES}
+    keys, deployment = deploy_with_keys(
+        chain, challenge_period=5, mint=10 * EMISSION, fund=4 * EMISSION, accounts=secrets
     )
     c.save_deployment(deployment, tmp_path / "deployment.json")
     # Epochs of 5 minutes; epoch 1 ends, with its grace, 150 s from now. Sessions start in

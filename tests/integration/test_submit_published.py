@@ -16,7 +16,7 @@ from test_submitter_anvil import Net, make_net
 from settlement.adapters import files as publish
 from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import EpochStore
-from settlement.services.submit import Submitter
+from settlement.services.submit import DATA_MISSING, Submitter
 
 
 def _net(tmp_path: Path) -> Net:
@@ -72,9 +72,11 @@ def test_no_root_while_a_data_file_is_missing(tmp_path: Path) -> None:
         assert sub.rows.count(sdb.MINED) == 0
         (alert,) = [s for s in said if s.startswith("ALERT: not proposing epoch 1")]
         assert data[0].name.split(".")[0][:16] in alert and str(directory) in alert
+        assert DATA_MISSING._value.get() == 1
 
         moved.rename(data[0])  # restored from a backup: proposed on the next tick
         (row,) = sub.step()
         assert row.status == sdb.MINED and row.epoch == 1
+        assert DATA_MISSING._value.get() == 0
     finally:
         n.store.close()

@@ -31,6 +31,7 @@ from settlement.domain.merkle import MerkleTree
 from settlement.domain.receipts import Params
 from settlement.jobs import close_due
 from settlement.services import submit as submitter_mod
+from settlement.services import submit_loop
 from settlement.services.ingest import Ingestor
 from settlement.services.registry import load_registries
 from settlement.services.submit import Submitter, proposals_on_chain
@@ -313,7 +314,7 @@ def test_anvil_killed_mid_submission_comes_back_from_its_state(tmp_path: Path) -
         _rpc(node.url, "evm_setAutomine", False)  # the proposal stays in the pool...
 
         sub = n.submitter()
-        worker = threading.Thread(target=lambda: submitter_mod.run_step(sub), daemon=True)
+        worker = threading.Thread(target=lambda: submit_loop.run_step(sub), daemon=True)
         worker.start()
         c.wait_until(lambda: any(r.status == sdb.SENT for r in sub.rows.all()), 20, "sent")
         node.stop(kill=True)  # ...and dies with it: a SIGKILLed anvil writes no dump
