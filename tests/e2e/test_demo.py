@@ -34,8 +34,11 @@ def test_demo_serves_its_summary_then_stays_up_until_interrupted(tmp_path: Path)
     process = subprocess.Popen(
         [sys.executable, "-m", "settlement.cli.main", "demo", *SMALL,
          "--dir", str(tmp_path / "demo"), "--serve", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "COLUMNS": "200"},
+        stdout=subprocess.PIPE, stderr=log, text=True,
+        # faulthandler: a SIGABRT below prints every thread's stack to the log
+        env={**os.environ, "COLUMNS": "200", "PYTHONFAULTHANDLER": "1"},
     )  # fmt: skip
+    hung = False
     try:
         assert process.stdout is not None
         lines: list[str] = []
@@ -54,7 +57,12 @@ def test_demo_serves_its_summary_then_stays_up_until_interrupted(tmp_path: Path)
         assert manifest.status_code == 200
         assert orjson.loads(manifest.content)["epoch"] == "4"
         process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=60)
+        try:
+            rest, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            hung = True
+            process.send_signal(signal.SIGABRT)
+            process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
@@ -62,6 +70,7 @@ def test_demo_serves_its_summary_then_stays_up_until_interrupted(tmp_path: Path)
         log.seek(0)
         err = log.read()
         log.close()
+    assert not hung, f"no exit within 60 s of SIGINT; its threads:\n{err[-6000:]}"
     assert process.returncode == 0, err[-3000:]
     out += rest
     for title in (
