@@ -58,7 +58,7 @@ def settings_table(
     """List every W2E_* setting with its default and what it does; with --markdown, the
     README's table. The values in force come from the environment, .env and the deployment
     record (W2E_DEPLOYMENT_FILE); `settlement config check` judges them. Exit 0."""
-    from settlement.config import settings_markdown
+    from settlement.settings_table import settings_markdown
 
     if markdown:
         typer.echo(settings_markdown(), nl=False)

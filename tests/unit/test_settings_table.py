@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from settlement.config import Settings, env_name, settings_markdown
+from settlement.config import Settings
+from settlement.settings_table import env_name, settings_markdown
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 TABLE = re.compile(r"<!-- settings table:[^\n]*-->\n(.*?)<!-- end of settings table -->", re.S)
