@@ -16,23 +16,11 @@ from test_submitter_anvil import Net, make_net
 from settlement.adapters import files as publish
 from settlement.adapters.db import submitter as sdb
 from settlement.adapters.db.epochs import EpochStore
-from settlement.services.submit import DATA_MISSING, Submitter
+from settlement.services.submit import DATA_MISSING
 
 
 def _net(tmp_path: Path) -> Net:
     return make_net(tmp_path, "", funded_epochs=3)  # "": the embedded py-evm chain
-
-
-def _submitter(n: Net, said: list[str]) -> Submitter:
-    return Submitter(
-        n.store,
-        n.settings,
-        n.chain,
-        n.distributor,
-        n.poster,
-        deployment_block=n.deployment.block,
-        say=said.append,
-    )
 
 
 def test_a_manifest_lost_to_a_crash_is_published_before_the_root(tmp_path: Path) -> None:
@@ -46,7 +34,7 @@ def test_a_manifest_lost_to_a_crash_is_published_before_the_root(tmp_path: Path)
         manifest.unlink()  # as a SIGKILL between the commit and the rename leaves it
 
         said: list[str] = []
-        sub = _submitter(n, said)
+        sub = n.submitter(say=said.append)
         (row,) = sub.step()
         assert row.status == sdb.MINED and row.epoch == 1
         assert manifest.read_bytes() == stored.manifest
@@ -66,7 +54,7 @@ def test_no_root_while_a_data_file_is_missing(tmp_path: Path) -> None:
         moved = data[0].rename(tmp_path / data[0].name)
 
         said: list[str] = []
-        sub = _submitter(n, said)
+        sub = n.submitter(say=said.append)
         assert sub.step() == []
         assert n.distributor.pending_root() is None
         assert sub.rows.count(sdb.MINED) == 0

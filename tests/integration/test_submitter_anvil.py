@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +67,9 @@ class Net:
     admin: Key
     relayer: Key
 
-    def submitter(self, chain: c.Chain | None = None) -> Submitter:
+    def submitter(
+        self, chain: c.Chain | None = None, say: Callable[[str], None] | None = None
+    ) -> Submitter:
         chain = chain or self.chain
         return Submitter(
             self.store,
@@ -76,6 +78,7 @@ class Net:
             c.Distributor(chain, self.distributor.address),
             self.poster,
             deployment_block=self.deployment.block,
+            say=say,
         )
 
     def close(self, epoch: int) -> None:

@@ -30,7 +30,7 @@ from settlement.api.app import create_app
 from settlement.domain import dataset
 from settlement.domain.merkle import MerkleTree
 from settlement.services.published import epoch_data_uri
-from settlement.services.submit import Submitter, epoch_dump_path
+from settlement.services.submit import epoch_dump_path
 from settlement.services.watchtower import (
     FullAudit,
     WatchMetrics,
@@ -79,17 +79,6 @@ def _tower(n: Net, **kwargs: Any) -> Watchtower:
         guardian=n.guardian,
         metrics=WatchMetrics(),
         **kwargs,
-    )
-
-
-def _submitter(n: Net) -> Submitter:
-    return Submitter(
-        n.store,
-        n.settings,
-        n.chain,
-        n.distributor,
-        n.poster,
-        deployment_block=n.deployment.block,
     )
 
 
@@ -178,7 +167,7 @@ def test_bad_root_is_revoked_before_valid_at(net: Net) -> None:
     assert tower.step() == []  # acted once
 
     # The service's own proposal of the same epoch is then audited clean and left alone.
-    sub = _submitter(n)
+    sub = n.submitter()
     (row,) = sub.step()
     assert row.status == sdb.MINED
     (action,) = tower.step()
@@ -209,7 +198,7 @@ def test_tampered_dataset_under_the_true_root_is_revoked(net: Net, tmp_path: Pat
 def test_good_root_is_left_alone(net: Net) -> None:
     n, d = net, net.distributor
     n.close(2)
-    sub = _submitter(n)
+    sub = n.submitter()
     (row,) = sub.step()
     assert row.status == sdb.MINED and row.data_uri == epoch_data_uri(n.settings, 2)
     tower = _tower(n, pause_on_failure=True)
