@@ -84,17 +84,15 @@ class FaultLog:
     ) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not alive():  # it exited (e.g. a correction refused): nothing to aim at
-                self.poll()
-                return any(
-                    pid in pids and name in names for t, pid, name in self.lines if t >= since
-                )
+            gone = not alive()  # read before the poll: a point announced before exit counts
             self.poll()
             for t, pid, name in reversed(self.lines):
                 if t < since:
                     break
                 if pid in pids and name in names:
                     return True
+            if gone:  # it exited (e.g. a correction refused): nothing left to aim at
+                return False
             time.sleep(0.005)
         return False
 
