@@ -16,7 +16,8 @@ from settlement.config import Settings
 from settlement.errors import ChainError, ConfigError, RpcUnavailable
 from settlement.services.submit import Submitter
 
-log = logging.getLogger(__name__)
+# The submitter's logger: its lines read as they did before this module was split out.
+log = logging.getLogger("settlement.services.submit")
 
 RPC_DOWN = Gauge(
     "w2e_submitter_rpc_unavailable_seconds",
