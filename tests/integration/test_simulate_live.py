@@ -80,6 +80,9 @@ def test_simulate_url_exits_3_and_names_what_differs(tmp_path: Path) -> None:
         **os.environ,
         "W2E_DATABASE_URL": f"sqlite:///{tmp_path}/ingest.db",
         "W2E_RATE_LIMIT": "0",
+        # A genesis long past. Without one the store pins its own first start, rounded down
+        # to an epoch: less than 120 s ago at some times of day, which simulate --url refuses.
+        "W2E_GENESIS": str(int(time.time()) - 30 * 86400),
     }
     env.pop("W2E_ADMIN_TOKEN", None)  # registries not uploaded: nodes and content unknown
     with ServerProcess(env, workers=1, log=tmp_path / "server.log") as server:
